@@ -1,0 +1,3 @@
+from fetchml.cli.main import main
+
+main()

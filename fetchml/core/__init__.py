@@ -1,0 +1,1 @@
+"""Pure rules and wire types: no I/O, no framework imports."""

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    COLLECTING = "collecting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
+    WORKER = "worker"
+
+
+class ExperimentStatus(StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+    DELETED = "deleted"
+
+
+class AuditEventType(StrEnum):
+    # The contract's enum ...
+    JOB_QUEUED = "job_queued"
+    JOB_STARTED = "job_started"
+    JOB_COMPLETED = "job_completed"
+    FILE_ACCESS = "file_access"
+    AUTH_ATTEMPT = "auth_attempt"
+    PLUGIN_CONFIGURED = "plugin_configured"
+    SCHEDULER_DRAIN = "scheduler_drain"
+    AUDIT_VERIFIED = "audit_verified"
+    # ... plus mutations the contract has no type for. Recording them under an unrelated
+    # contract type would make filtering by type lie, so they get their own names.
+    JOB_CANCELLED = "job_cancelled"
+    EXPERIMENT_CREATED = "experiment_created"
+    KEY_CREATED = "key_created"
+    KEY_REVOKED = "key_revoked"
+
+
+ACTIVE_STATUSES = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING, TaskStatus.COLLECTING})
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})

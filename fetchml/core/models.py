@@ -1,0 +1,236 @@
+"""Wire models: the shapes of the HTTP contract, shared by server, services and client."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fetchml.core.enums import AuditEventType, ExperimentStatus, Role, TaskStatus
+
+JOB_NAME_PATTERN = r"^[a-zA-Z0-9_-]+$"
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", use_enum_values=False)
+
+
+class HealthResponse(Wire):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    version: str
+    timestamp: datetime
+
+
+class PluginConfig(Wire):
+    enabled: bool | None = None
+    mode: Literal["sidecar", "remote", "disabled"] | None = None
+    image: str | None = None
+    settings: dict[str, Any] | None = None
+
+
+class PluginStatus(Wire):
+    name: str | None = None
+    status: Literal["healthy", "unhealthy", "starting", "stopped"] | None = None
+    url: str | None = None
+    last_check: datetime | None = None
+
+
+class NodeAssignment(Wire):
+    node_id: int
+    worker_id: str
+    slot_assigned: bool = False
+
+
+def check_mount_path(value: str) -> str:
+    """A dataset mount path is relative to the workspace and may not climb out of it."""
+    if not value or value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
+        raise ValueError("mount_path must be a relative path inside the workspace")
+    norm = posixpath.normpath(value.replace("\\", "/"))
+    if norm == ".." or norm.startswith("../") or norm == ".":
+        raise ValueError("mount_path must stay inside the workspace")
+    return norm
+
+
+class DatasetSpec(Wire):
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=JOB_NAME_PATTERN)]
+    source: Annotated[str, Field(min_length=1, max_length=4096)]
+    sha256: str
+    mount_path: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str) -> str:
+        v = v.lower()
+        if not SHA256_RE.match(v):
+            raise ValueError("sha256 must be 64 hexadecimal characters")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if "://" in v and not v.startswith(("file://", "http://", "https://")):
+            raise ValueError("source must be a local path, file://, http:// or https:// URL")
+        return v
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount(cls, v: str | None) -> str | None:
+        return None if v is None else check_mount_path(v)
+
+
+class CreateTaskRequest(Wire):
+    job_name: Annotated[str, Field(min_length=1, max_length=64, pattern=JOB_NAME_PATTERN)]
+    priority: Annotated[int, Field(ge=1, le=10)] = 5
+    args: Annotated[str, Field(max_length=16384)] | None = None
+    entrypoint: Annotated[str, Field(max_length=4096)] | None = None
+    snapshot_id: Annotated[str, Field(max_length=128)] | None = None
+    datasets: list[Annotated[str, Field(max_length=256)]] | None = None
+    dataset_specs: list[DatasetSpec] | None = None
+    cpu: NonNegInt | None = None
+    memory_gb: NonNegInt | None = None
+    gpu: NonNegInt | None = None
+    metadata: dict[str, str] | None = None
+    image: Annotated[str, Field(max_length=512)] | None = None
+    gpu_type: Annotated[str, Field(max_length=64)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=100)] | None = None
+    node_count: Annotated[int, Field(ge=1, le=1024)] = 1
+    reservation_id: Annotated[str, Field(max_length=128)] | None = None
+    plugin_configs: dict[str, PluginConfig] | None = None
+
+    @field_validator("dataset_specs")
+    @classmethod
+    def _unique_mounts(cls, v: list[DatasetSpec] | None) -> list[DatasetSpec] | None:
+        if v:
+            seen: set[str] = set()
+            for spec in v:
+                mount = spec.mount_path or spec.name
+                if mount in seen:
+                    raise ValueError(f"two datasets share mount_path {mount!r}")
+                seen.add(mount)
+        return v
+
+
+class Task(Wire):
+    id: str
+    job_name: str
+    status: TaskStatus
+    priority: int
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    worker_id: str | None = None
+    error: str | None = None
+    output: str | None = None
+    entrypoint: str | None = None
+    args: str | None = None
+    snapshot_id: str | None = None
+    datasets: list[str] = []
+    dataset_specs: list[DatasetSpec] = []
+    cpu: int | None = None
+    memory_gb: int | None = None
+    gpu: int | None = None
+    gpu_type: str | None = None
+    image: str | None = None
+    user_id: str
+    retry_count: int = 0
+    max_retries: int = 0
+    node_count: int = 1
+    reservation_id: str | None = None
+    metadata: dict[str, str] = {}
+    plugin_configs: dict[str, PluginConfig] = {}
+    plugin_status: dict[str, PluginStatus] = {}
+    node_assignments: list[NodeAssignment] = []
+    priority_aged: float
+    pending_reason: str | None = None
+
+
+class TaskList(Wire):
+    tasks: list[Task]
+    total: int
+    limit: int
+    offset: int
+
+
+class QueueStats(Wire):
+    queued: int
+    running: int
+    completed: int
+    failed: int
+    workers: int
+
+
+class CreateExperimentRequest(Wire):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    description: Annotated[str, Field(max_length=4096)] | None = None
+    commit_id: Annotated[str, Field(max_length=128)] | None = None
+
+
+class Experiment(Wire):
+    id: str
+    name: str
+    description: str | None = None
+    commit_id: str | None = None
+    created_at: datetime
+    status: ExperimentStatus
+    user_id: str | None = None
+
+
+class AuditEvent(Wire):
+    sequence_num: int
+    timestamp: datetime
+    event_type: AuditEventType
+    user_id: str | None = None
+    resource: str | None = None
+    action: str | None = None
+    success: bool
+    ip_address: str | None = None
+    error: str | None = None
+    prev_hash: str
+    event_hash: str
+    metadata: dict[str, Any] = {}
+
+
+class AuditEventList(Wire):
+    events: list[AuditEvent]
+    total: int
+    limit: int
+    offset: int
+
+
+class VerificationResult(Wire):
+    valid: bool
+    total_events: int
+    first_tampered: int | None = None
+    chain_root_hash: str | None = None
+    verified_at: datetime
+    reason: str | None = None
+
+
+class ChainRoot(Wire):
+    root_hash: str
+    timestamp: datetime | None = None
+    total_events: int
+
+
+class CreateKeyRequest(Wire):
+    user: Annotated[str, Field(min_length=1, max_length=64, pattern=JOB_NAME_PATTERN)]
+    role: Role
+
+
+class ApiKeyInfo(Wire):
+    id: str
+    user_id: str
+    role: Role
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class CreatedKey(ApiKeyInfo):
+    key: str

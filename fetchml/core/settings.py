@@ -1,0 +1,39 @@
+"""Server-side settings: one object, env prefix FETCHML_, CLI flags layered on top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("fetchml", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FETCHML_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 9101
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    auth_cache_seconds: float = Field(default=2.0, ge=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    timezone: str = "UTC"
+    default_max_retries: int = Field(default=3, ge=0)
+    access_log: bool = True
+    log_level: str = "info"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'fetchml.db').as_posix()}"
+
+    def ensure_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)

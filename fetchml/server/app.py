@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from fetchml import __version__
+from fetchml.core.ratelimit import TokenBuckets
+from fetchml.server.errors import handle_exception
+from fetchml.server.middleware import TraceMiddleware
+from fetchml.server.routes.audit import AuditController
+from fetchml.server.routes.experiments import ExperimentController
+from fetchml.server.routes.health import health
+from fetchml.server.routes.keys import KeyController
+from fetchml.server.routes.queue import queue_stats
+from fetchml.server.routes.tasks import TaskController
+from fetchml.server.security import make_auth_guard
+from fetchml.services.container import Services
+
+
+def create_app(services: Services) -> Litestar:
+    settings = services.settings
+    buckets = TokenBuckets(settings.rate_limit_per_minute)
+    return Litestar(
+        route_handlers=[health, TaskController, queue_stats, ExperimentController, AuditController, KeyController],
+        guards=[make_auth_guard(buckets)],
+        exception_handlers={Exception: handle_exception},
+        state=State({"services": services}),
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="fetchml",
+            version=__version__,
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "ApiKeyAuth": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")
+                }
+            ),
+            security=[{"ApiKeyAuth": []}],
+        ),
+        logging_config=None,  # fetchml.server.main configures logging once, for uvicorn too
+        debug=False,
+    )
+
+
+def create_asgi(services: Services) -> Any:
+    return TraceMiddleware(create_app(services), log_requests=services.settings.access_log)

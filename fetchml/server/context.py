@@ -1,0 +1,33 @@
+"""Per-request values the transport layer stores on the ASGI scope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+
+from fetchml.core.errors import UnauthorizedError
+from fetchml.services.container import Services
+from fetchml.services.principal import Principal
+
+TRACE_KEY = "fetchml.trace_id"
+PRINCIPAL_KEY = "fetchml.principal"
+
+
+def trace_id_of(scope: Any) -> str:
+    return str(scope.get(TRACE_KEY, ""))
+
+
+def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
+    return connection.app.state["services"]  # type: ignore[no-any-return]
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    principal = connection.scope.get(PRINCIPAL_KEY)  # type: ignore[misc]
+    if principal is None:  # a route without the auth guard: a wiring bug, never a client error
+        raise UnauthorizedError()
+    return principal  # type: ignore[no-any-return]
+
+
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    return connection.client.host if connection.client else None

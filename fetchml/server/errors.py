@@ -1,0 +1,76 @@
+"""The one place exceptions become HTTP responses, always in the contract's envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+
+from fetchml.core.errors import FetchmlError, RateLimitedError
+from fetchml.server.context import trace_id_of
+
+log = logging.getLogger("fetchml.server")
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    409: "CONFLICT",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+_HTTP_MESSAGES = {
+    404: "Resource not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+}
+
+
+def envelope(status: int, code: str, message: str, trace_id: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        content={"error": message, "code": code, "trace_id": trace_id},
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _validation_message(exc: ValidationException) -> str:
+    parts = []
+    for item in exc.extra or []:
+        if isinstance(item, dict):
+            key = item.get("key")
+            msg = str(item.get("message", "invalid value"))
+            parts.append(f"{key}: {msg}" if key else msg)
+    return "Validation failed: " + "; ".join(parts) if parts else "Validation failed"
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    trace_id = trace_id_of(request.scope)
+    if isinstance(exc, FetchmlError):
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
+        return envelope(exc.status, exc.code, exc.message, trace_id, headers)
+    if isinstance(exc, ValidationException):
+        return envelope(422, "VALIDATION_ERROR", _validation_message(exc), trace_id)
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        status = exc.status_code
+        code = _HTTP_CODES.get(status, "BAD_REQUEST")
+        message = _HTTP_MESSAGES.get(status) or _safe_client_detail(exc)
+        return envelope(status, code, message, trace_id)
+    if isinstance(exc, HTTPException) and exc.status_code == 503:
+        return envelope(503, "SERVICE_UNAVAILABLE", "Service unavailable", trace_id)
+    log.error("unhandled error trace_id=%s", trace_id, exc_info=exc)
+    return envelope(500, "INTERNAL_ERROR", "An error occurred", trace_id)
+
+
+def _safe_client_detail(exc: HTTPException) -> str:
+    detail = str(exc.detail or "")
+    if isinstance(exc.__cause__, SerializationException):
+        # The decoder's message names the position of the fault and nothing internal.
+        return f"Malformed JSON body: {detail}"[:200]
+    return detail if 0 < len(detail) <= 200 else "Invalid request format"

@@ -1,0 +1,44 @@
+"""`fetchml serve`: migrate, start the writer, serve HTTP until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from fetchml.core.settings import Settings
+from fetchml.server.app import create_asgi
+from fetchml.services.container import Services
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    configure_logging(settings.log_level)
+    services = Services(settings)
+    services.start()
+    try:
+        config = uvicorn.Config(
+            create_asgi(services),
+            host=settings.host,
+            port=settings.port,
+            access_log=False,  # our TraceMiddleware writes the access line, with the trace id
+            log_level=settings.log_level.lower(),
+            server_header=False,
+        )
+        logging.getLogger("fetchml.server").info(
+            "fetchml serving on http://%s:%d (database: %s)",
+            settings.host,
+            settings.port,
+            "sqlite" if services.db.is_sqlite else "postgresql",
+        )
+        uvicorn.Server(config).run()
+    finally:
+        services.stop()

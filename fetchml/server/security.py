@@ -1,0 +1,51 @@
+"""Guards: rate limit and authenticate every non-public route, then check the role."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from fetchml.core.enums import Role
+from fetchml.core.errors import ForbiddenError, RateLimitedError
+from fetchml.core.ratelimit import TokenBuckets
+from fetchml.server.context import PRINCIPAL_KEY, client_ip, services_of
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+API_KEY_HEADER = "x-api-key"
+
+
+def make_auth_guard(buckets: TokenBuckets) -> Guard:
+    async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        if handler.opt.get("public"):
+            return
+        raw = connection.headers.get(API_KEY_HEADER)
+        ip = client_ip(connection)
+        # Limit before looking the key up, so a flood of bad keys cannot flood the audit log.
+        bucket = "k:" + hashlib.sha256(raw.encode()).hexdigest() if raw else f"ip:{ip}"
+        wait = buckets.take(bucket, time.monotonic())
+        if wait:
+            raise RateLimitedError(retry_after=wait)
+        principal = await services_of(connection).keys.authenticate(raw, ip)
+        connection.scope[PRINCIPAL_KEY] = principal  # type: ignore[literal-required]
+
+    return authenticate
+
+
+def requires(*roles: Role) -> Guard:
+    allowed = frozenset(roles)
+
+    async def check_role(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        principal = connection.scope.get(PRINCIPAL_KEY)  # type: ignore[misc]
+        if principal is None or principal.role not in allowed:
+            raise ForbiddenError()
+
+    return check_role
+
+
+ADMIN_ONLY = [requires(Role.ADMIN)]
+USERS = [requires(Role.ADMIN, Role.USER)]

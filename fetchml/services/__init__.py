@@ -1,0 +1,1 @@
+"""Use cases. No HTTP here: callers pass a Principal in and get wire models or domain errors out."""

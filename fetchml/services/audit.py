@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fetchml.core.audit import GENESIS_HASH, verify_chain
+from fetchml.core.enums import AuditEventType
+from fetchml.core.models import AuditEvent, AuditEventList, ChainRoot, VerificationResult
+from fetchml.core.timeutil import utcnow
+from fetchml.services.base import read
+from fetchml.services.principal import Principal
+from fetchml.services.uow import Tx, WriteQueue
+from fetchml.store.db import Database
+from fetchml.store.tables import AuditEventRow
+
+SEQ = AuditEventRow.sequence_num
+
+
+def event_to_wire(row: AuditEventRow) -> AuditEvent:
+    return AuditEvent(
+        sequence_num=row.sequence_num,
+        timestamp=row.timestamp,
+        event_type=AuditEventType(row.event_type),
+        user_id=row.user_id,
+        resource=row.resource,
+        action=row.action,
+        success=row.success,
+        ip_address=row.ip_address,
+        error=row.error,
+        prev_hash=row.prev_hash,
+        event_hash=row.event_hash,
+        metadata=row.extra_metadata or {},
+    )
+
+
+def _row_fields(row: AuditEventRow) -> dict[str, Any]:
+    return {
+        "sequence_num": row.sequence_num,
+        "timestamp": row.timestamp,
+        "event_type": row.event_type,
+        "user_id": row.user_id,
+        "resource": row.resource,
+        "action": row.action,
+        "success": row.success,
+        "ip_address": row.ip_address,
+        "error": row.error,
+        "metadata": row.extra_metadata,
+        "prev_hash": row.prev_hash,
+        "event_hash": row.event_hash,
+    }
+
+
+class AuditService:
+    def __init__(self, db: Database, writer: WriteQueue) -> None:
+        self.db = db
+        self.writer = writer
+
+    async def list_events(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        event_type: AuditEventType | None = None,
+        user_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> AuditEventList:
+        def q(session: Session) -> AuditEventList:
+            conds = []
+            if start is not None:
+                conds.append(AuditEventRow.timestamp >= start)
+            if end is not None:
+                conds.append(AuditEventRow.timestamp <= end)
+            if event_type is not None:
+                conds.append(AuditEventRow.event_type == event_type.value)
+            if user_id is not None:
+                conds.append(AuditEventRow.user_id == user_id)
+            total = session.scalar(select(func.count()).select_from(AuditEventRow).where(*conds)) or 0
+            rows = session.scalars(
+                select(AuditEventRow).where(*conds).order_by(SEQ.desc()).limit(limit).offset(offset)  # type: ignore[attr-defined]
+            ).all()
+            return AuditEventList(events=[event_to_wire(r) for r in rows], total=total, limit=limit, offset=offset)
+
+        return await read(self.db, q)
+
+    async def chain_root(self) -> ChainRoot:
+        def q(session: Session) -> ChainRoot:
+            row = session.scalars(select(AuditEventRow).order_by(SEQ.desc()).limit(1)).first()  # type: ignore[attr-defined]
+            if row is None:
+                return ChainRoot(root_hash=GENESIS_HASH, timestamp=None, total_events=0)
+            return ChainRoot(root_hash=row.event_hash, timestamp=row.timestamp, total_events=row.sequence_num)
+
+        return await read(self.db, q)
+
+    async def verify(self, principal: Principal, ip_address: str | None = None) -> VerificationResult:
+        def walk(session: Session) -> Any:
+            def events() -> Iterator[dict[str, Any]]:
+                for row in session.scalars(select(AuditEventRow).order_by(SEQ).execution_options(yield_per=2000)):
+                    yield _row_fields(row)
+
+            return verify_chain(events())
+
+        check = await read(self.db, walk)
+        verified_at = utcnow()
+
+        def record(tx: Tx) -> None:
+            tx.audit(
+                AuditEventType.AUDIT_VERIFIED,
+                user_id=principal.user_id,
+                resource="audit_chain",
+                action="verify",
+                success=check.valid,
+                ip_address=ip_address,
+                error=check.reason,
+                metadata={"total_events": check.total_events, "first_tampered": check.first_tampered},
+            )
+
+        await self.writer.run(record)
+        return VerificationResult(
+            valid=check.valid,
+            total_events=check.total_events,
+            first_tampered=check.first_tampered,
+            chain_root_hash=check.root_hash,
+            verified_at=verified_at,
+            reason=check.reason,
+        )

@@ -1,0 +1,36 @@
+"""Wires the services to one database and one writer."""
+
+from __future__ import annotations
+
+from fetchml.core.settings import Settings
+from fetchml.services.audit import AuditService
+from fetchml.services.experiments import ExperimentService
+from fetchml.services.health import HealthService
+from fetchml.services.keys import KeyService
+from fetchml.services.queue import QueueService
+from fetchml.services.tasks import TaskService
+from fetchml.services.uow import WriteQueue
+from fetchml.store.db import Database
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        if settings.database_url is None:
+            settings.ensure_data_dir()
+        self.db = Database(settings.resolved_database_url)
+        self.writer = WriteQueue(self.db)
+        self.audit = AuditService(self.db, self.writer)
+        self.keys = KeyService(self.db, self.writer, cache_seconds=settings.auth_cache_seconds)
+        self.tasks = TaskService(self.db, self.writer, default_max_retries=settings.default_max_retries)
+        self.experiments = ExperimentService(self.db, self.writer)
+        self.queue = QueueService(self.db, timezone=settings.timezone)
+        self.health = HealthService(self.db)
+
+    def start(self) -> None:
+        self.db.migrate()
+        self.writer.start()
+
+    def stop(self) -> None:
+        self.writer.stop()
+        self.db.dispose()

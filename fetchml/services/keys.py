@@ -1,0 +1,151 @@
+"""API keys: creation, listing, revocation and authentication.
+
+Keys are `fml_` + 256 random bits, shown once, stored only as SHA-256. Lookup is by the
+digest (an index hit leaks nothing useful: an attacker cannot steer a SHA-256 prefix), and
+the stored digest is compared with hmac.compare_digest anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fetchml.core.enums import AuditEventType, Role
+from fetchml.core.errors import ConflictError, NotFoundError, UnauthorizedError
+from fetchml.core.models import ApiKeyInfo, CreatedKey
+from fetchml.core.timeutil import utcnow
+from fetchml.services.base import read
+from fetchml.services.principal import Principal
+from fetchml.services.uow import Tx, WriteQueue
+from fetchml.store.db import Database
+from fetchml.store.tables import ApiKeyRow
+
+KEY_PREFIX = "fml_"
+MAX_KEY_LENGTH = 256
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def _key_info(row: ApiKeyRow) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        id=row.id,
+        user_id=row.user_id,
+        role=Role(row.role),
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def create_key_op(user: str, role: Role, actor: Principal) -> Callable[[Tx], CreatedKey]:
+    def op(tx: Tx) -> CreatedKey:
+        raw = KEY_PREFIX + secrets.token_urlsafe(32)
+        row = ApiKeyRow(
+            id="key_" + secrets.token_hex(6),
+            key_hash=hash_key(raw),
+            prefix=raw[:12],
+            user_id=user,
+            role=role.value,
+            created_at=utcnow(),
+        )
+        tx.session.add(row)
+        tx.audit(
+            AuditEventType.KEY_CREATED,
+            user_id=actor.user_id,
+            resource=f"key:{row.id}",
+            action="create",
+            metadata={"key_user": user, "role": role.value, "prefix": row.prefix},
+        )
+        return CreatedKey(**_key_info(row).model_dump(), key=raw)
+
+    return op
+
+
+def revoke_key_op(key_id: str, actor: Principal) -> Callable[[Tx], ApiKeyInfo]:
+    def op(tx: Tx) -> ApiKeyInfo:
+        row = tx.session.get(ApiKeyRow, key_id)
+        if row is None:
+            raise NotFoundError(f"No API key {key_id}")
+        if row.revoked_at is not None:
+            raise ConflictError(f"API key {key_id} is already revoked")
+        row.revoked_at = utcnow()
+        tx.audit(
+            AuditEventType.KEY_REVOKED,
+            user_id=actor.user_id,
+            resource=f"key:{row.id}",
+            action="revoke",
+            metadata={"key_user": row.user_id, "prefix": row.prefix},
+        )
+        return _key_info(row)
+
+    return op
+
+
+def list_keys_query(session: Session) -> list[ApiKeyInfo]:
+    rows = session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at)).all()  # type: ignore[arg-type]
+    return [_key_info(r) for r in rows]
+
+
+class KeyService:
+    def __init__(self, db: Database, writer: WriteQueue, *, cache_seconds: float = 2.0) -> None:
+        self.db = db
+        self.writer = writer
+        self.cache_seconds = cache_seconds
+        # digest -> (principal, monotonic expiry). Positive hits only: a failure always
+        # reaches the database, so it is always audited.
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    async def create(self, user: str, role: Role, actor: Principal) -> CreatedKey:
+        return await self.writer.run(create_key_op(user, role, actor))
+
+    async def list(self) -> list[ApiKeyInfo]:
+        return await read(self.db, list_keys_query)
+
+    async def revoke(self, key_id: str, actor: Principal) -> ApiKeyInfo:
+        info = await self.writer.run(revoke_key_op(key_id, actor))
+        self._cache = {h: v for h, v in self._cache.items() if v[0].key_id != key_id}
+        return info
+
+    async def authenticate(self, raw_key: str | None, ip_address: str | None) -> Principal:
+        now = time.monotonic()
+        if raw_key and len(raw_key) <= MAX_KEY_LENGTH:
+            digest = hash_key(raw_key)
+            hit = self._cache.get(digest)
+            if hit is not None and hit[1] > now:
+                return hit[0]
+            row = await read(self.db, lambda s: s.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first())
+            if row is not None and hmac.compare_digest(row.key_hash, digest) and row.revoked_at is None:
+                principal = Principal(user_id=row.user_id, role=Role(row.role), key_id=row.id)
+                if self.cache_seconds > 0:
+                    if len(self._cache) > 10_000:
+                        self._cache.clear()
+                    self._cache[digest] = (principal, now + self.cache_seconds)
+                return principal
+            reason = "revoked key" if row is not None else "unknown key"
+            user = row.user_id if row is not None else None
+            prefix = raw_key[:12]
+        else:
+            reason, user, prefix = ("missing key" if not raw_key else "malformed key"), None, None
+
+        def record(tx: Tx) -> None:
+            tx.audit(
+                AuditEventType.AUTH_ATTEMPT,
+                user_id=user,
+                resource="api",
+                action="authenticate",
+                success=False,
+                ip_address=ip_address,
+                error=reason,
+                metadata={"key_prefix": prefix} if prefix else {},
+            )
+
+        await self.writer.run(record)
+        raise UnauthorizedError()

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus
+from fetchml.core.models import QueueStats
+from fetchml.core.timeutil import utcnow
+from fetchml.services.base import read
+from fetchml.store.db import Database
+from fetchml.store.tables import TaskRow
+
+
+def start_of_today(now: datetime, tz: ZoneInfo) -> datetime:
+    """'Today' is since local midnight in the server's FETCHML_TIMEZONE (UTC by default)."""
+    local = now.astimezone(tz)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+class QueueService:
+    def __init__(self, db: Database, *, timezone: str = "UTC") -> None:
+        self.db = db
+        self.tz = ZoneInfo(timezone)
+
+    async def stats(self) -> QueueStats:
+        since = start_of_today(utcnow(), self.tz)
+
+        def q(session: Session) -> QueueStats:
+            live = dict(
+                session.execute(
+                    select(TaskRow.status, func.count())
+                    .where(TaskRow.status.in_([TaskStatus.QUEUED.value, *(s.value for s in ACTIVE_STATUSES)]))  # type: ignore[attr-defined]
+                    .group_by(TaskRow.status)
+                ).all()
+            )
+            ended = dict(
+                session.execute(
+                    select(TaskRow.status, func.count())
+                    .where(TaskRow.ended_at >= since)  # type: ignore[operator]
+                    .group_by(TaskRow.status)
+                ).all()
+            )
+            return QueueStats(
+                queued=live.get(TaskStatus.QUEUED.value, 0),
+                running=sum(live.get(s.value, 0) for s in ACTIVE_STATUSES),
+                completed=ended.get(TaskStatus.COMPLETED.value, 0),
+                failed=ended.get(TaskStatus.FAILED.value, 0),
+                workers=0,
+            )
+
+        return await read(self.db, q)

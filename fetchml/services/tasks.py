@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fetchml.core.enums import AuditEventType, TaskStatus
+from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
+from fetchml.core.lifecycle import CANCELLED_ERROR, check_transition
+from fetchml.core.models import CreateTaskRequest, DatasetSpec, NodeAssignment, Task, TaskList
+from fetchml.core.timeutil import utcnow
+from fetchml.services.base import read
+from fetchml.services.principal import Principal
+from fetchml.services.uow import Tx, WriteQueue
+from fetchml.store.db import Database
+from fetchml.store.tables import TaskRow
+
+SEQ = TaskRow.seq
+
+
+def task_to_wire(row: TaskRow) -> Task:
+    return Task(
+        id=row.id,
+        job_name=row.job_name,
+        status=TaskStatus(row.status),
+        priority=row.priority,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        worker_id=row.worker_id,
+        error=row.error,
+        output=row.output,
+        entrypoint=row.entrypoint,
+        args=row.args,
+        snapshot_id=row.snapshot_id,
+        datasets=row.datasets or [],
+        dataset_specs=[DatasetSpec.model_validate(d) for d in row.dataset_specs or []],
+        cpu=row.cpu,
+        memory_gb=row.memory_gb,
+        gpu=row.gpu,
+        gpu_type=row.gpu_type,
+        image=row.image,
+        user_id=row.user_id,
+        retry_count=row.retry_count,
+        max_retries=row.max_retries,
+        node_count=row.node_count,
+        reservation_id=row.reservation_id,
+        metadata=row.extra_metadata or {},
+        plugin_configs=row.plugin_configs or {},
+        plugin_status=row.plugin_status or {},
+        node_assignments=[NodeAssignment.model_validate(n) for n in row.node_assignments or []],
+        priority_aged=float(row.priority),
+        pending_reason=row.pending_reason,
+    )
+
+
+def create_task_op(
+    principal: Principal, req: CreateTaskRequest, default_max_retries: int, ip_address: str | None
+) -> Callable[[Tx], Task]:
+    def op(tx: Tx) -> Task:
+        row = TaskRow(
+            id=uuid.uuid4().hex,
+            job_name=req.job_name,
+            status=TaskStatus.QUEUED.value,
+            priority=req.priority,
+            created_at=utcnow(),
+            entrypoint=req.entrypoint,
+            args=req.args,
+            snapshot_id=req.snapshot_id,
+            datasets=list(req.datasets or []),
+            dataset_specs=[d.model_dump() for d in req.dataset_specs or []],
+            cpu=req.cpu,
+            memory_gb=req.memory_gb,
+            gpu=req.gpu,
+            gpu_type=req.gpu_type,
+            image=req.image,
+            user_id=principal.user_id,
+            retry_count=0,
+            max_retries=req.max_retries if req.max_retries is not None else default_max_retries,
+            node_count=req.node_count,
+            reservation_id=req.reservation_id,
+            extra_metadata=dict(req.metadata or {}),
+            plugin_configs={k: v.model_dump(exclude_none=True) for k, v in (req.plugin_configs or {}).items()},
+            plugin_status={},
+            node_assignments=[],
+        )
+        tx.session.add(row)
+        tx.audit(
+            AuditEventType.JOB_QUEUED,
+            user_id=principal.user_id,
+            resource=f"task:{row.id}",
+            action="submit",
+            ip_address=ip_address,
+            metadata={"job_name": row.job_name, "priority": row.priority},
+        )
+        return task_to_wire(row)
+
+    return op
+
+
+def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -> Callable[[Tx], Task]:
+    def op(tx: Tx) -> Task:
+        row = tx.session.scalars(select(TaskRow).where(TaskRow.id == task_id)).first()
+        if row is None:
+            raise NotFoundError(f"Task {task_id} not found")
+        if not principal.is_admin and row.user_id != principal.user_id:
+            raise ForbiddenError("You may cancel only your own tasks")
+        current = TaskStatus(row.status)
+        if current is not TaskStatus.QUEUED:
+            # Running tasks are stopped by their worker; that arrives with the worker protocol.
+            raise ConflictError(f"Task {task_id} is {current.value} and cannot be cancelled")
+        check_transition(current, TaskStatus.FAILED)
+        row.status = TaskStatus.FAILED.value
+        row.error = CANCELLED_ERROR
+        row.ended_at = utcnow()
+        row.pending_reason = None
+        tx.audit(
+            AuditEventType.JOB_CANCELLED,
+            user_id=principal.user_id,
+            resource=f"task:{row.id}",
+            action="cancel",
+            ip_address=ip_address,
+            metadata={"previous_status": current.value, "owner": row.user_id},
+        )
+        return task_to_wire(row)
+
+    return op
+
+
+class TaskService:
+    def __init__(self, db: Database, writer: WriteQueue, *, default_max_retries: int = 3) -> None:
+        self.db = db
+        self.writer = writer
+        self.default_max_retries = default_max_retries
+
+    async def create(self, principal: Principal, req: CreateTaskRequest, ip_address: str | None = None) -> Task:
+        return await self.writer.run(create_task_op(principal, req, self.default_max_retries, ip_address))
+
+    async def get(self, task_id: str) -> Task:
+        def q(session: Session) -> Task:
+            row = session.scalars(select(TaskRow).where(TaskRow.id == task_id)).first()
+            if row is None:
+                raise NotFoundError(f"Task {task_id} not found")
+            return task_to_wire(row)
+
+        return await read(self.db, q)
+
+    async def list(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        user_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> TaskList:
+        def q(session: Session) -> TaskList:
+            conds = []
+            if status is not None:
+                conds.append(TaskRow.status == status.value)
+            if user_id is not None:
+                conds.append(TaskRow.user_id == user_id)
+            total = session.scalar(select(func.count()).select_from(TaskRow).where(*conds)) or 0
+            rows = session.scalars(
+                select(TaskRow).where(*conds).order_by(SEQ.desc()).limit(limit).offset(offset)  # type: ignore[union-attr]
+            ).all()
+            return TaskList(tasks=[task_to_wire(r) for r in rows], total=total, limit=limit, offset=offset)
+
+        return await read(self.db, q)
+
+    async def cancel(self, principal: Principal, task_id: str, ip_address: str | None = None) -> Task:
+        return await self.writer.run(cancel_task_op(principal, task_id, ip_address))

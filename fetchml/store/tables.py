@@ -1,0 +1,113 @@
+"""SQLModel tables. Portable types only: the same schema runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String
+from sqlmodel import Field, SQLModel
+
+from fetchml.store.types import UTCDateTime
+
+# SQLite only auto-assigns rowids to a column declared exactly INTEGER PRIMARY KEY.
+BIGINT_PK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _dt(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class TaskRow(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_status_seq", "status", "seq"),
+        Index("ix_tasks_user_seq", "user_id", "seq"),
+        Index("ix_tasks_ended_at", "ended_at"),
+    )
+
+    # seq gives a total order for "newest first" that timestamps cannot (ties within a batch).
+    seq: int | None = Field(default=None, sa_column=Column(BIGINT_PK, primary_key=True, autoincrement=True))
+    id: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    job_name: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    priority: int
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    started_at: datetime | None = _dt()
+    ended_at: datetime | None = _dt()
+    worker_id: str | None = Field(default=None, max_length=128)
+    error: str | None = None
+    output: str | None = None
+    entrypoint: str | None = None
+    args: str | None = None
+    snapshot_id: str | None = Field(default=None, max_length=128)
+    datasets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    dataset_specs: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    cpu: int | None = None
+    memory_gb: int | None = None
+    gpu: int | None = None
+    gpu_type: str | None = Field(default=None, max_length=64)
+    image: str | None = Field(default=None, max_length=512)
+    user_id: str = Field(max_length=64)
+    retry_count: int = 0
+    max_retries: int = 0
+    node_count: int = 1
+    reservation_id: str | None = Field(default=None, max_length=128)
+    extra_metadata: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    plugin_configs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    plugin_status: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    node_assignments: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    pending_reason: str | None = None
+
+
+class ExperimentRow(SQLModel, table=True):
+    __tablename__ = "experiments"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=128, unique=True)
+    description: str | None = None
+    commit_id: str | None = Field(default=None, max_length=128)
+    status: str = Field(max_length=16)
+    user_id: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ApiKeyRow(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    key_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16)
+    user_id: str = Field(max_length=64, index=True)
+    role: str = Field(max_length=16)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    revoked_at: datetime | None = _dt()
+
+
+class AuditEventRow(SQLModel, table=True):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_timestamp", "timestamp"),
+        Index("ix_audit_events_type", "event_type"),
+        Index("ix_audit_events_user", "user_id"),
+    )
+
+    # Assigned by the appender under the chain lock, never by the database: the number is hashed.
+    sequence_num: int = Field(sa_column=Column(BIGINT_PK, primary_key=True, autoincrement=False))
+    timestamp: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    event_type: str = Field(max_length=32)
+    user_id: str | None = Field(default=None, max_length=64)
+    resource: str | None = Field(default=None, max_length=256)
+    action: str | None = Field(default=None, max_length=64)
+    success: bool = True
+    ip_address: str | None = Field(default=None, max_length=64)
+    error: str | None = None
+    extra_metadata: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    prev_hash: str = Field(max_length=64)
+    event_hash: str = Field(max_length=64)
