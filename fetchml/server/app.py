@@ -25,7 +25,14 @@ def create_app(services: Services) -> Litestar:
     settings = services.settings
     buckets = TokenBuckets(settings.rate_limit_per_minute)
     return Litestar(
-        route_handlers=[health, TaskController, queue_stats, ExperimentController, AuditController, KeyController],
+        route_handlers=[
+            health,
+            TaskController,
+            queue_stats,
+            ExperimentController,
+            AuditController,
+            KeyController,
+        ],
         guards=[make_auth_guard(buckets)],
         exception_handlers={Exception: handle_exception},
         state=State({"services": services}),

@@ -31,7 +31,9 @@ _HTTP_MESSAGES = {
 }
 
 
-def envelope(status: int, code: str, message: str, trace_id: str, headers: dict[str, str] | None = None) -> Response[Any]:
+def envelope(
+    status: int, code: str, message: str, trace_id: str, headers: dict[str, str] | None = None
+) -> Response[Any]:
     return Response(
         content={"error": message, "code": code, "trace_id": trace_id},
         status_code=status,

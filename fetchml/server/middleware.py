@@ -44,7 +44,7 @@ class TraceMiddleware:
             if self.log_requests and scope["type"] == "http":
                 principal = scope.get(PRINCIPAL_KEY)
                 access_log.info(
-                    '%s %s %s %d %.1fms trace_id=%s user=%s',
+                    "%s %s %s %d %.1fms trace_id=%s user=%s",
                     scope.get("client", ("-",))[0] if scope.get("client") else "-",
                     scope["method"],
                     scope["path"],

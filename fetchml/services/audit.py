@@ -83,7 +83,9 @@ class AuditService:
             rows = session.scalars(
                 select(AuditEventRow).where(*conds).order_by(SEQ.desc()).limit(limit).offset(offset)  # type: ignore[attr-defined]
             ).all()
-            return AuditEventList(events=[event_to_wire(r) for r in rows], total=total, limit=limit, offset=offset)
+            return AuditEventList(
+                events=[event_to_wire(r) for r in rows], total=total, limit=limit, offset=offset
+            )
 
         return await read(self.db, q)
 
@@ -99,7 +101,9 @@ class AuditService:
     async def verify(self, principal: Principal, ip_address: str | None = None) -> VerificationResult:
         def walk(session: Session) -> Any:
             def events() -> Iterator[dict[str, Any]]:
-                for row in session.scalars(select(AuditEventRow).order_by(SEQ).execution_options(yield_per=2000)):
+                for row in session.scalars(
+                    select(AuditEventRow).order_by(SEQ).execution_options(yield_per=2000)
+                ):
                     yield _row_fields(row)
 
             return verify_chain(events())

@@ -121,7 +121,9 @@ class KeyService:
             hit = self._cache.get(digest)
             if hit is not None and hit[1] > now:
                 return hit[0]
-            row = await read(self.db, lambda s: s.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first())
+            row = await read(
+                self.db, lambda s: s.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first()
+            )
             if row is not None and hmac.compare_digest(row.key_hash, digest) and row.revoked_at is None:
                 principal = Principal(user_id=row.user_id, role=Role(row.role), key_id=row.id)
                 if self.cache_seconds > 0:

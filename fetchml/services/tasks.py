@@ -82,7 +82,9 @@ def create_task_op(
             node_count=req.node_count,
             reservation_id=req.reservation_id,
             extra_metadata=dict(req.metadata or {}),
-            plugin_configs={k: v.model_dump(exclude_none=True) for k, v in (req.plugin_configs or {}).items()},
+            plugin_configs={
+                k: v.model_dump(exclude_none=True) for k, v in (req.plugin_configs or {}).items()
+            },
             plugin_status={},
             node_assignments=[],
         )
@@ -135,7 +137,9 @@ class TaskService:
         self.writer = writer
         self.default_max_retries = default_max_retries
 
-    async def create(self, principal: Principal, req: CreateTaskRequest, ip_address: str | None = None) -> Task:
+    async def create(
+        self, principal: Principal, req: CreateTaskRequest, ip_address: str | None = None
+    ) -> Task:
         return await self.writer.run(create_task_op(principal, req, self.default_max_retries, ip_address))
 
     async def get(self, task_id: str) -> Task:

@@ -25,5 +25,7 @@ class ExperimentController(Controller):
         return await services_of(request).experiments.list(limit=limit, offset=offset)
 
     @post("/", summary="Create an experiment")
-    async def create_experiment(self, request: Request[Any, Any, Any], data: CreateExperimentRequest) -> Experiment:
+    async def create_experiment(
+        self, request: Request[Any, Any, Any], data: CreateExperimentRequest
+    ) -> Experiment:
         return await services_of(request).experiments.create(principal_of(request), data, client_ip(request))

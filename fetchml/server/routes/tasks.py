@@ -25,7 +25,9 @@ class TaskController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 50,
         offset: Annotated[int, Parameter(ge=0)] = 0,
     ) -> TaskList:
-        return await services_of(request).tasks.list(status=status, user_id=user_id, limit=limit, offset=offset)
+        return await services_of(request).tasks.list(
+            status=status, user_id=user_id, limit=limit, offset=offset
+        )
 
     @post("/", summary="Submit a task")
     async def create_task(self, request: Request[Any, Any, Any], data: CreateTaskRequest) -> Task:

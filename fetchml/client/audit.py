@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fetchml.client.base import DomainClient
+from fetchml.core.models import AuditEventList, ChainRoot, VerificationResult
+
+
+class AuditClient(DomainClient):
+    def events(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        event_type: str | None = None,
+        user_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> AuditEventList:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if start is not None:
+            params["from"] = start.isoformat()
+        if end is not None:
+            params["to"] = end.isoformat()
+        if event_type is not None:
+            params["event_type"] = event_type
+        if user_id is not None:
+            params["user_id"] = user_id
+        return AuditEventList.model_validate(self._t.request("GET", "/v1/audit/events", params=params).json())
+
+    def verify(self) -> VerificationResult:
+        return VerificationResult.model_validate(self._t.request("POST", "/v1/audit/verify").json())
+
+    def chain_root(self) -> ChainRoot:
+        return ChainRoot.model_validate(self._t.request("GET", "/v1/audit/chain-root").json())

@@ -1,0 +1,62 @@
+"""HTTP plumbing shared by the domain clients: auth header, envelope -> typed exception."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from fetchml.core.errors import ERRORS_BY_CODE, FetchmlError, InternalError, RateLimitedError
+
+
+class ServerUnreachableError(FetchmlError):
+    """No HTTP answer at all: refused, DNS, timeout. Client-side only; never on the wire."""
+
+    code = "SERVER_UNREACHABLE"
+    status = 0
+    default_message = "Server unreachable"
+
+
+def _raise_for_envelope(resp: httpx.Response) -> None:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and {"error", "code", "trace_id"} <= body.keys():
+        cls = ERRORS_BY_CODE.get(str(body["code"]), InternalError)
+        if cls is RateLimitedError:
+            raise RateLimitedError(
+                str(body["error"]),
+                retry_after=int(resp.headers.get("Retry-After", "1")),
+                trace_id=body["trace_id"],
+            )
+        raise cls(str(body["error"]), trace_id=str(body["trace_id"]))
+    raise InternalError(
+        f"Unexpected HTTP {resp.status_code} from server", trace_id=resp.headers.get("X-Trace-Id")
+    )
+
+
+class Transport:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float = 30.0) -> None:
+        headers = {"User-Agent": "fetchml-client"}
+        if api_key:
+            headers["X-API-Key"] = api_key
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnreachableError(f"Cannot reach fetchml server at {self.base_url}: {exc}") from exc
+        if resp.status_code >= 400:
+            _raise_for_envelope(resp)
+        return resp
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class DomainClient:
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
