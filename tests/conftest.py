@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerHandle
+from tests.harness import Keys, ServerHandle, make_keys
+
+__all__ = ["Keys"]
 
 
 @pytest.fixture
@@ -24,12 +25,21 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
         h.stop()
 
 
-@dataclass
-class Keys:
-    admin: str
-    user: str
-    other: str
-    worker: str
+@pytest.fixture(scope="module")
+def module_server_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., ServerHandle]]:
+    """Like server_factory, but the servers live for the whole test module."""
+    started: list[ServerHandle] = []
+
+    def make(data_dir: Path | None = None, **env: str) -> ServerHandle:
+        handle = ServerHandle(data_dir=data_dir or tmp_path_factory.mktemp("modsrv"), env_extra=env)
+        started.append(handle)
+        return handle.start()
+
+    yield make
+    for h in started:
+        h.stop()
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +55,4 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHa
 
 @pytest.fixture(scope="module")
 def keys(shared_server: ServerHandle) -> Keys:
-    return Keys(
-        admin=shared_server.make_key("root", "admin"),
-        user=shared_server.make_key("alice", "user"),
-        other=shared_server.make_key("bob", "user"),
-        worker=shared_server.make_key("gpu-box-1", "worker"),
-    )
+    return make_keys(shared_server)

@@ -24,6 +24,14 @@ from fetchml.store.db import Database
 REPO = Path(__file__).resolve().parents[1]
 
 
+def die_with_parent() -> None:
+    """Children get SIGTERM if the test process dies, so an aborted run leaves no servers behind."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -81,6 +89,7 @@ class ServerHandle:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -155,3 +164,80 @@ def sqlite_exec(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tupl
         return rows
     finally:
         conn.close()
+
+
+@dataclass
+class Keys:
+    admin: str
+    user: str
+    other: str
+    worker: str
+
+
+def make_keys(handle: ServerHandle) -> Keys:
+    """admin `root`, users `alice` and `bob`, worker `gpu-box-1`, created straight in the database."""
+    return Keys(
+        admin=handle.make_key("root", "admin"),
+        user=handle.make_key("alice", "user"),
+        other=handle.make_key("bob", "user"),
+        worker=handle.make_key("gpu-box-1", "worker"),
+    )
+
+
+# --- helpers for the server test-suite ------------------------------------------------------
+
+ERROR_KEYS = {"error", "code", "trace_id"}
+CONTRACT_CODES = {
+    "BAD_REQUEST",
+    "UNAUTHORIZED",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "CONFLICT",
+    "RATE_LIMITED",
+    "INTERNAL_ERROR",
+    "SERVICE_UNAVAILABLE",
+    "VALIDATION_ERROR",
+}
+# Strings that would mean an error body leaks implementation details.
+LEAK_MARKERS = (
+    "Traceback",
+    "traceback",
+    "sqlalchemy",
+    "SQLAlchemy",
+    "sqlite",
+    "SELECT ",
+    "INSERT ",
+    "UPDATE ",
+    'File "',
+    ".py",
+    "litestar",
+    "Exception",
+)
+
+
+def expect_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Asserts `resp` is a contract error envelope with this status and code; returns the body."""
+    assert resp.status_code == status, f"expected {status} {code}, got {resp.status_code}: {resp.text}"
+    assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
+    body = resp.json()
+    assert isinstance(body, dict) and set(body) == ERROR_KEYS, body
+    assert body["code"] == code, body
+    assert body["code"] in CONTRACT_CODES
+    assert isinstance(body["error"], str) and body["error"], body
+    assert isinstance(body["trace_id"], str) and body["trace_id"], body
+    assert resp.headers.get("x-trace-id") == body["trace_id"], (resp.headers, body)
+    for marker in LEAK_MARKERS:
+        assert marker not in resp.text, f"error body leaks {marker!r}: {resp.text}"
+    return body  # type: ignore[no-any-return]
+
+
+def wait_for_log(handle: ServerHandle, needle: str, timeout: float = 10.0) -> str:
+    """The access line is written after the response is sent: poll the server log for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = handle.log()
+        if needle in text:
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{needle!r} not in server log:\n{text[-4000:]}")
+        time.sleep(0.05)

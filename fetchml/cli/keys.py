@@ -7,17 +7,32 @@ from typing import Any
 
 import typer
 
-from fetchml.cli.common import JsonOpt, console, fail, fmt_time, print_json
+from fetchml.cli.common import (
+    EXIT_USAGE,
+    JsonOpt,
+    console,
+    fail,
+    fmt_time,
+    handle_errors,
+    print_json,
+    table,
+    text,
+)
 
 app = typer.Typer(
     help="Create, list and revoke API keys (directly on the server's database).", no_args_is_help=True
 )
 
-DataDirOpt = typer.Option(None, "--data-dir", help="Server data directory [env FETCHML_DATA_DIR].")
-DbUrlOpt = typer.Option(None, "--database-url", help="SQLAlchemy URL [env FETCHML_DATABASE_URL].")
+DataDirOpt = typer.Option(
+    None, "--data-dir", help="Server data directory, as given to `fetchml serve` (env FETCHML_DATA_DIR)."
+)
+DbUrlOpt = typer.Option(
+    None, "--database-url", help="SQLAlchemy URL, instead of --data-dir (env FETCHML_DATABASE_URL)."
+)
 
 
-def _db(data_dir: Path | None, database_url: str | None) -> Any:
+def _db(data_dir: Path | None, database_url: str | None, *, create: bool = False) -> Any:
+    """The server's database. Only `create` may start a new one (the first admin key)."""
     from fetchml.core.settings import Settings
     from fetchml.store.db import Database
 
@@ -28,6 +43,9 @@ def _db(data_dir: Path | None, database_url: str | None) -> Any:
         overrides["database_url"] = database_url
     settings = Settings(**overrides)
     if settings.database_url is None:
+        db_file = settings.data_dir / "fetchml.db"
+        if not create and not db_file.exists():
+            fail(f"NOT_FOUND: no fetchml database at {db_file}; check --data-dir or FETCHML_DATA_DIR")
         settings.ensure_data_dir()
     db = Database(settings.resolved_database_url)
     db.migrate()
@@ -35,28 +53,26 @@ def _db(data_dir: Path | None, database_url: str | None) -> Any:
 
 
 @app.command("create")
+@handle_errors
 def create(
-    user: str = typer.Option(..., "--user", help="Name the key acts as."),
+    user: str = typer.Option(..., "--user", help="Name the key acts as (letters, digits, _ and -)."),
     role: str = typer.Option("user", "--role", help="admin, user or worker."),
-    data_dir: Path = DataDirOpt,
-    database_url: str = DbUrlOpt,
+    data_dir: Path | None = DataDirOpt,
+    database_url: str | None = DbUrlOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a key. The key itself is printed once, as the last line of stdout."""
-    from pydantic import ValidationError
-
     from fetchml.core.enums import Role
     from fetchml.core.models import CreateKeyRequest
     from fetchml.services.keys import create_key_op
     from fetchml.services.principal import LOCAL_OPERATOR
     from fetchml.services.uow import run_write
 
-    try:
-        req = CreateKeyRequest(user=user, role=Role(role) if role in Role._value2member_map_ else role)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        fail(f"VALIDATION_ERROR: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", 2)
-        return
-    created = run_write(_db(data_dir, database_url), create_key_op(req.user, req.role, LOCAL_OPERATOR))
+    if role not in Role._value2member_map_:
+        fail(f"VALIDATION_ERROR: role: must be one of {', '.join(r.value for r in Role)}", EXIT_USAGE)
+    req = CreateKeyRequest(user=user, role=Role(role))
+    db = _db(data_dir, database_url, create=True)
+    created = run_write(db, create_key_op(req.user, req.role, LOCAL_OPERATOR))
     if as_json:
         print_json(created)
         return
@@ -68,7 +84,10 @@ def create(
 
 
 @app.command("list")
-def list_keys(data_dir: Path = DataDirOpt, database_url: str = DbUrlOpt, as_json: bool = JsonOpt) -> None:
+@handle_errors
+def list_keys(
+    data_dir: Path | None = DataDirOpt, database_url: str | None = DbUrlOpt, as_json: bool = JsonOpt
+) -> None:
     """List keys (ids, users, roles, prefixes; never the keys)."""
     from fetchml.services.keys import list_keys_query
 
@@ -78,31 +97,37 @@ def list_keys(data_dir: Path = DataDirOpt, database_url: str = DbUrlOpt, as_json
     if as_json:
         print_json(keys)
         return
-    from rich.table import Table
-
-    table = Table("ID", "USER", "ROLE", "PREFIX", "CREATED", "REVOKED")
+    rows = table(
+        ("ID", {"no_wrap": True}),
+        ("USER", {"overflow": "fold"}),
+        ("ROLE", {"no_wrap": True}),
+        ("PREFIX", {"no_wrap": True}),
+        ("CREATED", {"min_width": 10}),
+        ("REVOKED", {"min_width": 10}),
+    )
     for k in keys:
-        table.add_row(
-            k.id, k.user_id, k.role.value, k.prefix + "…", fmt_time(k.created_at), fmt_time(k.revoked_at)
+        rows.add_row(
+            text(k.id),
+            text(k.user_id),
+            text(k.role.value),
+            text(k.prefix + "…"),
+            text(fmt_time(k.created_at, seconds=False)),
+            text(fmt_time(k.revoked_at, seconds=False)),
         )
-    console().print(table)
+    console().print(rows)
 
 
 @app.command("revoke")
+@handle_errors
 def revoke(
-    key_id: str = typer.Argument(..., help="Key id (key_...)."),
-    data_dir: Path = DataDirOpt,
-    database_url: str = DbUrlOpt,
+    key_id: str = typer.Argument(..., help="Key id (key_...), as shown by `fetchml keys list`."),
+    data_dir: Path | None = DataDirOpt,
+    database_url: str | None = DbUrlOpt,
 ) -> None:
     """Revoke a key. Servers stop accepting it within FETCHML_AUTH_CACHE_SECONDS."""
-    from fetchml.core.errors import FetchmlError
     from fetchml.services.keys import revoke_key_op
     from fetchml.services.principal import LOCAL_OPERATOR
     from fetchml.services.uow import run_write
 
-    try:
-        info = run_write(_db(data_dir, database_url), revoke_key_op(key_id, LOCAL_OPERATOR))
-    except FetchmlError as exc:
-        fail(f"{exc.code}: {exc.message}")
-        return
+    info = run_write(_db(data_dir, database_url), revoke_key_op(key_id, LOCAL_OPERATOR))
     typer.echo(f"Revoked {info.id} ({info.user_id}, {info.role.value})")

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import typer
 
-from fetchml.cli import keys
+from fetchml.cli import audit, config, experiments, keys, queue, tasks
 from fetchml.cli.serve import serve
 
 app = typer.Typer(
     name="fetchml",
-    help="Run ML experiments on the GPU machines your team already owns.",
+    help=(
+        "Run ML experiments on the GPU machines your team already owns. "
+        "Server commands take --server and --api-key (or FETCHML_SERVER_URL, FETCHML_API_KEY, "
+        "or `fetchml config set`). Exit codes: 0 ok, 1 error from or reaching the server, "
+        "2 invalid command line."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-app.command("serve")(serve)
+app.command("submit")(tasks.submit)
+app.command("tasks")(tasks.list_tasks)
+app.command("status")(tasks.status)
+app.command("cancel")(tasks.cancel)
+app.command("queue")(queue.queue)
+app.add_typer(experiments.app, name="experiments")
+app.add_typer(audit.app, name="audit")
+app.add_typer(config.app, name="config")
 app.add_typer(keys.app, name="keys")
+app.command("serve")(serve)
 
 
 @app.command("version")

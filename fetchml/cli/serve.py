@@ -6,15 +6,13 @@ import typer
 
 
 def serve(
-    host: str = typer.Option(
-        None, "--host", help="Interface to bind [default: 127.0.0.1, env FETCHML_HOST]."
-    ),
-    port: int = typer.Option(None, "--port", help="TCP port [default: 9101, env FETCHML_PORT]."),
+    host: str = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1; env FETCHML_HOST)."),
+    port: int = typer.Option(None, "--port", help="TCP port (default 9101; env FETCHML_PORT)."),
     data_dir: Path = typer.Option(
-        None, "--data-dir", help="Database and server files [env FETCHML_DATA_DIR]."
+        None, "--data-dir", help="Database and server files (env FETCHML_DATA_DIR)."
     ),
     database_url: str = typer.Option(
-        None, "--database-url", help="SQLAlchemy URL [env FETCHML_DATABASE_URL]."
+        None, "--database-url", help="SQLAlchemy URL (env FETCHML_DATABASE_URL)."
     ),
     no_worker: bool = typer.Option(False, "--no-worker", help="Do not start the embedded local worker."),
 ) -> None:

@@ -1,45 +1,41 @@
-"""Typed HTTP client: the only way the CLI, TUI and runner reach a server."""
+"""Typed HTTP client: the only way the CLI, TUI and runner reach a server.
+
+The package loads lazily: `fetchml.client.config` (read by `fetchml config`) must not pay for
+httpx and pydantic, so names here are imported on first use.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from fetchml.client.audit import AuditClient
-from fetchml.client.base import ServerUnreachableError, Transport
-from fetchml.client.config import ClientConfig, resolve
-from fetchml.client.experiments import ExperimentsClient
-from fetchml.client.keys import KeysClient
-from fetchml.client.queue import QueueClient
-from fetchml.client.tasks import TasksClient
-from fetchml.core.models import HealthResponse
+if TYPE_CHECKING:
+    from fetchml.client.api import FetchmlClient
+    from fetchml.client.base import ServerUnreachableError, UnexpectedResponseError
+    from fetchml.client.config import ClientConfig, resolve
 
-
-class FetchmlClient:
-    def __init__(self, server_url: str, api_key: str | None = None, *, timeout: float = 30.0) -> None:
-        self._transport = Transport(server_url, api_key, timeout)
-        self.server_url = self._transport.base_url
-        self.tasks = TasksClient(self._transport)
-        self.queue = QueueClient(self._transport)
-        self.experiments = ExperimentsClient(self._transport)
-        self.audit = AuditClient(self._transport)
-        self.keys = KeysClient(self._transport)
-
-    @classmethod
-    def from_config(cls, config: ClientConfig | None = None) -> FetchmlClient:
-        cfg = config or resolve()
-        return cls(cfg.server_url, cfg.api_key, timeout=cfg.timeout)
-
-    def health(self) -> HealthResponse:
-        return HealthResponse.model_validate(self._transport.request("GET", "/health").json())
-
-    def close(self) -> None:
-        self._transport.close()
-
-    def __enter__(self) -> FetchmlClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+_LAZY = {
+    "FetchmlClient": "fetchml.client.api",
+    "ServerUnreachableError": "fetchml.client.base",
+    "UnexpectedResponseError": "fetchml.client.base",
+    "ClientConfig": "fetchml.client.config",
+    "resolve": "fetchml.client.config",
+}
 
 
-__all__ = ["ClientConfig", "FetchmlClient", "ServerUnreachableError", "resolve"]
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fetchml.client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "ClientConfig",
+    "FetchmlClient",
+    "ServerUnreachableError",
+    "UnexpectedResponseError",
+    "resolve",
+]

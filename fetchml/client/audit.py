@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fetchml.client.base import DomainClient
+from fetchml.client.base import DomainClient, parse
 from fetchml.core.models import AuditEventList, ChainRoot, VerificationResult
 
 
@@ -27,10 +27,10 @@ class AuditClient(DomainClient):
             params["event_type"] = event_type
         if user_id is not None:
             params["user_id"] = user_id
-        return AuditEventList.model_validate(self._t.request("GET", "/v1/audit/events", params=params).json())
+        return parse(self._t.request("GET", "/v1/audit/events", params=params), AuditEventList)
 
     def verify(self) -> VerificationResult:
-        return VerificationResult.model_validate(self._t.request("POST", "/v1/audit/verify").json())
+        return parse(self._t.request("POST", "/v1/audit/verify"), VerificationResult)
 
     def chain_root(self) -> ChainRoot:
-        return ChainRoot.model_validate(self._t.request("GET", "/v1/audit/chain-root").json())
+        return parse(self._t.request("GET", "/v1/audit/chain-root"), ChainRoot)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, TypeAdapter
 
 from fetchml.core.errors import ERRORS_BY_CODE, FetchmlError, InternalError, RateLimitedError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ServerUnreachableError(FetchmlError):
@@ -15,6 +19,14 @@ class ServerUnreachableError(FetchmlError):
     code = "SERVER_UNREACHABLE"
     status = 0
     default_message = "Server unreachable"
+
+
+class UnexpectedResponseError(FetchmlError):
+    """A 2xx answer that is not the contract's shape: not a fetchml server, or a mismatched one."""
+
+    code = "UNEXPECTED_RESPONSE"
+    status = 0
+    default_message = "Unexpected response from server"
 
 
 def _raise_for_envelope(resp: httpx.Response) -> None:
@@ -55,6 +67,36 @@ class Transport:
 
     def close(self) -> None:
         self.http.close()
+
+
+def segment(value: str) -> str:
+    """One path segment, escaped: an id like `../keys/k1` must not reach another route."""
+    if value in ("", ".", ".."):
+        raise ValueError(f"invalid id {value!r}")
+    return quote(value, safe="")
+
+
+def _unexpected(resp: httpx.Response) -> UnexpectedResponseError:
+    return UnexpectedResponseError(
+        f"Unexpected response to {resp.request.method} {resp.request.url.path} "
+        f"(HTTP {resp.status_code}); is {resp.request.url.scheme}://{resp.request.url.netloc.decode()} "
+        "a fetchml server of a matching version?"
+    )
+
+
+def parse(resp: httpx.Response, model: type[M]) -> M:
+    """The response body as `model`; a body of another shape is an UnexpectedResponseError."""
+    try:
+        return model.model_validate(resp.json())
+    except ValueError as exc:  # JSON decoding and pydantic validation errors alike
+        raise _unexpected(resp) from exc
+
+
+def parse_list(resp: httpx.Response, model: type[M]) -> list[M]:
+    try:
+        return TypeAdapter(list[model]).validate_python(resp.json())  # type: ignore[valid-type]
+    except ValueError as exc:
+        raise _unexpected(resp) from exc
 
 
 class DomainClient:

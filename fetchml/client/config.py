@@ -7,9 +7,17 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:9101"
+DEFAULT_TIMEOUT = 30.0
 CONFIG_KEYS = ("server_url", "api_key", "timeout")
+ENV_VARS = {"server_url": "FETCHML_SERVER_URL", "api_key": "FETCHML_API_KEY", "timeout": "FETCHML_TIMEOUT"}
+DEFAULTS: dict[str, str | float | None] = {
+    "server_url": DEFAULT_SERVER_URL,
+    "api_key": None,
+    "timeout": DEFAULT_TIMEOUT,
+}
 
 
 def config_path() -> Path:
@@ -32,6 +40,44 @@ def load_file(path: Path | None = None) -> dict[str, Any]:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
 
 
+def check_server_url(url: str) -> str:
+    """An http(s) URL with a host; returned without a trailing slash."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"invalid server URL {url!r}: expected http://HOST:PORT or https://HOST")
+    return url.strip().rstrip("/")
+
+
+def check_timeout(value: str | float) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid timeout {value!r}: expected a number of seconds") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"invalid timeout {value!r}: expected a positive number of seconds")
+    return seconds
+
+
+def check_api_key(key: str) -> str:
+    """A key must fit in an HTTP header: visible ASCII, no spaces."""
+    if not key or not all("!" <= ch <= "~" for ch in key):
+        raise ValueError("invalid API key: expected visible ASCII characters without spaces (fml_...)")
+    return key
+
+
+def check_value(key: str, value: str) -> str | float:
+    """Validate one config value as `fetchml config set` receives it; returns what is stored."""
+    if key not in CONFIG_KEYS:
+        raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(CONFIG_KEYS)}")
+    if key == "server_url":
+        return check_server_url(value)
+    if key == "timeout":
+        return check_timeout(value)
+    if not value.strip():
+        raise ValueError("api_key may not be empty; use `fetchml config unset api_key` to remove it")
+    return check_api_key(value.strip())
+
+
 def save_value(key: str, value: str | None, path: Path | None = None) -> Path:
     import tomli_w
 
@@ -42,7 +88,7 @@ def save_value(key: str, value: str | None, path: Path | None = None) -> Path:
     if value is None:
         data.pop(key, None)
     else:
-        data[key] = float(value) if key == "timeout" else value
+        data[key] = check_value(key, value)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     # The file may hold an API key: readable by its owner only.
@@ -54,17 +100,56 @@ def save_value(key: str, value: str | None, path: Path | None = None) -> Path:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """One effective client setting and where it came from: flag, env, file or default."""
+
+    key: str
+    value: str | float | None
+    source: str
+
+
+def explain(
+    server_url: str | None = None, api_key: str | None = None, timeout: float | None = None
+) -> dict[str, Setting]:
+    """The effective value of every config key, with its source, in precedence order."""
+    file = load_file()
+    flags: dict[str, Any] = {"server_url": server_url, "api_key": api_key, "timeout": timeout}
+    out: dict[str, Setting] = {}
+    for key in CONFIG_KEYS:
+        env = os.environ.get(ENV_VARS[key])
+        if flags[key] not in (None, ""):
+            out[key] = Setting(key, flags[key], "flag")
+        elif env:
+            out[key] = Setting(key, env, "env")
+        elif file.get(key) not in (None, ""):
+            out[key] = Setting(key, file[key], "file")
+        else:
+            out[key] = Setting(key, DEFAULTS[key], "default")
+    return out
+
+
+def mask_secret(value: str | None, shown: int = 12) -> str | None:
+    """The first `shown` characters and an ellipsis; never more than half of a short value."""
+    if value is None:
+        return None
+    return value[: min(shown, len(value) // 2)] + "…"
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     server_url: str
     api_key: str | None
-    timeout: float = 30.0
+    timeout: float = DEFAULT_TIMEOUT
 
 
 def resolve(
     server_url: str | None = None, api_key: str | None = None, timeout: float | None = None
 ) -> ClientConfig:
-    file = load_file()
-    url = server_url or os.environ.get("FETCHML_SERVER_URL") or file.get("server_url") or DEFAULT_SERVER_URL
-    key = api_key or os.environ.get("FETCHML_API_KEY") or file.get("api_key")
-    t = timeout or float(os.environ.get("FETCHML_TIMEOUT") or file.get("timeout") or 30.0)
-    return ClientConfig(server_url=str(url).rstrip("/"), api_key=key, timeout=t)
+    settings = explain(server_url, api_key, timeout)
+    url = check_server_url(str(settings["server_url"].value))
+    key = settings["api_key"].value
+    return ClientConfig(
+        server_url=url,
+        api_key=check_api_key(str(key)) if key is not None else None,
+        timeout=check_timeout(settings["timeout"].value or DEFAULT_TIMEOUT),
+    )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fetchml.client.base import DomainClient
+from fetchml.client.base import DomainClient, parse, segment
 from fetchml.core.enums import TaskStatus
 from fetchml.core.models import CreateTaskRequest, Task, TaskList
 
@@ -10,7 +10,7 @@ from fetchml.core.models import CreateTaskRequest, Task, TaskList
 class TasksClient(DomainClient):
     def create(self, request: CreateTaskRequest) -> Task:
         body = request.model_dump(mode="json", exclude_none=True)
-        return Task.model_validate(self._t.request("POST", "/v1/tasks", json=body).json())
+        return parse(self._t.request("POST", "/v1/tasks", json=body), Task)
 
     def list(
         self,
@@ -25,10 +25,10 @@ class TasksClient(DomainClient):
             params["status"] = str(status)
         if user_id is not None:
             params["user_id"] = user_id
-        return TaskList.model_validate(self._t.request("GET", "/v1/tasks", params=params).json())
+        return parse(self._t.request("GET", "/v1/tasks", params=params), TaskList)
 
     def get(self, task_id: str) -> Task:
-        return Task.model_validate(self._t.request("GET", f"/v1/tasks/{task_id}").json())
+        return parse(self._t.request("GET", f"/v1/tasks/{segment(task_id)}"), Task)
 
     def cancel(self, task_id: str) -> None:
-        self._t.request("DELETE", f"/v1/tasks/{task_id}")
+        self._t.request("DELETE", f"/v1/tasks/{segment(task_id)}")

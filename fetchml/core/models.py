@@ -14,7 +14,10 @@ from fetchml.core.enums import AuditEventType, ExperimentStatus, Role, TaskStatu
 JOB_NAME_PATTERN = r"^[a-zA-Z0-9_-]+$"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
-NonNegInt = Annotated[int, Field(ge=0)]
+# Resource counts are stored in 32-bit INTEGER columns (PostgreSQL int4); an unbounded int
+# would fail only at INSERT time, deep in the writer, instead of as a 422 naming the field.
+MAX_INT32 = 2**31 - 1
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_INT32)]
 
 
 class Wire(BaseModel):
@@ -27,11 +30,40 @@ class HealthResponse(Wire):
     timestamp: datetime
 
 
+# Free-form JSON is stored and served again; past this depth the JSON encoders give up (the
+# response serializer at ~500 levels), which would turn a stored task into a permanent 500.
+MAX_JSON_DEPTH = 32
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a JSON-like value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            deepest = max(deepest, depth)
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 class PluginConfig(Wire):
     enabled: bool | None = None
     mode: Literal["sidecar", "remote", "disabled"] | None = None
     image: str | None = None
     settings: dict[str, Any] | None = None
+
+    @field_validator("settings")
+    @classmethod
+    def _shallow(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and json_depth(v) > MAX_JSON_DEPTH:
+            raise ValueError(f"settings may nest at most {MAX_JSON_DEPTH} levels deep")
+        return v
 
 
 class PluginStatus(Wire):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     timezone: str = "UTC"
     default_max_retries: int = Field(default=3, ge=0)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     access_log: bool = True
     log_level: str = "info"
 

@@ -24,6 +24,8 @@ from fetchml.services.container import Services
 def create_app(services: Services) -> Litestar:
     settings = services.settings
     buckets = TokenBuckets(settings.rate_limit_per_minute)
+    # Failed authentications are limited per client address, on the same budget.
+    failures = TokenBuckets(settings.rate_limit_per_minute)
     return Litestar(
         route_handlers=[
             health,
@@ -33,7 +35,7 @@ def create_app(services: Services) -> Litestar:
             AuditController,
             KeyController,
         ],
-        guards=[make_auth_guard(buckets)],
+        guards=[make_auth_guard(buckets, failures)],
         exception_handlers={Exception: handle_exception},
         state=State({"services": services}),
         request_max_body_size=settings.max_body_bytes,

@@ -42,13 +42,28 @@ def envelope(
     )
 
 
-def _validation_message(exc: ValidationException) -> str:
+def _public_name(request: Request[Any, Any, Any], key: str) -> str:
+    """The name the client used: a query parameter declared as `start` but sent as `from` is `from`."""
+    head, _, rest = key.partition(".")
+    try:
+        params = request.route_handler.parsed_fn_signature.parameters
+        kwarg = params[head].kwarg_definition if head in params else None
+    except Exception:  # no route (404/405) or an unusual handler: keep the key as it is
+        return key
+    alias = getattr(kwarg, "query", None) or getattr(kwarg, "header", None)
+    return f"{alias}.{rest}" if alias and rest else alias or key
+
+
+def _validation_message(request: Request[Any, Any, Any], exc: ValidationException) -> str:
     parts = []
     for item in exc.extra or []:
         if isinstance(item, dict):
             key = item.get("key")
             msg = str(item.get("message", "invalid value"))
-            parts.append(f"{key}: {msg}" if key else msg)
+            if key == "data":  # the body as a whole: absent, or not the JSON object expected
+                parts.append("request body: a JSON object is required")
+                continue
+            parts.append(f"{_public_name(request, str(key))}: {msg}" if key else msg)
     return "Validation failed: " + "; ".join(parts) if parts else "Validation failed"
 
 
@@ -58,12 +73,15 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
         return envelope(exc.status, exc.code, exc.message, trace_id, headers)
     if isinstance(exc, ValidationException):
-        return envelope(422, "VALIDATION_ERROR", _validation_message(exc), trace_id)
+        return envelope(422, "VALIDATION_ERROR", _validation_message(request, exc), trace_id)
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         status = exc.status_code
         code = _HTTP_CODES.get(status, "BAD_REQUEST")
         message = _HTTP_MESSAGES.get(status) or _safe_client_detail(exc)
         return envelope(status, code, message, trace_id)
+    if isinstance(exc, RecursionError) and "deserializ" in str(exc):
+        # msgspec gives up on absurdly nested JSON with a RecursionError: a client fault.
+        return envelope(400, "BAD_REQUEST", "Malformed JSON body: nested too deeply", trace_id)
     if isinstance(exc, HTTPException) and exc.status_code == 503:
         return envelope(503, "SERVICE_UNAVAILABLE", "Service unavailable", trace_id)
     log.error("unhandled error trace_id=%s", trace_id, exc_info=exc)

@@ -11,26 +11,36 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from fetchml.core.enums import Role
-from fetchml.core.errors import ForbiddenError, RateLimitedError
+from fetchml.core.errors import ForbiddenError, RateLimitedError, UnauthorizedError
 from fetchml.core.ratelimit import TokenBuckets
 from fetchml.server.context import PRINCIPAL_KEY, client_ip, services_of
+from fetchml.services.principal import Principal
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 API_KEY_HEADER = "x-api-key"
 
 
-def make_auth_guard(buckets: TokenBuckets) -> Guard:
+def make_auth_guard(buckets: TokenBuckets, failures: TokenBuckets) -> Guard:
     async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         if handler.opt.get("public"):
             return
         raw = connection.headers.get(API_KEY_HEADER)
         ip = client_ip(connection)
-        # Limit before looking the key up, so a flood of bad keys cannot flood the audit log.
-        bucket = "k:" + hashlib.sha256(raw.encode()).hexdigest() if raw else f"ip:{ip}"
-        wait = buckets.take(bucket, time.monotonic())
+        now = time.monotonic()
+        # Checked before any lookup, so that neither one key hammering nor a client rotating
+        # made-up keys can turn into unbounded database work and audit rows.
+        fail_bucket = f"ip:{ip}"
+        wait = failures.wait_time(fail_bucket, now)
+        if not wait:
+            bucket = "k:" + hashlib.sha256(raw.encode()).hexdigest() if raw else fail_bucket
+            wait = buckets.take(bucket, now)
         if wait:
             raise RateLimitedError(retry_after=wait)
-        principal = await services_of(connection).keys.authenticate(raw, ip)
+        try:
+            principal = await services_of(connection).keys.authenticate(raw, ip)
+        except UnauthorizedError:
+            failures.take(fail_bucket, time.monotonic())
+            raise
         connection.scope[PRINCIPAL_KEY] = principal  # type: ignore[literal-required]
 
     return authenticate
@@ -40,8 +50,8 @@ def requires(*roles: Role) -> Guard:
     allowed = frozenset(roles)
 
     async def check_role(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        principal = connection.scope.get(PRINCIPAL_KEY)  # type: ignore[misc]
-        if principal is None or principal.role not in allowed:
+        principal = connection.scope.get(PRINCIPAL_KEY)
+        if not isinstance(principal, Principal) or principal.role not in allowed:
             raise ForbiddenError()
 
     return check_role

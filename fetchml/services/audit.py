@@ -4,8 +4,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from fetchml.core.audit import GENESIS_HASH, verify_chain
 from fetchml.core.enums import AuditEventType
@@ -17,7 +18,7 @@ from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import AuditEventRow
 
-SEQ = AuditEventRow.sequence_num
+SEQ = col(AuditEventRow.sequence_num)
 
 
 def event_to_wire(row: AuditEventRow) -> AuditEvent:
@@ -70,18 +71,18 @@ class AuditService:
         offset: int = 0,
     ) -> AuditEventList:
         def q(session: Session) -> AuditEventList:
-            conds = []
+            conds: list[ColumnElement[bool]] = []
             if start is not None:
-                conds.append(AuditEventRow.timestamp >= start)
+                conds.append(col(AuditEventRow.timestamp) >= start)
             if end is not None:
-                conds.append(AuditEventRow.timestamp <= end)
+                conds.append(col(AuditEventRow.timestamp) <= end)
             if event_type is not None:
-                conds.append(AuditEventRow.event_type == event_type.value)
+                conds.append(col(AuditEventRow.event_type) == event_type.value)
             if user_id is not None:
-                conds.append(AuditEventRow.user_id == user_id)
+                conds.append(col(AuditEventRow.user_id) == user_id)
             total = session.scalar(select(func.count()).select_from(AuditEventRow).where(*conds)) or 0
             rows = session.scalars(
-                select(AuditEventRow).where(*conds).order_by(SEQ.desc()).limit(limit).offset(offset)  # type: ignore[attr-defined]
+                select(AuditEventRow).where(*conds).order_by(SEQ.desc()).limit(limit).offset(offset)
             ).all()
             return AuditEventList(
                 events=[event_to_wire(r) for r in rows], total=total, limit=limit, offset=offset
@@ -91,7 +92,7 @@ class AuditService:
 
     async def chain_root(self) -> ChainRoot:
         def q(session: Session) -> ChainRoot:
-            row = session.scalars(select(AuditEventRow).order_by(SEQ.desc()).limit(1)).first()  # type: ignore[attr-defined]
+            row = session.scalars(select(AuditEventRow).order_by(SEQ.desc()).limit(1)).first()
             if row is None:
                 return ChainRoot(root_hash=GENESIS_HASH, timestamp=None, total_events=0)
             return ChainRoot(root_hash=row.event_hash, timestamp=row.timestamp, total_events=row.sequence_num)

@@ -18,7 +18,7 @@ class Services:
         self.settings = settings
         if settings.database_url is None:
             settings.ensure_data_dir()
-        self.db = Database(settings.resolved_database_url)
+        self.db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.writer = WriteQueue(self.db)
         self.audit = AuditService(self.db, self.writer)
         self.keys = KeyService(self.db, self.writer, cache_seconds=settings.auth_cache_seconds)

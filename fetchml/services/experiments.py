@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from fetchml.core.enums import AuditEventType, ExperimentStatus
 from fetchml.core.errors import ConflictError
@@ -34,7 +35,9 @@ def create_experiment_op(
 ) -> Callable[[Tx], Experiment]:
     def op(tx: Tx) -> Experiment:
         # Safe without a unique-violation race: ops run under the database-wide write lock.
-        if tx.session.scalars(select(ExperimentRow.id).where(ExperimentRow.name == req.name)).first():
+        if tx.session.scalars(
+            select(col(ExperimentRow.id)).where(col(ExperimentRow.name) == req.name)
+        ).first():
             raise ConflictError(f"An experiment named {req.name!r} already exists")
         row = ExperimentRow(
             id=uuid.uuid4().hex,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from fetchml.core.enums import AuditEventType, Role
 from fetchml.core.errors import ConflictError, NotFoundError, UnauthorizedError
@@ -45,7 +46,9 @@ def _key_info(row: ApiKeyRow) -> ApiKeyInfo:
     )
 
 
-def create_key_op(user: str, role: Role, actor: Principal) -> Callable[[Tx], CreatedKey]:
+def create_key_op(
+    user: str, role: Role, actor: Principal, ip_address: str | None = None
+) -> Callable[[Tx], CreatedKey]:
     def op(tx: Tx) -> CreatedKey:
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
         row = ApiKeyRow(
@@ -56,12 +59,13 @@ def create_key_op(user: str, role: Role, actor: Principal) -> Callable[[Tx], Cre
             role=role.value,
             created_at=utcnow(),
         )
-        tx.session.add(row)
+        tx.insert(ApiKeyRow, row.model_dump())
         tx.audit(
             AuditEventType.KEY_CREATED,
             user_id=actor.user_id,
             resource=f"key:{row.id}",
             action="create",
+            ip_address=ip_address,
             metadata={"key_user": user, "role": role.value, "prefix": row.prefix},
         )
         return CreatedKey(**_key_info(row).model_dump(), key=raw)
@@ -69,7 +73,7 @@ def create_key_op(user: str, role: Role, actor: Principal) -> Callable[[Tx], Cre
     return op
 
 
-def revoke_key_op(key_id: str, actor: Principal) -> Callable[[Tx], ApiKeyInfo]:
+def revoke_key_op(key_id: str, actor: Principal, ip_address: str | None = None) -> Callable[[Tx], ApiKeyInfo]:
     def op(tx: Tx) -> ApiKeyInfo:
         row = tx.session.get(ApiKeyRow, key_id)
         if row is None:
@@ -82,6 +86,7 @@ def revoke_key_op(key_id: str, actor: Principal) -> Callable[[Tx], ApiKeyInfo]:
             user_id=actor.user_id,
             resource=f"key:{row.id}",
             action="revoke",
+            ip_address=ip_address,
             metadata={"key_user": row.user_id, "prefix": row.prefix},
         )
         return _key_info(row)
@@ -103,14 +108,16 @@ class KeyService:
         # reaches the database, so it is always audited.
         self._cache: dict[str, tuple[Principal, float]] = {}
 
-    async def create(self, user: str, role: Role, actor: Principal) -> CreatedKey:
-        return await self.writer.run(create_key_op(user, role, actor))
+    async def create(
+        self, user: str, role: Role, actor: Principal, ip_address: str | None = None
+    ) -> CreatedKey:
+        return await self.writer.run(create_key_op(user, role, actor, ip_address))
 
     async def list(self) -> list[ApiKeyInfo]:
         return await read(self.db, list_keys_query)
 
-    async def revoke(self, key_id: str, actor: Principal) -> ApiKeyInfo:
-        info = await self.writer.run(revoke_key_op(key_id, actor))
+    async def revoke(self, key_id: str, actor: Principal, ip_address: str | None = None) -> ApiKeyInfo:
+        info = await self.writer.run(revoke_key_op(key_id, actor, ip_address))
         self._cache = {h: v for h, v in self._cache.items() if v[0].key_id != key_id}
         return info
 
@@ -122,7 +129,8 @@ class KeyService:
             if hit is not None and hit[1] > now:
                 return hit[0]
             row = await read(
-                self.db, lambda s: s.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest)).first()
+                self.db,
+                lambda s: s.scalars(select(ApiKeyRow).where(col(ApiKeyRow.key_hash) == digest)).first(),
             )
             if row is not None and hmac.compare_digest(row.key_hash, digest) and row.revoked_at is None:
                 principal = Principal(user_id=row.user_id, role=Role(row.role), key_id=row.id)

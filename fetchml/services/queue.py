@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus
 from fetchml.core.models import QueueStats
@@ -29,20 +30,21 @@ class QueueService:
         since = start_of_today(utcnow(), self.tz)
 
         def q(session: Session) -> QueueStats:
-            live = dict(
-                session.execute(
-                    select(TaskRow.status, func.count())
-                    .where(TaskRow.status.in_([TaskStatus.QUEUED.value, *(s.value for s in ACTIVE_STATUSES)]))  # type: ignore[attr-defined]
-                    .group_by(TaskRow.status)
+            status = col(TaskRow.status)
+            live: dict[str, int] = {
+                s: n
+                for s, n in session.execute(
+                    select(status, func.count())
+                    .where(status.in_([TaskStatus.QUEUED.value, *(s.value for s in ACTIVE_STATUSES)]))
+                    .group_by(status)
                 ).all()
-            )
-            ended = dict(
-                session.execute(
-                    select(TaskRow.status, func.count())
-                    .where(TaskRow.ended_at >= since)  # type: ignore[operator]
-                    .group_by(TaskRow.status)
+            }
+            ended: dict[str, int] = {
+                s: n
+                for s, n in session.execute(
+                    select(status, func.count()).where(col(TaskRow.ended_at) >= since).group_by(status)
                 ).all()
-            )
+            }
             return QueueStats(
                 queued=live.get(TaskStatus.QUEUED.value, 0),
                 running=sum(live.get(s.value, 0) for s in ACTIVE_STATUSES),

@@ -18,11 +18,15 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future as SyncFuture
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import groupby
 from typing import Any, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, select
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlmodel import col
 
 from fetchml.core.audit import GENESIS_HASH, event_hash
 from fetchml.core.enums import AuditEventType
@@ -35,17 +39,80 @@ T = TypeVar("T")
 log = logging.getLogger("fetchml.writer")
 
 
+@cache
+def _core_target(entity: type[Any]) -> tuple[Table, dict[str, str]]:
+    mapper = sa_inspect(entity)
+    keymap = {attr.key: attr.columns[0].key for attr in mapper.column_attrs}
+    return mapper.local_table, keymap
+
+
 class Tx:
-    """A write transaction plus the head of the audit chain as this transaction sees it."""
+    """A write transaction plus the head of the audit chain as this transaction sees it.
+
+    Plain inserts (`insert`, `audit`) are deferred and sent as one executemany per table:
+    that is what makes a batch of submissions cheap. An op that needs the ORM session gets
+    a savepoint opened for it on first use, so a failing op is undone without touching
+    its neighbours; a failing insert-only op is undone by dropping its deferred rows.
+    """
 
     def __init__(self, session: Session) -> None:
-        self.session = session
+        self._session = session
         self.head: tuple[int, str] | None = None
+        self._pending: list[tuple[type[Any], dict[str, Any]]] = []
+        self._op_start = 0
+        self._in_op = False
+        self._savepoint: SessionTransaction | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._in_op and self._savepoint is None:
+            # Earlier ops' rows go out first, outside this op's savepoint.
+            self._flush(upto=self._op_start)
+            self._savepoint = self._session.begin_nested()
+        self._flush()
+        return self._session
+
+    def insert(self, entity: type[Any], values: dict[str, Any]) -> None:
+        self._pending.append((entity, values))
+
+    def _flush(self, upto: int | None = None) -> None:
+        items = self._pending if upto is None else self._pending[:upto]
+        if not items:
+            return
+        conn = self._session.connection()
+        for entity, group in groupby(items, key=lambda item: item[0]):
+            table, keymap = _core_target(entity)
+            # Core executemany: the ORM bulk path costs several times more per row.
+            conn.execute(table.insert(), [{keymap[k]: v for k, v in values.items()} for _, values in group])
+        del self._pending[: len(items)]
+        self._op_start = max(0, self._op_start - len(items))
+
+    def run_op(self, op: Callable[[Tx], T]) -> T:
+        head = self.head
+        self._op_start = len(self._pending)
+        self._in_op, self._savepoint = True, None
+        try:
+            result = op(self)
+            if self._savepoint is not None:
+                self._flush()
+                self._savepoint.commit()
+            return result
+        except BaseException:
+            if self._savepoint is not None:
+                self._savepoint.rollback()
+            del self._pending[self._op_start :]
+            self.head = head
+            raise
+        finally:
+            self._in_op, self._savepoint = False, None
+
+    def flush(self) -> None:
+        self._flush()
 
     def _load_head(self) -> tuple[int, str]:
-        row = self.session.execute(
-            select(AuditEventRow.sequence_num, AuditEventRow.event_hash)
-            .order_by(AuditEventRow.sequence_num.desc())  # type: ignore[attr-defined]
+        row = self._session.execute(
+            select(col(AuditEventRow.sequence_num), col(AuditEventRow.event_hash))
+            .order_by(col(AuditEventRow.sequence_num).desc())
             .limit(1)
         ).first()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
@@ -61,7 +128,7 @@ class Tx:
         ip_address: str | None = None,
         error: str | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> AuditEventRow:
+    ) -> None:
         if self.head is None:
             self.head = self._load_head()
         seq, prev = self.head
@@ -78,29 +145,19 @@ class Tx:
             "metadata": metadata or {},
         }
         digest = event_hash(prev, fields)
-        row = AuditEventRow(
-            sequence_num=fields["sequence_num"],
-            timestamp=fields["timestamp"],
-            event_type=fields["event_type"],
-            user_id=user_id,
-            resource=resource,
-            action=action,
-            success=success,
-            ip_address=ip_address,
-            error=error,
-            extra_metadata=fields["metadata"],
-            prev_hash=prev,
-            event_hash=digest,
-        )
-        self.session.add(row)
+        values = dict(fields, prev_hash=prev, event_hash=digest)
+        values["extra_metadata"] = values.pop("metadata")
+        self.insert(AuditEventRow, values)
         self.head = (seq + 1, digest)
-        return row
 
 
 def run_write(db: Database, op: Callable[[Tx], T]) -> T:
     """Run one op in its own transaction on the calling thread (CLI tools, tests)."""
     with db.write() as session:
-        return op(Tx(session))
+        tx = Tx(session)
+        result = tx.run_op(op)
+        tx.flush()
+        return result
 
 
 def _storage_error(exc: BaseException) -> FetchmlError:
@@ -175,33 +232,46 @@ class WriteQueue:
                     stop = True
                     break
                 batch.append(nxt)
-            self._commit(batch)
+            try:
+                self._commit_group(batch)
+            except BaseException as exc:  # the writer thread must outlive any one batch
+                log.exception("write batch of %d failed", len(batch))
+                for item in batch:
+                    item.result, item.error = None, (item.error or _storage_error(exc))
             for item in batch:
                 item.deliver(item.result, item.error)
             if stop:
                 return
 
-    def _commit(self, batch: list[_Item]) -> None:
+    def _commit_group(self, batch: list[_Item]) -> None:
         try:
-            with self.db.write() as session:
-                tx = Tx(session)
-                for item in batch:
-                    head = tx.head
-                    savepoint = session.begin_nested()
-                    try:
-                        item.result = item.op(tx)
-                        savepoint.commit()
-                    except Exception as exc:
-                        savepoint.rollback()
-                        tx.head = head
-                        if not isinstance(exc, FetchmlError):
-                            log.exception("write op failed")
-                        item.error = _storage_error(exc)
-        except (SQLAlchemyError, OSError) as exc:
-            log.exception("write batch of %d failed to commit", len(batch))
-            err = _storage_error(exc)
+            self._commit(batch)
+        except OperationalError:
+            raise  # the database itself is unavailable: every op would fail the same way
+        except Exception:
+            if len(batch) == 1:
+                raise
+            # Some op's rows broke the shared commit (a constraint, a value the driver rejects).
+            # Nothing was committed; rerun each op alone so only the culprit fails.
+            log.warning("group commit of %d failed; retrying one by one", len(batch))
             for item in batch:
-                item.result, item.error = None, (item.error or err)
+                item.result, item.error = None, None
+                try:
+                    self._commit([item])
+                except Exception as exc:
+                    item.result, item.error = None, (item.error or _storage_error(exc))
+
+    def _commit(self, batch: list[_Item]) -> None:
+        with self.db.write() as session:
+            tx = Tx(session)
+            for item in batch:
+                try:
+                    item.result = tx.run_op(item.op)
+                except Exception as exc:
+                    if not isinstance(exc, FetchmlError):
+                        log.exception("write op failed")
+                    item.error = _storage_error(exc)
+            tx.flush()
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

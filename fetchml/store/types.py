@@ -19,11 +19,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is not None:
             value = value.astimezone(UTC)
-        return value.replace(tzinfo=None)  # type: ignore[no-any-return]
+        naive: datetime = value.replace(tzinfo=None)
+        return naive
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        aware: datetime = value.replace(tzinfo=UTC)
+        return aware

@@ -7,7 +7,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 
 from fetchml.core.enums import AuditEventType
-from fetchml.core.models import AuditEventList, ChainRoot, VerificationResult
+from fetchml.core.models import MAX_INT32, AuditEventList, ChainRoot, VerificationResult
 from fetchml.server.context import client_ip, principal_of, services_of
 from fetchml.server.security import ADMIN_ONLY
 
@@ -26,7 +26,7 @@ class AuditController(Controller):
         event_type: AuditEventType | None = None,
         user_id: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        offset: Annotated[int, Parameter(ge=0, le=MAX_INT32)] = 0,
     ) -> AuditEventList:
         return await services_of(request).audit.list_events(
             start=start, end=end, event_type=event_type, user_id=user_id, limit=limit, offset=offset

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 
-from fetchml.core.models import CreateExperimentRequest, Experiment
+from fetchml.core.models import MAX_INT32, CreateExperimentRequest, Experiment
 from fetchml.server.context import client_ip, principal_of, services_of
 from fetchml.server.security import USERS
 
@@ -20,7 +20,7 @@ class ExperimentController(Controller):
         self,
         request: Request[Any, Any, Any],
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        offset: Annotated[int, Parameter(ge=0, le=MAX_INT32)] = 0,
     ) -> list[Experiment]:
         return await services_of(request).experiments.list(limit=limit, offset=offset)
 

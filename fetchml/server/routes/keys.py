@@ -5,7 +5,7 @@ from typing import Any
 from litestar import Controller, Request, delete, get, post
 
 from fetchml.core.models import ApiKeyInfo, CreatedKey, CreateKeyRequest
-from fetchml.server.context import principal_of, services_of
+from fetchml.server.context import client_ip, principal_of, services_of
 from fetchml.server.security import ADMIN_ONLY
 
 
@@ -20,8 +20,10 @@ class KeyController(Controller):
 
     @post("/", summary="Create an API key; the key is in this response only")
     async def create_key(self, request: Request[Any, Any, Any], data: CreateKeyRequest) -> CreatedKey:
-        return await services_of(request).keys.create(data.user, data.role, principal_of(request))
+        return await services_of(request).keys.create(
+            data.user, data.role, principal_of(request), client_ip(request)
+        )
 
     @delete("/{key_id:str}", summary="Revoke an API key")
     async def revoke_key(self, request: Request[Any, Any, Any], key_id: str) -> None:
-        await services_of(request).keys.revoke(key_id, principal_of(request))
+        await services_of(request).keys.revoke(key_id, principal_of(request), client_ip(request))

@@ -6,7 +6,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import Parameter
 
 from fetchml.core.enums import TaskStatus
-from fetchml.core.models import CreateTaskRequest, Task, TaskList
+from fetchml.core.models import MAX_INT32, CreateTaskRequest, Task, TaskList
 from fetchml.server.context import client_ip, principal_of, services_of
 from fetchml.server.security import USERS
 
@@ -23,7 +23,7 @@ class TaskController(Controller):
         status: TaskStatus | None = None,
         user_id: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 50,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        offset: Annotated[int, Parameter(ge=0, le=MAX_INT32)] = 0,
     ) -> TaskList:
         return await services_of(request).tasks.list(
             status=status, user_id=user_id, limit=limit, offset=offset

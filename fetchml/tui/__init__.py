@@ -1,0 +1,1 @@
+"""Textual dashboard of live scheduler state (reads through fetchml.client)."""

@@ -1,0 +1,230 @@
+"""Authentication (401) and role checks (403) on every protected route."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fetchml.core.timeutil import utcnow
+from tests.harness import Keys, ServerHandle, expect_error, sqlite_exec
+
+ADMIN, USER, WORKER = "admin", "user", "worker"
+
+
+def route_table(task_id: str) -> list[tuple[str, str, Callable[[], Any] | None, set[str]]]:
+    """(method, path, body factory, roles allowed). Bodies are valid, so an allowed call is 2xx/404."""
+    return [
+        ("GET", "/v1/tasks", None, {ADMIN, USER}),
+        ("POST", "/v1/tasks", lambda: {"job_name": "authz"}, {ADMIN, USER}),
+        ("GET", f"/v1/tasks/{task_id}", None, {ADMIN, USER}),
+        ("DELETE", "/v1/tasks/no-such-task", None, {ADMIN, USER}),
+        ("GET", "/v1/queue", None, {ADMIN, USER}),
+        ("GET", "/v1/experiments", None, {ADMIN, USER}),
+        ("POST", "/v1/experiments", lambda: {"name": f"authz-{uuid.uuid4().hex}"}, {ADMIN, USER}),
+        ("GET", "/v1/audit/events", None, {ADMIN}),
+        ("POST", "/v1/audit/verify", None, {ADMIN}),
+        ("GET", "/v1/audit/chain-root", None, {ADMIN}),
+        ("GET", "/v1/keys", None, {ADMIN}),
+        ("POST", "/v1/keys", lambda: {"user": "matrix", "role": "user"}, {ADMIN}),
+        ("DELETE", "/v1/keys/key_000000000000", None, {ADMIN}),
+        ("GET", "/schema/openapi.json", None, {ADMIN, USER}),
+    ]
+
+
+@pytest.fixture(scope="module")
+def alice_task(shared_server: ServerHandle, keys: Keys) -> str:
+    with shared_server.http(keys.user) as http:
+        r = http.post("/v1/tasks", json={"job_name": "owned-by-alice"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+
+def request(srv: ServerHandle, key: str | None, method: str, path: str, body: Any = None, **kw: Any):
+    with srv.http(key) as http:
+        return http.request(method, path, json=body, **kw)
+
+
+# --- 401 ---------------------------------------------------------------------------------------
+
+
+ROUTE_IDS = [f"{m} {p}" for m, p, _, _ in route_table("{task_id}")]
+
+
+@pytest.mark.parametrize("route", range(len(ROUTE_IDS)), ids=ROUTE_IDS)
+def test_every_protected_route_needs_a_key(shared_server: ServerHandle, alice_task: str, route: int) -> None:
+    method, path, body, _ = route_table(alice_task)[route]
+    expect_error(request(shared_server, None, method, path, body() if body else None), 401, "UNAUTHORIZED")
+
+
+def test_route_table_covers_the_app(shared_server: ServerHandle, keys: Keys, alice_task: str) -> None:
+    """Every operation in the server's own OpenAPI is in the table above (besides /health)."""
+    with shared_server.http(keys.admin) as http:
+        spec = http.get("/schema/openapi.json").json()
+    ops = {(m.upper(), p) for p, item in spec["paths"].items() for m in item if p != "/health"}
+    table = {
+        (m, p.replace(alice_task, "{task_id}").replace("no-such-task", "{task_id}"))
+        for m, p, _, _ in route_table(alice_task)
+    }
+    table = {(m, p.replace("key_000000000000", "{key_id}")) for m, p in table}
+    assert ops <= table | {("GET", "/schema/openapi.json")}, ops - table
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-API-Key": ""},
+        {"X-API-Key": "fml_definitely-not-a-key"},
+        {"X-API-Key": "not even prefixed"},
+        {"X-API-Key": "fml_" + "x" * 5000},
+        {"Authorization": "Bearer fml_whatever"},
+    ],
+    ids=["empty", "unknown", "unprefixed", "huge", "bearer-header"],
+)
+def test_bad_keys_are_unauthorized(shared_server: ServerHandle, headers: dict[str, str]) -> None:
+    with shared_server.http() as http:
+        r = http.get("/v1/tasks", headers=headers)
+    expect_error(r, 401, "UNAUTHORIZED")
+
+
+def test_key_is_case_sensitive_and_exact(shared_server: ServerHandle, keys: Keys) -> None:
+    for variant in (keys.user.upper(), keys.user + "x", keys.user[:-1], keys.user[4:]):
+        expect_error(request(shared_server, variant, "GET", "/v1/tasks"), 401, "UNAUTHORIZED")
+
+
+def test_key_in_query_string_is_not_accepted(shared_server: ServerHandle, keys: Keys) -> None:
+    r = request(
+        shared_server, None, "GET", "/v1/tasks", params={"api_key": keys.user, "X-API-Key": keys.user}
+    )
+    expect_error(r, 401, "UNAUTHORIZED")
+
+
+def test_unauthorized_beats_validation(shared_server: ServerHandle) -> None:
+    """No key, garbage body: the answer is 401, not 400/422 (nothing is parsed for strangers)."""
+    with shared_server.http() as http:
+        r = http.post("/v1/tasks", content=b"{not json", headers={"content-type": "application/json"})
+    expect_error(r, 401, "UNAUTHORIZED")
+
+
+def test_key_revoked_through_the_api_stops_working_at_once(shared_server: ServerHandle, keys: Keys) -> None:
+    with shared_server.http(keys.admin) as admin:
+        created = admin.post("/v1/keys", json={"user": "carol", "role": "user"}).json()
+    key = created["key"]
+    assert request(shared_server, key, "GET", "/v1/tasks").status_code == 200  # now cached
+    with shared_server.http(keys.admin) as admin:
+        assert admin.delete(f"/v1/keys/{created['id']}").status_code == 204
+    expect_error(request(shared_server, key, "GET", "/v1/tasks"), 401, "UNAUTHORIZED")
+
+
+def revoke_in_db(srv: ServerHandle, key: str) -> None:
+    stamp = utcnow().replace(tzinfo=None).isoformat(sep=" ")
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    sqlite_exec(srv.db_path, "UPDATE api_keys SET revoked_at = ? WHERE key_hash = ?", (stamp, digest))
+    assert sqlite_exec(srv.db_path, "SELECT revoked_at FROM api_keys WHERE key_hash = ?", (digest,))[0][0]
+
+
+@pytest.fixture(scope="module")
+def uncached_server(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
+    return module_server_factory(FETCHML_AUTH_CACHE_SECONDS="0")
+
+
+@pytest.fixture(scope="module")
+def long_cache_server(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
+    return module_server_factory(FETCHML_AUTH_CACHE_SECONDS="30")
+
+
+def test_key_revoked_in_the_database_fails_without_auth_cache(uncached_server: ServerHandle) -> None:
+    key = uncached_server.make_key("dave", "user")
+    assert request(uncached_server, key, "GET", "/v1/tasks").status_code == 200
+    revoke_in_db(uncached_server, key)
+    expect_error(request(uncached_server, key, "GET", "/v1/tasks"), 401, "UNAUTHORIZED")
+
+
+def test_key_deleted_from_the_database_fails_without_auth_cache(uncached_server: ServerHandle) -> None:
+    key = uncached_server.make_key("erin", "admin")
+    assert request(uncached_server, key, "GET", "/v1/keys").status_code == 200
+    sqlite_exec(
+        uncached_server.db_path,
+        "DELETE FROM api_keys WHERE key_hash = ?",
+        (hashlib.sha256(key.encode()).hexdigest(),),
+    )
+    expect_error(request(uncached_server, key, "GET", "/v1/keys"), 401, "UNAUTHORIZED")
+
+
+def test_auth_cache_expires_after_its_lifetime(shared_server: ServerHandle) -> None:
+    """Default FETCHML_AUTH_CACHE_SECONDS is 2: a key revoked behind the server's back dies by then."""
+    key = shared_server.make_key("frank", "user")
+    assert request(shared_server, key, "GET", "/v1/queue").status_code == 200
+    revoke_in_db(shared_server, key)
+    revoked_at = time.monotonic()
+    while request(shared_server, key, "GET", "/v1/queue").status_code == 200:
+        assert time.monotonic() - revoked_at < 4.0, "revoked key still accepted well past the 2 s cache"
+        time.sleep(0.1)
+    expect_error(request(shared_server, key, "GET", "/v1/queue"), 401, "UNAUTHORIZED")
+
+
+def test_api_revocation_clears_even_a_long_auth_cache(long_cache_server: ServerHandle) -> None:
+    admin = long_cache_server.make_key("root", "admin")
+    cached = long_cache_server.make_key("gina", "user")
+    behind_the_back = long_cache_server.make_key("hank", "user")
+    for key in (cached, behind_the_back):
+        assert request(long_cache_server, key, "GET", "/v1/tasks").status_code == 200
+
+    # Revoked in the database only: the 30 s cache still lets it in (so the cache is real) ...
+    revoke_in_db(long_cache_server, behind_the_back)
+    assert request(long_cache_server, behind_the_back, "GET", "/v1/tasks").status_code == 200
+
+    # ... but revocation through the API clears this server's cache at once.
+    with long_cache_server.http(admin) as http:
+        key_id = next(k["id"] for k in http.get("/v1/keys").json() if k["user_id"] == "gina")
+        assert http.delete(f"/v1/keys/{key_id}").status_code == 204
+    expect_error(request(long_cache_server, cached, "GET", "/v1/tasks"), 401, "UNAUTHORIZED")
+
+
+# --- 403 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", [ADMIN, USER, WORKER])
+def test_role_matrix(shared_server: ServerHandle, keys: Keys, alice_task: str, role: str) -> None:
+    key = {ADMIN: keys.admin, USER: keys.user, WORKER: keys.worker}[role]
+    failures = []
+    for method, path, body, allowed in route_table(alice_task):
+        if role == WORKER and path.startswith("/schema"):
+            continue  # the worker protocol's own routes are not part of this issue
+        r = request(shared_server, key, method, path, body() if body else None)
+        if role in allowed:
+            if r.status_code in (401, 403) or r.status_code >= 500:
+                failures.append(f"{role} {method} {path}: expected access, got {r.status_code} {r.text}")
+        else:
+            try:
+                expect_error(r, 403, "FORBIDDEN")
+            except AssertionError as exc:
+                failures.append(f"{role} {method} {path}: {exc}")
+    assert not failures, "\n".join(failures)
+
+
+def test_forbidden_beats_validation(shared_server: ServerHandle, keys: Keys) -> None:
+    """A user posting garbage to an admin route learns only that it is forbidden."""
+    with shared_server.http(keys.user) as http:
+        expect_error(http.post("/v1/keys", json={"nonsense": True}), 403, "FORBIDDEN")
+        r = http.post("/v1/keys", content=b"{broken", headers={"content-type": "application/json"})
+        expect_error(r, 403, "FORBIDDEN")
+    with shared_server.http(keys.worker) as http:
+        expect_error(http.post("/v1/tasks", json={"job_name": "bad name!"}), 403, "FORBIDDEN")
+
+
+def test_forbidden_has_no_side_effect(shared_server: ServerHandle, keys: Keys) -> None:
+    with shared_server.http(keys.admin) as admin:
+        before_tasks = admin.get("/v1/tasks", params={"user_id": "gpu-box-1"}).json()["total"]
+        before_keys = len(admin.get("/v1/keys").json())
+    with shared_server.http(keys.worker) as http:
+        expect_error(http.post("/v1/tasks", json={"job_name": "sneaky"}), 403, "FORBIDDEN")
+    with shared_server.http(keys.user) as http:
+        expect_error(http.post("/v1/keys", json={"user": "alice", "role": "admin"}), 403, "FORBIDDEN")
+    with shared_server.http(keys.admin) as admin:
+        assert admin.get("/v1/tasks", params={"user_id": "gpu-box-1"}).json()["total"] == before_tasks
+        assert len(admin.get("/v1/keys").json()) == before_keys

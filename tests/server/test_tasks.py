@@ -1,0 +1,353 @@
+"""/v1/tasks: submit, list (filters, pagination, newest first), get, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.harness import Keys, ServerHandle, expect_error, sqlite_exec
+
+SHA = "ab" * 32
+
+
+def submit(srv: ServerHandle, key: str, **body: Any) -> dict[str, Any]:
+    body.setdefault("job_name", "job")
+    with srv.http(key) as http:
+        r = http.post("/v1/tasks", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# --- submit -------------------------------------------------------------------------------------
+
+
+def test_submit_minimal_task(shared_server: ServerHandle, keys: Keys) -> None:
+    before = datetime.now(UTC)
+    t = submit(shared_server, keys.user, job_name="minimal")
+    assert t["job_name"] == "minimal"
+    assert t["status"] == "queued"
+    assert t["priority"] == 5
+    assert t["user_id"] == "alice"
+    assert t["retry_count"] == 0
+    assert t["node_count"] == 1
+    assert t["max_retries"] == 3  # FETCHML_DEFAULT_MAX_RETRIES
+    assert t["started_at"] is None and t["ended_at"] is None and t["error"] is None
+    assert t["priority_aged"] == pytest.approx(5.0)
+    assert isinstance(t["id"], str) and len(t["id"]) >= 16
+    created = parse_ts(t["created_at"])
+    assert before - timedelta(seconds=5) <= created <= datetime.now(UTC) + timedelta(seconds=5)
+
+
+def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -> None:
+    body = {
+        "job_name": "full_Job-1",
+        "priority": 9,
+        "args": "--epochs 3",
+        "entrypoint": "train.py",
+        "snapshot_id": "snap-123",
+        "datasets": ["mnist", "cifar"],
+        "dataset_specs": [
+            {
+                "name": "mnist",
+                "source": "https://example.com/mnist.tgz",
+                "sha256": SHA.upper(),
+                "mount_path": "data/mnist",
+            },
+            {"name": "cifar", "source": "/srv/cifar", "sha256": SHA},
+        ],
+        "cpu": 4,
+        "memory_gb": 16,
+        "gpu": 2,
+        "metadata": {"team": "vision"},
+        "image": "pytorch/pytorch:2.4",
+        "gpu_type": "A100",
+        "max_retries": 1,
+        "node_count": 2,
+        "reservation_id": "res-9",
+        "plugin_configs": {"mlflow": {"enabled": True, "mode": "sidecar", "settings": {"uri": "x"}}},
+    }
+    created = submit(shared_server, keys.user, **body)
+    with shared_server.http(keys.user) as http:
+        fetched = http.get(f"/v1/tasks/{created['id']}").json()
+    for t in (created, fetched):
+        for field in (
+            "job_name",
+            "priority",
+            "args",
+            "entrypoint",
+            "snapshot_id",
+            "datasets",
+            "cpu",
+            "memory_gb",
+            "gpu",
+            "metadata",
+            "image",
+            "gpu_type",
+            "max_retries",
+            "node_count",
+            "reservation_id",
+        ):
+            assert t[field] == body[field], field
+        assert t["dataset_specs"][0]["sha256"] == SHA  # normalised to lower case
+        assert t["dataset_specs"][0]["mount_path"] == "data/mnist"
+        assert t["dataset_specs"][1]["mount_path"] is None
+        assert t["plugin_configs"]["mlflow"]["mode"] == "sidecar"
+        assert t["plugin_configs"]["mlflow"]["settings"] == {"uri": "x"}
+    assert fetched == created
+
+
+def test_user_id_comes_from_the_key_never_the_body(shared_server: ServerHandle, keys: Keys) -> None:
+    t = submit(shared_server, keys.user, job_name="impostor", user_id="bob")
+    assert t["user_id"] == "alice"
+    t = submit(shared_server, keys.admin, job_name="impostor", user_id="alice")
+    assert t["user_id"] == "root"
+
+
+def test_job_name_need_not_be_unique(shared_server: ServerHandle, keys: Keys) -> None:
+    a = submit(shared_server, keys.user, job_name="same-name")
+    b = submit(shared_server, keys.user, job_name="same-name")
+    assert a["id"] != b["id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"job_name": "bad/name"}, "job_name"),
+        ({"job_name": "a" * 65}, "job_name"),
+        ({"job_name": ""}, "job_name"),
+        ({"priority": 3}, "job_name"),
+        ({"job_name": "p", "priority": 0}, "priority"),
+        ({"job_name": "p", "priority": 11}, "priority"),
+        ({"job_name": "c", "cpu": -1}, "cpu"),
+        ({"job_name": "m", "memory_gb": -1}, "memory_gb"),
+        ({"job_name": "g", "gpu": -2}, "gpu"),
+        ({"job_name": "n", "node_count": 0}, "node_count"),
+        ({"job_name": "r", "max_retries": -1}, "max_retries"),
+        ({"job_name": "d", "dataset_specs": [{"source": "/x", "sha256": SHA}]}, "name"),
+        ({"job_name": "d", "dataset_specs": [{"name": "x", "sha256": SHA}]}, "source"),
+        ({"job_name": "d", "dataset_specs": [{"name": "x", "source": "/x", "sha256": "12" * 31}]}, "sha256"),
+        ({"job_name": "d", "dataset_specs": [{"name": "x", "source": "/x", "sha256": "zz" * 32}]}, "sha256"),
+        (
+            {
+                "job_name": "d",
+                "dataset_specs": [{"name": "x", "source": "/x", "sha256": SHA, "mount_path": "/etc"}],
+            },
+            "mount_path",
+        ),
+        (
+            {
+                "job_name": "d",
+                "dataset_specs": [{"name": "x", "source": "/x", "sha256": SHA, "mount_path": "../up"}],
+            },
+            "mount_path",
+        ),
+        (
+            {
+                "job_name": "d",
+                "dataset_specs": [{"name": "x", "source": "/x", "sha256": SHA, "mount_path": "a/../../up"}],
+            },
+            "mount_path",
+        ),
+        ({"job_name": "d", "dataset_specs": "mnist"}, "dataset_specs"),
+        ({"job_name": "pc", "plugin_configs": {"mlflow": {"mode": "everywhere"}}}, "plugin_configs"),
+    ],
+)
+def test_invalid_submissions_are_422_naming_the_field(
+    shared_server: ServerHandle, keys: Keys, body: dict[str, Any], field: str
+) -> None:
+    with shared_server.http(keys.user) as http:
+        before = http.get("/v1/tasks", params={"limit": 1}).json()["total"]
+        err = expect_error(http.post("/v1/tasks", json=body), 422, "VALIDATION_ERROR")
+        assert field in err["error"], err
+        assert http.get("/v1/tasks", params={"limit": 1}).json()["total"] == before
+
+
+# --- get ----------------------------------------------------------------------------------------
+
+
+def test_get_by_id(shared_server: ServerHandle, keys: Keys) -> None:
+    t = submit(shared_server, keys.other, job_name="bobs")
+    for key in (keys.other, keys.user, keys.admin):  # users may read any task
+        with shared_server.http(key) as http:
+            r = http.get(f"/v1/tasks/{t['id']}")
+        assert r.status_code == 200 and r.json()["id"] == t["id"] and r.json()["user_id"] == "bob"
+
+
+def test_get_unknown_is_404(shared_server: ServerHandle, keys: Keys) -> None:
+    with shared_server.http(keys.user) as http:
+        expect_error(http.get(f"/v1/tasks/{uuid.uuid4().hex}"), 404, "NOT_FOUND")
+
+
+# --- list ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def listing(module_server_factory) -> tuple[ServerHandle, Keys, list[dict[str, Any]]]:
+    """A server of its own, so totals are exact: 7 alice tasks, 5 bob tasks, interleaved."""
+    from tests.harness import make_keys
+
+    srv = module_server_factory()
+    k = make_keys(srv)
+    made = []
+    for i in range(12):
+        key = k.user if i in {0, 1, 2, 4, 5, 7, 9} else k.other
+        made.append(submit(srv, key, job_name=f"list-{i}", priority=1 + i % 10))
+    return srv, k, made
+
+
+def test_list_shape_and_newest_first(listing) -> None:
+    srv, k, made = listing
+    with srv.http(k.user) as http:
+        body = http.get("/v1/tasks").json()
+    assert set(body) == {"tasks", "total", "limit", "offset"}
+    assert body["total"] == len(made) and body["limit"] == 50 and body["offset"] == 0
+    assert [t["id"] for t in body["tasks"]] == [t["id"] for t in reversed(made)]
+
+
+def test_list_pagination(listing) -> None:
+    srv, k, made = listing
+    newest_first = [t["id"] for t in reversed(made)]
+    seen = []
+    with srv.http(k.user) as http:
+        for offset in range(0, len(made) + 5, 5):
+            page = http.get("/v1/tasks", params={"limit": 5, "offset": offset}).json()
+            assert page["limit"] == 5 and page["offset"] == offset and page["total"] == len(made)
+            assert len(page["tasks"]) == max(0, min(5, len(made) - offset))
+            seen += [t["id"] for t in page["tasks"]]
+        assert seen == newest_first
+        assert len(http.get("/v1/tasks", params={"limit": 1000}).json()["tasks"]) == len(made)
+        expect_error(http.get("/v1/tasks", params={"limit": 1001}), 422, "VALIDATION_ERROR")
+
+
+def test_list_filter_by_user(listing) -> None:
+    srv, k, made = listing
+    with srv.http(k.user) as http:
+        for user in ("alice", "bob"):
+            body = http.get("/v1/tasks", params={"user_id": user}).json()
+            expected = [t["id"] for t in reversed(made) if t["user_id"] == user]
+            assert body["total"] == len(expected) > 0
+            assert [t["id"] for t in body["tasks"]] == expected
+        assert http.get("/v1/tasks", params={"user_id": "nobody"}).json() == {
+            "tasks": [],
+            "total": 0,
+            "limit": 50,
+            "offset": 0,
+        }
+
+
+def test_list_filter_by_status(listing) -> None:
+    srv, k, made = listing
+    victim = made[4]
+    with srv.http(k.admin) as http:
+        assert http.delete(f"/v1/tasks/{victim['id']}").status_code == 204
+        failed = http.get("/v1/tasks", params={"status": "failed"}).json()
+        queued = http.get("/v1/tasks", params={"status": "queued"}).json()
+        assert [t["id"] for t in failed["tasks"]] == [victim["id"]] and failed["total"] == 1
+        assert queued["total"] == len(made) - 1
+        assert victim["id"] not in {t["id"] for t in queued["tasks"]}
+        assert http.get("/v1/tasks", params={"status": "running"}).json()["total"] == 0
+        both = http.get("/v1/tasks", params={"status": "failed", "user_id": victim["user_id"]}).json()
+        assert [t["id"] for t in both["tasks"]] == [victim["id"]]
+        other = "bob" if victim["user_id"] == "alice" else "alice"
+        assert http.get("/v1/tasks", params={"status": "failed", "user_id": other}).json()["total"] == 0
+
+
+def test_newest_first_holds_for_identical_timestamps(listing) -> None:
+    """Order is by submission, not by a timestamp that can tie (or be skewed)."""
+    srv, k, made = listing
+    same = "2020-01-01 00:00:00.000000"
+    sqlite_exec(srv.db_path, "UPDATE tasks SET created_at = ?", (same,))
+    with srv.http(k.user) as http:
+        ids = [t["id"] for t in http.get("/v1/tasks").json()["tasks"]]
+    assert ids == [t["id"] for t in reversed(made)]
+
+
+# --- cancel -------------------------------------------------------------------------------------
+
+
+def test_cancel_own_queued_task(shared_server: ServerHandle, keys: Keys) -> None:
+    t = submit(shared_server, keys.user, job_name="to-cancel")
+    with shared_server.http(keys.user) as http:
+        r = http.delete(f"/v1/tasks/{t['id']}")
+        assert r.status_code == 204 and r.content == b""
+        after = http.get(f"/v1/tasks/{t['id']}").json()
+    assert after["status"] == "failed"
+    assert after["error"] == "cancelled"
+    assert after["ended_at"] is not None
+    assert parse_ts(after["ended_at"]) >= parse_ts(after["created_at"])
+
+
+def test_cancel_unknown_is_404(shared_server: ServerHandle, keys: Keys) -> None:
+    with shared_server.http(keys.user) as http:
+        expect_error(http.delete(f"/v1/tasks/{uuid.uuid4().hex}"), 404, "NOT_FOUND")
+
+
+def test_cancel_someone_elses_task_is_403_and_changes_nothing(
+    shared_server: ServerHandle, keys: Keys
+) -> None:
+    t = submit(shared_server, keys.other, job_name="bobs-task")
+    with shared_server.http(keys.user) as http:
+        expect_error(http.delete(f"/v1/tasks/{t['id']}"), 403, "FORBIDDEN")
+        assert http.get(f"/v1/tasks/{t['id']}").json()["status"] == "queued"
+
+
+def test_admin_may_cancel_anyones_task(shared_server: ServerHandle, keys: Keys) -> None:
+    t = submit(shared_server, keys.other, job_name="bobs-task")
+    with shared_server.http(keys.admin) as http:
+        assert http.delete(f"/v1/tasks/{t['id']}").status_code == 204
+        after = http.get(f"/v1/tasks/{t['id']}").json()
+    assert after["status"] == "failed" and after["error"] == "cancelled" and after["user_id"] == "bob"
+
+
+def test_cancel_twice_is_409(shared_server: ServerHandle, keys: Keys) -> None:
+    t = submit(shared_server, keys.user, job_name="twice")
+    with shared_server.http(keys.user) as http:
+        assert http.delete(f"/v1/tasks/{t['id']}").status_code == 204
+        ended = http.get(f"/v1/tasks/{t['id']}").json()["ended_at"]
+        expect_error(http.delete(f"/v1/tasks/{t['id']}"), 409, "CONFLICT")
+        assert http.get(f"/v1/tasks/{t['id']}").json()["ended_at"] == ended
+
+
+@pytest.mark.parametrize("status", ["completed", "failed"])
+def test_cancel_a_finished_task_is_409(shared_server: ServerHandle, keys: Keys, status: str) -> None:
+    t = submit(shared_server, keys.user, job_name=f"in-{status}")
+    sqlite_exec(
+        shared_server.db_path,
+        "UPDATE tasks SET status = ?, ended_at = '2026-01-01 00:00:00.000000' WHERE id = ?",
+        (status, t["id"]),
+    )
+    with shared_server.http(keys.user) as http:
+        expect_error(http.delete(f"/v1/tasks/{t['id']}"), 409, "CONFLICT")
+        assert http.get(f"/v1/tasks/{t['id']}").json()["status"] == status
+
+
+def test_concurrent_cancels_of_one_task_succeed_once(shared_server: ServerHandle, keys: Keys) -> None:
+    t = submit(shared_server, keys.user, job_name="cancel-race")
+
+    def attempt(_: int) -> int:
+        with shared_server.http(keys.user) as http:
+            return http.delete(f"/v1/tasks/{t['id']}").status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = sorted(pool.map(attempt, range(12)))
+    assert codes == [204] + [409] * 11, codes
+
+
+def test_concurrent_submissions_get_distinct_ids(shared_server: ServerHandle, keys: Keys) -> None:
+    def attempt(i: int) -> str:
+        return str(submit(shared_server, keys.other if i % 2 else keys.user, job_name=f"par-{i}")["id"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(attempt, range(40)))
+    assert len(set(ids)) == 40
+    with shared_server.http(keys.admin) as http:
+        for tid in ids[::7]:
+            assert http.get(f"/v1/tasks/{tid}").status_code == 200

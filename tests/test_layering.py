@@ -1,0 +1,45 @@
+"""The layer rules of DESIGN.md, checked mechanically."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("litestar", "sqlmodel", "sqlalchemy", "docker", "textual", "pynvml")
+
+
+def test_import_linter_contracts_are_kept() -> None:
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    assert lint_imports.exists(), f"import-linter is not installed next to {sys.executable}"
+    proc = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "broken" in proc.stdout and " 0 broken" in proc.stdout, proc.stdout
+
+
+def loaded_after(statement: str) -> list[str]:
+    code = (
+        "import json, sys\n"
+        f"{statement}\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_importing_the_cli_loads_no_heavy_framework() -> None:
+    assert loaded_after("import fetchml.cli") == []
+
+
+def test_importing_the_cli_entry_point_loads_no_heavy_framework() -> None:
+    assert loaded_after("import fetchml.cli.main") == []
+
+
+def test_the_probe_can_see_heavy_imports() -> None:
+    """Guards the two tests above: the same probe does report a framework once loaded."""
+    assert {"litestar", "sqlalchemy", "sqlmodel"} <= set(loaded_after("import fetchml.server.app"))
