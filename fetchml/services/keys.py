@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from fetchml.core.enums import AuditEventType, Role
-from fetchml.core.errors import ConflictError, NotFoundError, UnauthorizedError
+from fetchml.core.errors import ConflictError, NotFoundError, RateLimitedError, UnauthorizedError
 from fetchml.core.models import ApiKeyInfo, CreatedKey
 from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
@@ -121,7 +121,12 @@ class KeyService:
         self._cache = {h: v for h, v in self._cache.items() if v[0].key_id != key_id}
         return info
 
-    async def authenticate(self, raw_key: str | None, ip_address: str | None) -> Principal:
+    async def authenticate(
+        self, raw_key: str | None, ip_address: str | None, *, failure_gate: Callable[[], int] | None = None
+    ) -> Principal:
+        """The principal of a valid key. On failure, `failure_gate` (if given) is asked first:
+        a non-zero answer is a wait in seconds, and the caller is rate limited instead of being
+        audited, so a flood of made-up keys cannot become a flood of audit rows."""
         now = time.monotonic()
         if raw_key and len(raw_key) <= MAX_KEY_LENGTH:
             digest = hash_key(raw_key)
@@ -144,6 +149,9 @@ class KeyService:
             prefix = raw_key[:12]
         else:
             reason, user, prefix = ("missing key" if not raw_key else "malformed key"), None, None
+
+        if failure_gate is not None and (wait := failure_gate()):
+            raise RateLimitedError(retry_after=wait)
 
         def record(tx: Tx) -> None:
             tx.audit(

@@ -99,10 +99,10 @@ def test_bucket_refills_with_time(module_server_factory: Callable[..., ServerHan
 
 
 def test_a_repeated_bad_key_is_limited_before_it_reaches_the_audit_log(
-    limited: tuple[ServerHandle, Keys],
+    module_server_factory: Callable[..., ServerHandle],
 ) -> None:
     bad = "fml_" + "z" * 40
-    srv, _ = limited
+    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE=str(PER_MINUTE))
     with srv.http(bad) as http:
         codes = [http.get("/v1/tasks").status_code for _ in range(PER_MINUTE + 5)]
     assert codes == [401] * PER_MINUTE + [429] * 5
@@ -111,3 +111,25 @@ def test_a_repeated_bad_key_is_limited_before_it_reaches_the_audit_log(
         attempts = admin.get("/v1/audit/events", params={"event_type": "auth_attempt", "limit": 1000}).json()
     prefix = bad[:12]
     assert sum(e["metadata"].get("key_prefix") == prefix for e in attempts["events"]) == PER_MINUTE
+
+
+def test_rotating_made_up_keys_are_limited_per_client_address(
+    module_server_factory: Callable[..., ServerHandle],
+) -> None:
+    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE=str(PER_MINUTE))
+    good = srv.make_key("still-fine", "user")
+    codes = []
+    for i in range(PER_MINUTE + 5):
+        with srv.http(f"fml_rotating{i:04d}" + "q" * 30) as http:
+            codes.append(http.get("/v1/tasks").status_code)
+    assert codes == [401] * PER_MINUTE + [429] * 5
+    fresh_admin = srv.make_key("auditor2", "admin")
+    # Only failures are limited per address: a valid key from the same address still works.
+    with srv.http(good) as http:
+        assert http.get("/v1/queue").status_code == 200
+    with srv.http(fresh_admin) as admin:
+        attempts = admin.get("/v1/audit/events", params={"event_type": "auth_attempt", "limit": 1000}).json()
+    assert (
+        sum(str(e["metadata"].get("key_prefix", "")).startswith("fml_rotating") for e in attempts["events"])
+        == PER_MINUTE
+    )
