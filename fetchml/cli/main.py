@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from fetchml.cli import audit, config, experiments, keys, queue, tasks
+from fetchml.cli.health import health
 from fetchml.cli.serve import serve
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(config.app, name="config")
 app.add_typer(keys.app, name="keys")
 app.command("serve")(serve)
+app.command("health")(health)
 
 
 @app.command("version")

@@ -32,6 +32,9 @@ def serve(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+    # The event loop and the writer thread share the GIL; a shorter switch interval keeps a
+    # long commit batch from holding request handling back for the default 5 ms slices.
+    sys.setswitchinterval(0.001)
     try:
         config = uvicorn.Config(
             app,
