@@ -6,10 +6,10 @@ machine's two cores with the server: a heavyweight client would measure itself."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
