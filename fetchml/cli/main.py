@@ -5,8 +5,12 @@ from __future__ import annotations
 import typer
 
 from fetchml.cli import audit, config, experiments, keys, queue, tasks
+from fetchml.cli.artifacts import artifacts
 from fetchml.cli.health import health
+from fetchml.cli.logs import logs
+from fetchml.cli.run import run
 from fetchml.cli.serve import serve
+from fetchml.cli.worker import worker
 
 app = typer.Typer(
     name="fetchml",
@@ -26,11 +30,15 @@ app.command("tasks")(tasks.list_tasks)
 app.command("status")(tasks.status)
 app.command("cancel")(tasks.cancel)
 app.command("queue")(queue.queue)
+app.command("logs")(logs)
+app.command("artifacts")(artifacts)
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(audit.app, name="audit")
 app.add_typer(config.app, name="config")
 app.add_typer(keys.app, name="keys")
+app.command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})(run)
 app.command("serve")(serve)
+app.command("worker")(worker)
 app.command("health")(health)
 
 

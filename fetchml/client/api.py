@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from fetchml.client.artifacts import ArtifactsClient
 from fetchml.client.audit import AuditClient
 from fetchml.client.base import Transport, parse
 from fetchml.client.config import ClientConfig, resolve
 from fetchml.client.experiments import ExperimentsClient
 from fetchml.client.keys import KeysClient
+from fetchml.client.logs import LogsClient
 from fetchml.client.queue import QueueClient
+from fetchml.client.snapshots import SnapshotsClient
 from fetchml.client.tasks import TasksClient
+from fetchml.client.workers import WorkersClient
 from fetchml.core.models import HealthResponse
 
 
@@ -23,6 +27,10 @@ class FetchmlClient:
         self.experiments = ExperimentsClient(self._transport)
         self.audit = AuditClient(self._transport)
         self.keys = KeysClient(self._transport)
+        self.snapshots = SnapshotsClient(self._transport)
+        self.workers = WorkersClient(self._transport)
+        self.logs = LogsClient(self._transport)
+        self.artifacts = ArtifactsClient(self._transport)
 
     @classmethod
     def from_config(cls, config: ClientConfig | None = None) -> FetchmlClient:

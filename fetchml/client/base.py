@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -64,6 +66,18 @@ class Transport:
         if resp.status_code >= 400:
             _raise_for_envelope(resp)
         return resp
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response whose body is read incrementally (log follow, downloads)."""
+        try:
+            with self.http.stream(method, path, **kwargs) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise_for_envelope(resp)
+                yield resp
+        except httpx.TransportError as exc:
+            raise ServerUnreachableError(f"Lost the fetchml server at {self.base_url}: {exc}") from exc
 
     def close(self) -> None:
         self.http.close()

@@ -18,6 +18,12 @@ class Role(StrEnum):
     WORKER = "worker"
 
 
+class WorkerStatus(StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
 class ExperimentStatus(StrEnum):
     ACTIVE = "active"
     ARCHIVED = "archived"

@@ -32,6 +32,11 @@ class ValidationError(FetchmlError):
     default_message = "Validation failed"
 
 
+class PayloadTooLargeError(BadRequestError):
+    status = 413
+    default_message = "Request body too large"
+
+
 class UnauthorizedError(FetchmlError):
     code = "UNAUTHORIZED"
     status = 401

@@ -180,6 +180,11 @@ class Task(Wire):
     node_assignments: list[NodeAssignment] = []
     priority_aged: float
     pending_reason: str | None = None
+    # Beyond the contract: what a worker needs and what `fetchml run` exits with.
+    attempt: int = 0
+    exit_code: int | None = None
+    assigned_gpus: list[int] = []
+    cancel_requested: bool = False
 
 
 class TaskList(Wire):

@@ -25,9 +25,15 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=600, ge=1)
     auth_cache_seconds: float = Field(default=2.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_snapshot_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     timezone: str = "UTC"
     default_max_retries: int = Field(default=3, ge=0)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    heartbeat_interval: float = Field(default=2.0, gt=0)
+    heartbeat_timeout: float = Field(default=30.0, gt=0)
+    claim_wait: float = Field(default=20.0, gt=0, le=120)
+    sweep_interval: float = Field(default=1.0, gt=0)
+    max_artifact_bytes: int = Field(default=1 << 30, ge=1024)
     access_log: bool = True
     log_level: str = "info"
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from litestar import Litestar
@@ -11,14 +14,34 @@ from fetchml import __version__
 from fetchml.core.ratelimit import TokenBuckets
 from fetchml.server.errors import handle_exception
 from fetchml.server.middleware import TraceMiddleware
+from fetchml.server.routes.artifacts import ArtifactController
 from fetchml.server.routes.audit import AuditController
 from fetchml.server.routes.experiments import ExperimentController
 from fetchml.server.routes.health import health
 from fetchml.server.routes.keys import KeyController
+from fetchml.server.routes.logs import LogController
 from fetchml.server.routes.queue import queue_stats
+from fetchml.server.routes.snapshots import snapshot_router
 from fetchml.server.routes.tasks import TaskController
+from fetchml.server.routes.workers import TaskReportController, WorkerProtocolController
 from fetchml.server.security import make_auth_guard
 from fetchml.services.container import Services
+
+
+def _background(services: Services) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """The lease sweeper runs for the life of the app, on its event loop."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        sweeper = asyncio.create_task(services.workers.run_sweeper(stop), name="fetchml-lease-sweeper")
+        try:
+            yield
+        finally:
+            stop.set()
+            await sweeper
+
+    return lifespan
 
 
 def create_app(services: Services) -> Litestar:
@@ -34,7 +57,13 @@ def create_app(services: Services) -> Litestar:
             ExperimentController,
             AuditController,
             KeyController,
+            snapshot_router(settings.max_snapshot_bytes),
+            WorkerProtocolController,
+            TaskReportController,
+            LogController,
+            ArtifactController,
         ],
+        lifespan=[_background(services)],
         guards=[make_auth_guard(buckets, failures)],
         exception_handlers={Exception: handle_exception},
         state=State({"services": services}),

@@ -5,10 +5,19 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import threading
+from collections.abc import Callable
+from typing import Any
 
 from fetchml.core.settings import Settings
 from fetchml.server.app import create_asgi
 from fetchml.services.container import Services
+
+log = logging.getLogger("fetchml.server")
+
+# Given the started services and the server's own base URL, start something that lives next
+# to the server (the embedded worker) and return how to stop it.
+Companion = Callable[[Services, str], Callable[[], None]]
 
 
 def configure_logging(level: str) -> None:
@@ -17,15 +26,10 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def serve(settings: Settings) -> None:
-    import uvicorn
-
-    configure_logging(settings.log_level)
-    services = Services(settings)
-    services.start()
-    app = create_asgi(services)
+def _tune_runtime() -> None:
     # Everything allocated so far lives for the whole process: keep it out of the cyclic
     # collector's full passes, and collect young objects less often. Under a submission burst
     # the default thresholds cost several ms of pause per full pass.
@@ -35,21 +39,76 @@ def serve(settings: Settings) -> None:
     # The event loop and the writer thread share the GIL; a shorter switch interval keeps a
     # long commit batch from holding request handling back for the default 5 ms slices.
     sys.setswitchinterval(0.001)
+
+
+def build(settings: Settings) -> tuple[Services, Any]:
+    """Started services and a uvicorn.Server ready to run (in this thread or another)."""
+    import uvicorn
+
+    services = Services(settings)
+    services.start()
+    config = uvicorn.Config(
+        create_asgi(services),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # our TraceMiddleware writes the access line, with the trace id
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        server_header=False,
+    )
+    return services, uvicorn.Server(config)
+
+
+def base_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def serve(settings: Settings, *, companion: Companion | None = None) -> None:
+    configure_logging(settings.log_level)
+    services, server = build(settings)
+    stop_companion: Callable[[], None] | None = None
     try:
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            access_log=False,  # our TraceMiddleware writes the access line, with the trace id
-            log_level=settings.log_level.lower(),
-            server_header=False,
-        )
-        logging.getLogger("fetchml.server").info(
+        if companion is not None:
+            stop_companion = companion(services, base_url(settings))
+        _tune_runtime()
+        log.info(
             "fetchml serving on http://%s:%d (database: %s)",
             settings.host,
             settings.port,
             "sqlite" if services.db.is_sqlite else "postgresql",
         )
-        uvicorn.Server(config).run()
+        server.run()
     finally:
+        if stop_companion is not None:
+            stop_companion()
         services.stop()
+
+
+class BackgroundServer:
+    """A server in a thread of this process, for `fetchml run` when no server answers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services, self._server = build(settings)
+        self._thread = threading.Thread(target=self._server.run, name="fetchml-embedded-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return base_url(self.settings)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        deadline = threading.Event()
+        for _ in range(int(timeout / 0.05)):
+            if self._server.started:
+                return
+            if not self._thread.is_alive():
+                break
+            deadline.wait(0.05)
+        raise RuntimeError(f"the embedded server did not start on {self.url}")
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self.services.stop()

@@ -54,3 +54,5 @@ def requires(*roles: Role) -> Guard:
 
 ADMIN_ONLY = [requires(Role.ADMIN)]
 USERS = [requires(Role.ADMIN, Role.USER)]
+WORKERS = [requires(Role.ADMIN, Role.WORKER)]
+READERS = [requires(Role.ADMIN, Role.USER, Role.WORKER)]

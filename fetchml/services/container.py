@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from fetchml.core.settings import Settings
+from fetchml.events.bus import EventBus
+from fetchml.services.artifacts import ArtifactService
 from fetchml.services.audit import AuditService
 from fetchml.services.experiments import ExperimentService
 from fetchml.services.health import HealthService
 from fetchml.services.keys import KeyService
+from fetchml.services.logs import LogService
 from fetchml.services.queue import QueueService
+from fetchml.services.snapshots import SnapshotService
 from fetchml.services.tasks import TaskService
 from fetchml.services.uow import WriteQueue
+from fetchml.services.workers import WorkerService
 from fetchml.store.db import Database
 
 
@@ -22,10 +27,17 @@ class Services:
         self.writer = WriteQueue(self.db)
         self.audit = AuditService(self.db, self.writer)
         self.keys = KeyService(self.db, self.writer, cache_seconds=settings.auth_cache_seconds)
-        self.tasks = TaskService(self.db, self.writer, default_max_retries=settings.default_max_retries)
+        self.bus = EventBus()
+        self.tasks = TaskService(
+            self.db, self.writer, bus=self.bus, default_max_retries=settings.default_max_retries
+        )
+        self.workers = WorkerService(self.db, self.writer, self.bus, settings)
+        self.logs = LogService(self.db, self.writer, self.bus)
+        self.artifacts = ArtifactService(self.db, self.writer, settings.data_dir, settings.max_artifact_bytes)
         self.experiments = ExperimentService(self.db, self.writer)
         self.queue = QueueService(self.db, timezone=settings.timezone)
         self.health = HealthService(self.db)
+        self.snapshots = SnapshotService(settings.data_dir, settings.max_snapshot_bytes)
 
     def start(self) -> None:
         self.db.migrate()

@@ -107,6 +107,18 @@ class KeyService:
         # digest -> (principal, monotonic expiry). Positive hits only: a failure always
         # reaches the database, so it is always audited.
         self._cache: dict[str, tuple[Principal, float]] = {}
+        # Keys that exist only in this process's memory: the embedded worker's, and the one
+        # `fetchml run` uses for its embedded server. They die with the process.
+        self._static: dict[str, Principal] = {}
+
+    def add_process_key(self, user: str, role: Role, *, key_id: str | None = None) -> str:
+        """`key_id` names the holder across restarts (the embedded worker re-registers under
+        the same name with a new key each time the server starts)."""
+        raw = KEY_PREFIX + secrets.token_urlsafe(32)
+        self._static[hash_key(raw)] = Principal(
+            user_id=user, role=role, key_id=key_id or f"proc_{secrets.token_hex(4)}"
+        )
+        return raw
 
     async def create(
         self, user: str, role: Role, actor: Principal, ip_address: str | None = None
@@ -130,6 +142,9 @@ class KeyService:
         now = time.monotonic()
         if raw_key and len(raw_key) <= MAX_KEY_LENGTH:
             digest = hash_key(raw_key)
+            static = self._static.get(digest)
+            if static is not None:
+                return static
             hit = self._cache.get(digest)
             if hit is not None and hit[1] > now:
                 return hit[0]

@@ -7,12 +7,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus
+from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus, WorkerStatus
 from fetchml.core.models import QueueStats
 from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.store.db import Database
-from fetchml.store.tables import TaskRow
+from fetchml.store.tables import TaskRow, WorkerRow
 
 
 def start_of_today(now: datetime, tz: ZoneInfo) -> datetime:
@@ -50,7 +50,12 @@ class QueueService:
                 running=sum(live.get(s.value, 0) for s in ACTIVE_STATUSES),
                 completed=ended.get(TaskStatus.COMPLETED.value, 0),
                 failed=ended.get(TaskStatus.FAILED.value, 0),
-                workers=0,
+                workers=session.scalar(
+                    select(func.count())
+                    .select_from(WorkerRow)
+                    .where(col(WorkerRow.status) == WorkerStatus.ACTIVE.value)
+                )
+                or 0,
             )
 
         return await read(self.db, q)

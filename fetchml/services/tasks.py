@@ -9,11 +9,12 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from fetchml.core.enums import AuditEventType, TaskStatus
+from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, TaskStatus
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
 from fetchml.core.lifecycle import CANCELLED_ERROR, check_transition
 from fetchml.core.models import CreateTaskRequest, DatasetSpec, NodeAssignment, Task, TaskList
 from fetchml.core.timeutil import utcnow
+from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
@@ -54,6 +55,10 @@ def task_to_wire(row: TaskRow) -> Task:
         node_assignments=[NodeAssignment.model_validate(n) for n in row.node_assignments or []],
         priority_aged=float(row.priority),
         pending_reason=row.pending_reason,
+        attempt=row.attempt,
+        exit_code=row.exit_code,
+        assigned_gpus=list(row.assigned_gpus or []),
+        cancel_requested=bool(row.cancel_requested),
     )
 
 
@@ -99,6 +104,11 @@ def create_task_op(
             "plugin_status": {},
             "node_assignments": [],
             "pending_reason": None,
+            "attempt": 0,
+            "lease_expires_at": None,
+            "assigned_gpus": [],
+            "cancel_requested": False,
+            "exit_code": None,
         }
         # A bulk insert, not an ORM object: the writer sends a whole batch in one executemany.
         tx.insert(TaskRow, values)
@@ -123,8 +133,24 @@ def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -
         if not principal.is_admin and row.user_id != principal.user_id:
             raise ForbiddenError("You may cancel only your own tasks")
         current = TaskStatus(row.status)
+        if current in ACTIVE_STATUSES:
+            # Its worker stops it (told in its next heartbeat) and reports it failed/cancelled.
+            if not row.cancel_requested:
+                row.cancel_requested = True
+                tx.audit(
+                    AuditEventType.JOB_CANCELLED,
+                    user_id=principal.user_id,
+                    resource=f"task:{row.id}",
+                    action="cancel_requested",
+                    ip_address=ip_address,
+                    metadata={
+                        "previous_status": current.value,
+                        "owner": row.user_id,
+                        "worker_id": row.worker_id,
+                    },
+                )
+            return task_to_wire(row)
         if current is not TaskStatus.QUEUED:
-            # Running tasks are stopped by their worker; that arrives with the worker protocol.
             raise ConflictError(f"Task {task_id} is {current.value} and cannot be cancelled")
         check_transition(current, TaskStatus.FAILED)
         row.status = TaskStatus.FAILED.value
@@ -145,15 +171,20 @@ def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -
 
 
 class TaskService:
-    def __init__(self, db: Database, writer: WriteQueue, *, default_max_retries: int = 3) -> None:
+    def __init__(
+        self, db: Database, writer: WriteQueue, *, bus: EventBus | None = None, default_max_retries: int = 3
+    ) -> None:
         self.db = db
         self.writer = writer
+        self.bus = bus or EventBus()
         self.default_max_retries = default_max_retries
 
     async def create(
         self, principal: Principal, req: CreateTaskRequest, ip_address: str | None = None
     ) -> Task:
-        return await self.writer.run(create_task_op(principal, req, self.default_max_retries, ip_address))
+        task = await self.writer.run(create_task_op(principal, req, self.default_max_retries, ip_address))
+        self.bus.publish(TASKS_TOPIC)
+        return task
 
     async def get(self, task_id: str) -> Task:
         def q(session: Session) -> Task:
@@ -187,4 +218,6 @@ class TaskService:
         return await read(self.db, q)
 
     async def cancel(self, principal: Principal, task_id: str, ip_address: str | None = None) -> Task:
-        return await self.writer.run(cancel_task_op(principal, task_id, ip_address))
+        task = await self.writer.run(cancel_task_op(principal, task_id, ip_address))
+        self.bus.publish(task_topic(task_id))
+        return task

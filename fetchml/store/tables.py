@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Integer, String, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from fetchml.store.types import UTCDateTime
@@ -62,6 +62,54 @@ class TaskRow(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
     pending_reason: str | None = None
+    # The current attempt's lease: the worker holding it must heartbeat before it expires.
+    attempt: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    lease_expires_at: datetime | None = _dt(index=True)
+    assigned_gpus: list[int] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    cancel_requested: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
+    exit_code: int | None = None
+
+
+class WorkerRow(SQLModel, table=True):
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    key_id: str = Field(max_length=32)
+    capabilities: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    batch_total: int = 1
+    service_total: int = 0
+    connected_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_heartbeat: datetime | None = _dt()
+
+
+class TaskLogRow(SQLModel, table=True):
+    __tablename__ = "task_logs"
+    __table_args__ = (UniqueConstraint("task_id", "attempt", "line_no", name="uq_task_logs_line"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BIGINT_PK, primary_key=True, autoincrement=True))
+    task_id: str = Field(max_length=64)
+    attempt: int
+    line_no: int
+    line: str
+
+
+class ArtifactRow(SQLModel, table=True):
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("task_id", "attempt", "path", name="uq_artifacts_path"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BIGINT_PK, primary_key=True, autoincrement=True))
+    task_id: str = Field(max_length=64, index=True)
+    attempt: int
+    path: str = Field(max_length=1024)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha256: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class ExperimentRow(SQLModel, table=True):

@@ -1,0 +1,82 @@
+"""Snapshots: upload a packed tarball under its SHA-256, ask whether one exists, download one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from fetchml.client.base import (
+    DomainClient,
+    ServerUnreachableError,
+    UnexpectedResponseError,
+    _raise_for_envelope,
+    parse,
+)
+from fetchml.core.errors import ERRORS_BY_CODE, FetchmlError, InternalError
+from fetchml.core.snapshots_models import SnapshotInfo, check_digest
+
+_CHUNK = 1024 * 1024
+# HEAD answers carry no body: the status alone says which error it was.
+_ERRORS_BY_STATUS: dict[int, type[FetchmlError]] = {cls.status: cls for cls in ERRORS_BY_CODE.values()}
+
+
+def _path(digest: str) -> str:
+    return f"/v1/snapshots/{check_digest(digest)}"
+
+
+class SnapshotsClient(DomainClient):
+    def exists(self, digest: str) -> bool:
+        try:
+            resp = self._t.http.head(_path(digest))
+        except httpx.TransportError as exc:
+            raise ServerUnreachableError(f"Cannot reach fetchml server at {self._t.base_url}: {exc}") from exc
+        if resp.status_code == 200:
+            return True
+        if resp.status_code == 404:
+            return False
+        cls = _ERRORS_BY_STATUS.get(resp.status_code, InternalError)
+        raise cls(f"HEAD {resp.request.url.path} answered HTTP {resp.status_code}")
+
+    def upload(self, digest: str, path: str | os.PathLike[str]) -> SnapshotInfo:
+        """Streams the tarball at `path` (its Content-Length known up front); 'existed' tells
+        whether the server already had it."""
+        with open(path, "rb") as fh:
+            resp = self._t.request(
+                "PUT", _path(digest), content=fh, headers={"Content-Type": "application/gzip"}
+            )
+        return parse(resp, SnapshotInfo)
+
+    def download(self, digest: str, dest: str | os.PathLike[str]) -> Path:
+        """Streams snapshot `digest` to `dest` through a temporary file beside it, renamed into
+        place only once its SHA-256 matches."""
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        tmp = Path(tmp_name)
+        try:
+            hasher = hashlib.sha256()
+            with os.fdopen(fd, "wb") as fh:
+                try:
+                    with self._t.http.stream("GET", _path(digest)) as resp:
+                        if resp.status_code >= 400:
+                            resp.read()
+                            _raise_for_envelope(resp)
+                        for chunk in resp.iter_bytes(_CHUNK):
+                            hasher.update(chunk)
+                            fh.write(chunk)
+                except httpx.TransportError as exc:
+                    raise ServerUnreachableError(
+                        f"Cannot reach fetchml server at {self._t.base_url}: {exc}"
+                    ) from exc
+            if hasher.hexdigest() != digest:
+                raise UnexpectedResponseError(
+                    f"snapshot {digest} downloaded with sha256 {hasher.hexdigest()}: corrupted in transit"
+                )
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target

@@ -1,0 +1,133 @@
+"""Wire models of the worker protocol (worker-role keys) and of logs and artifacts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from fetchml.core.enums import TaskStatus, WorkerStatus
+from fetchml.core.models import JOB_NAME_PATTERN, Task, Wire
+
+MAX_LOG_LINES_PER_CHUNK = 5000
+MAX_LOG_LINE_CHARS = 16384
+
+
+class GpuDevice(Wire):
+    index: int
+    name: str
+    memory_mb: int = 0
+
+
+class WorkerCapabilities(Wire):
+    """The contract's Worker.capabilities, plus what the scheduler needs to place GPUs."""
+
+    cpu_cores: Annotated[int, Field(ge=0, le=1_000_000)]
+    memory_gb: Annotated[int, Field(ge=0, le=1_000_000_000)]
+    gpu_count: Annotated[int, Field(ge=0, le=1024)] = 0
+    gpu_type: str | None = None
+    gpus: list[GpuDevice] = []
+    executor: Literal["docker", "local"] = "local"
+    hostname: str | None = None
+    fetchml_version: str | None = None
+
+
+class RegisterWorkerRequest(Wire):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=JOB_NAME_PATTERN)]
+    capabilities: WorkerCapabilities
+    batch_slots: Annotated[int, Field(ge=1, le=1024)] = 1
+    service_slots: Annotated[int, Field(ge=0, le=1024)] = 0
+
+
+class RegisterWorkerResponse(Wire):
+    worker_id: str
+    heartbeat_interval: float
+    heartbeat_timeout: float
+    claim_wait: float
+    lost_tasks: list[str] = []  # tasks this worker held before it re-registered; now requeued or failed
+
+
+class ActiveAttempt(Wire):
+    task_id: str
+    attempt: int
+
+
+class HeartbeatRequest(Wire):
+    active: list[ActiveAttempt] = []
+
+
+class WorkerCommand(Wire):
+    type: Literal["cancel"]
+    task_id: str
+    attempt: int
+
+
+class HeartbeatResponse(Wire):
+    status: WorkerStatus
+    drain: bool = False
+    commands: list[WorkerCommand] = []
+
+
+class Assignment(Wire):
+    task: Task
+    attempt: int
+    gpus: list[int] = []
+    node_rank: int = 0
+    num_nodes: int = 1
+    master_addr: str | None = None
+    master_port: int | None = None
+    lease_expires_at: datetime
+
+
+class StatusReport(Wire):
+    attempt: Annotated[int, Field(ge=1)]
+    status: Literal[TaskStatus.RUNNING, TaskStatus.COLLECTING, TaskStatus.COMPLETED, TaskStatus.FAILED]
+    exit_code: int | None = None
+    error: Annotated[str, Field(max_length=4096)] | None = None
+    output: Annotated[str, Field(max_length=65536)] | None = None
+
+
+class LogChunk(Wire):
+    attempt: Annotated[int, Field(ge=1)]
+    start_line: Annotated[int, Field(ge=0)]
+    lines: Annotated[
+        list[Annotated[str, Field(max_length=MAX_LOG_LINE_CHARS)]], Field(max_length=MAX_LOG_LINES_PER_CHUNK)
+    ]
+
+
+class LogPage(Wire):
+    task_id: str
+    status: TaskStatus
+    offset: int  # index of the first line in `lines`, over all attempts
+    next_offset: int  # ask for this next
+    lines: list[str]
+    done: bool  # the task has ended and every line is in this page or an earlier one
+
+
+class Artifact(Wire):
+    path: str
+    size: int
+    sha256: str
+    attempt: int
+    created_at: datetime
+
+
+class WorkerSlots(Wire):
+    batch_total: int
+    batch_available: int
+    service_total: int
+    service_available: int
+
+
+class WorkerInfo(Wire):
+    """The contract's Worker."""
+
+    id: str
+    name: str
+    status: WorkerStatus
+    connected_at: datetime
+    last_heartbeat: datetime | None = None
+    capabilities: WorkerCapabilities
+    slots: WorkerSlots
+    active_tasks: list[str] = []

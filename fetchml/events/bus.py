@@ -1,0 +1,53 @@
+"""In-process wake-ups: a claim long-poll or a log follower sleeps on a topic until something
+publishes to it. Lives on the server's event loop; publish from that loop only.
+
+It only shortens waits. Every waiter also re-checks the database on a short timeout, so
+several servers sharing one database (which do not see each other's publishes) stay correct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+
+    def listen(self, topic: str) -> asyncio.Future[None]:
+        """Subscribe before checking state, then await the future: no publish is missed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[topic].add(fut)
+        fut.add_done_callback(lambda f: self._discard(topic, f))
+        return fut
+
+    def _discard(self, topic: str, fut: asyncio.Future[None]) -> None:
+        waiters = self._waiters.get(topic)
+        if waiters is not None:
+            waiters.discard(fut)
+            if not waiters:
+                self._waiters.pop(topic, None)
+
+    def publish(self, *topics: str) -> None:
+        for topic in topics:
+            for fut in list(self._waiters.get(topic, ())):
+                if not fut.done():
+                    fut.set_result(None)
+
+    @staticmethod
+    async def wait(fut: asyncio.Future[None], timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            fut.cancel()
+
+
+TASKS_TOPIC = "tasks"  # a task was queued or capacity was freed: claimers should look again
+
+
+def task_topic(task_id: str) -> str:
+    return f"task:{task_id}"

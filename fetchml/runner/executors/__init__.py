@@ -1,0 +1,1 @@
+"""Executors: how a worker runs one attempt (docker or local process)."""

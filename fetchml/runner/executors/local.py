@@ -1,0 +1,333 @@
+"""The local executor: an attempt is a process group on this machine.
+
+Each attempt runs in its own session (setsid), so the whole tree it spawns shares one process
+group that can be signalled at once. What it guarantees:
+
+- When the main process exits, whatever it left running in its group is killed (as Docker does
+  when a container's PID 1 exits), so `lines()` ends and nothing outlives the attempt.
+- `stop(grace)` sends SIGTERM to the group (and to descendants that left it with setsid), waits
+  up to `grace` seconds for them all to exit, then SIGKILLs what is left.
+- `LocalExecutor.shutdown()` stops every attempt it started, all at once (worker shutdown).
+- If the worker itself dies without a shutdown (SIGKILL, power cut of the worker process),
+  its attempts would live on, since setsid detaches them. Every attempt therefore carries
+  FETCHML_LABEL_WORKER / _TASK / _ATTEMPT in its environment (inherited by its children, like
+  Docker labels), and `remove_orphans()`, called when a worker starts, kills the process groups
+  labelled for that worker whose (task, attempt) it no longer owns.
+
+Not covered: a descendant that both leaves the group (setsid) and is orphaned before a stop; a
+process that clears its own environment escapes `remove_orphans`. Use the docker executor for
+isolation that does not rely on cooperation.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+
+from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus
+
+__all__ = ["LABEL_ATTEMPT", "LABEL_TASK", "LABEL_WORKER", "LocalExecution", "LocalExecutor"]
+
+log = logging.getLogger(__name__)
+
+# Environment variables that mark a process as belonging to an attempt (see remove_orphans).
+LABEL_WORKER = "FETCHML_LABEL_WORKER"
+LABEL_TASK = "FETCHML_LABEL_TASK"
+LABEL_ATTEMPT = "FETCHML_LABEL_ATTEMPT"
+
+# Never handed to a task: the worker's own credentials.
+_SECRET_ENV = ("FETCHML_API_KEY",)
+
+_POLL = 0.05
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process other than a zombie is still in process group `pgid`.
+
+    Zombies are dead (they only wait to be reaped by their parent, which for orphans is init;
+    an init that does not reap, as in some sandboxes, would otherwise keep them "alive" forever).
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal; count it as alive
+        return True
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class LocalExecution:
+    """One attempt started by LocalExecutor. Thread-safe: lines(), wait() and stop() may be
+    called from different threads."""
+
+    def __init__(self, spec: ExecSpec, proc: subprocess.Popen[bytes]) -> None:
+        self.spec = spec
+        self.pid = proc.pid
+        self.pgid = proc.pid  # start_new_session: the child leads its own session and group
+        self._proc = proc
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._stop_done = threading.Event()
+        self._cancelled = False
+        self._done = threading.Event()
+        self._status: ExitStatus | None = None
+        self._lines_taken = False
+        self._watcher = threading.Thread(
+            target=self._watch, name=f"fetchml-local-{spec.task_id[:12]}-{spec.attempt}", daemon=True
+        )
+        self._watcher.start()
+
+    # -- the watcher: notices the exit, kills leftovers, reaps -------------------------------
+    def _watch(self) -> None:
+        # Wait for the exit without reaping: the group id stays reserved meanwhile, so the kill
+        # below cannot reach an unrelated group that reused the number. (ChildProcessError: it
+        # was already reaped elsewhere; nothing left to hold.)
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        with self._lock:
+            stopping = self._stopping
+        if not stopping:
+            # The main process is gone: what it left running in its group goes with it.
+            _signal_group(self.pgid, signal.SIGKILL)
+        code = self._proc.wait()
+        self._finish(code)
+
+    def _finish(self, returncode: int) -> None:
+        # Death by signal N is reported as exit code 128+N, as a shell and Docker do.
+        code = 128 - returncode if returncode < 0 else returncode
+        with self._lock:
+            cancelled = self._cancelled
+        if cancelled:
+            status = ExitStatus(exit_code=code, error="cancelled", cancelled=True)
+        elif returncode < 0:
+            n = -returncode
+            status = ExitStatus(exit_code=code, error=f"killed by signal {n} ({signal_name(n)})")
+        elif returncode > 0:
+            status = ExitStatus(exit_code=code, error=f"exit code {returncode}")
+        else:
+            status = ExitStatus(exit_code=0)
+        self._status = status
+        self._done.set()
+
+    # -- Execution ------------------------------------------------------------------------------
+    def lines(self) -> Iterator[str]:
+        with self._lock:
+            if self._lines_taken:
+                raise RuntimeError("lines() can be iterated only once per execution")
+            self._lines_taken = True
+        stream = self._proc.stdout
+        assert stream is not None
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            for raw in iter(stream.readline, b""):
+                text = decoder.decode(raw)
+                if text.endswith("\n"):
+                    text = text[:-1]
+                    if text.endswith("\r"):
+                        text = text[:-1]
+                yield text
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        finally:
+            stream.close()
+
+    def wait(self, timeout: float | None = None) -> ExitStatus | None:
+        if not self._done.wait(timeout):
+            return None
+        return self._status
+
+    def stop(self, grace: float = 10.0) -> None:
+        with self._lock:
+            if self._stopping:
+                second = True
+            else:
+                second = False
+                self._stopping = True
+                if not self._done.is_set():
+                    self._cancelled = True
+        if second:  # idempotent: a second caller waits for the first stop to finish
+            self._stop_done.wait(grace + 5.0)
+            return
+        try:
+            self._stop(grace)
+        finally:
+            self._stop_done.set()
+
+    def _stop(self, grace: float) -> None:
+        # Descendants that left the group (setsid) are found through the process tree while the
+        # main process still holds them; the group catches the rest, including orphans.
+        try:
+            escaped = [p for p in psutil.Process(self.pid).children(recursive=True) if _pgid(p) != self.pgid]
+        except psutil.Error:
+            escaped = []
+        _signal_group(self.pgid, signal.SIGTERM)
+        for p in escaped:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        deadline = time.monotonic() + max(grace, 0.0)
+        while time.monotonic() < deadline:
+            if self._done.is_set() and not _group_alive(self.pgid) and not any(_alive(p) for p in escaped):
+                return
+            time.sleep(_POLL)
+        _signal_group(self.pgid, signal.SIGKILL)
+        for p in escaped:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        # SIGKILL cannot be refused; give the kernel a moment to deliver it.
+        self._done.wait(5.0)
+        end = time.monotonic() + 5.0
+        while _group_alive(self.pgid) and time.monotonic() < end:
+            time.sleep(_POLL)
+
+    def cleanup(self) -> None:
+        """Nothing is held once the process has exited; close the pipe if lines() never ran."""
+        if not self._done.is_set():
+            self.stop(0)
+        if not self._lines_taken and self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+
+def _pgid(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return None
+
+
+class LocalExecutor:
+    """Runs attempts as local processes. See the module docstring for what it guarantees."""
+
+    name = "local"
+
+    def __init__(self, stop_grace: float = 10.0) -> None:
+        self.stop_grace = stop_grace
+        self._lock = threading.Lock()
+        self._executions: list[LocalExecution] = []
+
+    def environment(self, spec: ExecSpec) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+        env.update(spec.env)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpus)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML does
+        env[LABEL_WORKER] = spec.worker_id
+        env[LABEL_TASK] = spec.task_id
+        env[LABEL_ATTEMPT] = str(spec.attempt)
+        return env
+
+    def start(self, spec: ExecSpec) -> LocalExecution:
+        if not spec.command:
+            raise ExecutorError("cannot start the task: its command is empty")
+        shown = shlex.join(spec.command)
+        try:
+            proc = subprocess.Popen(
+                spec.command,
+                cwd=spec.workdir,
+                env=self.environment(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:  # FileNotFoundError, PermissionError, NotADirectoryError, ...
+            reason = exc.strerror or str(exc)
+            where = f": {exc.filename}" if exc.filename else ""
+            raise ExecutorError(f"cannot start {shown}: {reason}{where}") from exc
+        execution = LocalExecution(spec, proc)
+        with self._lock:
+            self._executions = [e for e in self._executions if e.running]
+            self._executions.append(execution)
+        log.info("started %s (pid %d) for task %s attempt %d", shown, proc.pid, spec.task_id, spec.attempt)
+        return execution
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Stop every attempt still running, in parallel: returns after about `grace` seconds
+        at most, with none of their processes left."""
+        grace = self.stop_grace if grace is None else grace
+        with self._lock:
+            running = [e for e in self._executions if e.running]
+            self._executions = []
+        threads = [threading.Thread(target=e.stop, args=(grace,), daemon=True) for e in running]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def remove_orphans(self, worker_id: str, live: set[tuple[str, int]]) -> list[str]:
+        """Kill the process groups labelled for `worker_id` (FETCHML_LABEL_* in their environment)
+        whose (task, attempt) is not in `live`. Returns the pids that were signalled, as strings.
+
+        Processes this executor started itself are never touched (they are this run's, not
+        leftovers). Processes whose environment cannot be read (another user's) are skipped.
+        """
+        mine = {e.pgid for e in self._executions} | {os.getpgrp()}
+        own_pid = os.getpid()
+        orphans: dict[int, list[psutil.Process]] = {}
+        for proc in psutil.process_iter(["status"]):
+            if proc.pid == own_pid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            try:
+                env = proc.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get(LABEL_WORKER) != worker_id:
+                continue
+            try:
+                attempt = int(env.get(LABEL_ATTEMPT, ""))
+            except ValueError:
+                attempt = -1
+            if (env.get(LABEL_TASK, ""), attempt) in live:
+                continue
+            pgid = _pgid(proc)
+            if pgid is None or pgid in mine:
+                continue
+            orphans.setdefault(pgid, []).append(proc)
+        removed: list[str] = []
+        for pgid, procs in orphans.items():
+            _signal_group(pgid, signal.SIGKILL)
+            for p in procs:  # members that left the group
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+                removed.append(str(p.pid))
+            log.warning("killed orphaned process group %d (%d processes)", pgid, len(procs))
+        return removed

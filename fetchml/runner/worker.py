@@ -1,0 +1,367 @@
+"""The worker: registers, heartbeats, long-polls for assignments and runs each attempt.
+
+It talks to the server only through fetchml.client. One thread claims, one heartbeats, and
+each running attempt has its own thread (plus a log shipper).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fetchml.client.api import FetchmlClient
+from fetchml.core.enums import TaskStatus, WorkerStatus
+from fetchml.core.errors import ConflictError, FetchmlError, NotFoundError
+from fetchml.core.protocol import (
+    ActiveAttempt,
+    Assignment,
+    RegisterWorkerRequest,
+    StatusReport,
+    WorkerCapabilities,
+)
+from fetchml.runner.capabilities import detect_capabilities
+from fetchml.runner.datasets import DatasetCache, DatasetError
+from fetchml.runner.entrypoint import build_command
+from fetchml.runner.executors.base import ExecSpec, Execution, Executor, ExecutorError
+from fetchml.runner.gpus import GpuProvider, NvmlGpuProvider, StaticGpuProvider
+from fetchml.runner.logship import LogShipper
+from fetchml.runner.workspace import SnapshotCache, WorkspaceError, collect_outputs, prepare_workspace
+
+log = logging.getLogger("fetchml.runner")
+
+
+@dataclass
+class WorkerConfig:
+    name: str
+    work_dir: Path
+    executor: str = "auto"  # auto | docker | local
+    batch_slots: int | None = None  # default: one per GPU, at least 1
+    gpus: int | None = None  # with gpu_type: override NVML detection (like Slurm's gres.conf)
+    gpu_type: str | None = None
+    default_image: str | None = None
+    stop_grace: float = 10.0
+    keep_workspaces: bool = False
+    python: str = field(default_factory=lambda: sys.executable)
+
+
+def make_executor(kind: str, *, default_image: str | None, stop_grace: float) -> Executor:
+    if kind == "auto":
+        from fetchml.runner.executors.docker import docker_available
+
+        kind = "docker" if docker_available() else "local"
+    if kind == "docker":
+        from fetchml.runner.executors.docker import DockerExecutor
+
+        return DockerExecutor(default_image=default_image, stop_grace=stop_grace)
+    if kind == "local":
+        from fetchml.runner.executors.local import LocalExecutor
+
+        return LocalExecutor(stop_grace=stop_grace)
+    raise ValueError(f"unknown executor {kind!r}: use auto, docker or local")
+
+
+def gpu_provider_for(cfg: WorkerConfig) -> GpuProvider:
+    if cfg.gpus is not None:
+        return StaticGpuProvider(cfg.gpus, cfg.gpu_type or "gpu")
+    return NvmlGpuProvider()
+
+
+class _Attempt:
+    def __init__(self, assignment: Assignment) -> None:
+        self.assignment = assignment
+        self.execution: Execution | None = None
+        self.cancelled = threading.Event()
+        self.lock = threading.Lock()
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.assignment.task.id, self.assignment.attempt)
+
+    def cancel(self, grace: float) -> None:
+        self.cancelled.set()
+        with self.lock:
+            execution = self.execution
+        if execution is not None:
+            execution.stop(grace)
+
+
+class Worker:
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        client: FetchmlClient,
+        *,
+        executor: Executor | None = None,
+        gpu_provider: GpuProvider | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.executor = executor or make_executor(
+            cfg.executor, default_image=cfg.default_image, stop_grace=cfg.stop_grace
+        )
+        self.gpu_provider = gpu_provider or gpu_provider_for(cfg)
+        self.worker_id = cfg.name
+        self.stop_event = threading.Event()
+        self._attempts: dict[tuple[str, int], _Attempt] = {}
+        self._lock = threading.Lock()
+        self._slot_freed = threading.Event()
+        self._draining = False
+        cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshots = SnapshotCache(cfg.work_dir / "snapshots", client)
+        self.datasets = DatasetCache(cfg.work_dir / "datasets")
+        self.heartbeat_interval = 2.0
+        self.claim_wait = 20.0
+        self.slots = 1
+        self.registered = threading.Event()  # set once the first registration succeeded or failed
+        self.registration_error: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def register(self) -> None:
+        caps: dict[str, Any] = detect_capabilities(self.gpu_provider, self.executor.name)
+        slots = self.cfg.batch_slots or max(1, int(caps["gpu_count"]))
+        resp = self.client.workers.register(
+            RegisterWorkerRequest(
+                name=self.cfg.name, capabilities=WorkerCapabilities.model_validate(caps), batch_slots=slots
+            )
+        )
+        self.worker_id = resp.worker_id
+        self.heartbeat_interval = resp.heartbeat_interval
+        self.claim_wait = resp.claim_wait
+        self.slots = slots
+        with self._lock:
+            live = set(self._attempts)
+        removed = self.executor.remove_orphans(self.worker_id, live)
+        if removed:
+            log.warning(
+                "removed %d orphaned execution(s) of an earlier run: %s", len(removed), ", ".join(removed)
+            )
+        log.info(
+            "worker %s registered: %s executor, %d slot(s), %d GPU(s)",
+            self.worker_id,
+            self.executor.name,
+            slots,
+            caps["gpu_count"],
+        )
+
+    def run(self) -> None:
+        """Serve until stop() (or a drain completes)."""
+        try:
+            self.register()
+        except Exception as exc:
+            self.registration_error = str(exc)
+            raise
+        finally:
+            self.registered.set()
+        hb = threading.Thread(target=self._heartbeat_loop, name="fetchml-heartbeat", daemon=True)
+        hb.start()
+        try:
+            self._claim_loop()
+        finally:
+            self.stop_event.set()
+            self.executor.shutdown(self.cfg.stop_grace)
+            for t in self._threads():
+                t.join(timeout=self.cfg.stop_grace + 30)
+            hb.join(timeout=5)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._slot_freed.set()
+
+    def _threads(self) -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("fetchml-attempt-")]
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    def _claim_loop(self) -> None:
+        while not self.stop_event.is_set():
+            with self._lock:
+                busy = len(self._attempts)
+            if self._draining or busy >= self.slots:
+                self._slot_freed.wait(1.0)
+                self._slot_freed.clear()
+                continue
+            try:
+                # Short enough that stop() is honoured promptly; the server answers at once
+                # when a task fits, so this never paces dispatch.
+                assignment = self.client.workers.claim(self.worker_id, wait=min(self.claim_wait, 5.0))
+            except FetchmlError as exc:
+                if self.stop_event.is_set():
+                    return
+                log.warning("claim failed: %s", exc.message)
+                self.stop_event.wait(1.0)
+                continue
+            if assignment is not None:
+                self._start_attempt(assignment)
+
+    def _start_attempt(self, assignment: Assignment) -> None:
+        attempt = _Attempt(assignment)
+        with self._lock:
+            self._attempts[attempt.key] = attempt
+        threading.Thread(
+            target=self._run_attempt,
+            args=(attempt,),
+            name=f"fetchml-attempt-{assignment.task.id[:8]}-{assignment.attempt}",
+            daemon=True,
+        ).start()
+
+    # -- heartbeats ---------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stop_event.wait(self.heartbeat_interval):
+            self.heartbeat_once()
+
+    def heartbeat_once(self) -> None:
+        with self._lock:
+            attempts = dict(self._attempts)
+        active = [ActiveAttempt(task_id=t, attempt=a) for t, a in attempts]
+        try:
+            resp = self.client.workers.heartbeat(self.worker_id, active)
+        except FetchmlError as exc:
+            log.warning("heartbeat failed: %s", exc.message)
+            return
+        for cmd in resp.commands:
+            target = attempts.get((cmd.task_id, cmd.attempt))
+            if cmd.type == "cancel" and target is not None and not target.cancelled.is_set():
+                log.info("cancelling task %s attempt %d", cmd.task_id, cmd.attempt)
+                threading.Thread(target=target.cancel, args=(self.cfg.stop_grace,), daemon=True).start()
+        if resp.drain and not self._draining:
+            log.info("draining: finishing %d running task(s), taking no new ones", len(attempts))
+            self._draining = True
+        if resp.status is WorkerStatus.OFFLINE:
+            if self._draining:
+                log.info("drained; worker is offline")
+                self.stop()
+                return
+            # The server gave up on us (a long pause): what we run was handed to others.
+            log.warning("server marked this worker offline; stopping its tasks and registering again")
+            for a in attempts.values():
+                a.cancel(self.cfg.stop_grace)
+            try:
+                self.register()
+            except FetchmlError as exc:
+                log.warning("re-registration failed: %s", exc.message)
+
+    # -- one attempt --------------------------------------------------------------------------
+
+    def _report(self, a: _Attempt, status: TaskStatus, **kw: Any) -> bool:
+        """Report; False when the server says this attempt is no longer ours (stale)."""
+        task_id = a.assignment.task.id
+        for delay in (0.5, 1, 2, 4, 8):
+            try:
+                self.client.workers.report(
+                    task_id, StatusReport(attempt=a.assignment.attempt, status=status, **kw)
+                )
+                return True
+            except (ConflictError, NotFoundError) as exc:
+                log.warning("task %s attempt %d: %s", task_id, a.assignment.attempt, exc.message)
+                return False
+            except FetchmlError as exc:
+                log.warning("report for %s failed (%s); retrying", task_id, exc.message)
+                if self.stop_event.wait(delay):
+                    break
+        return False
+
+    def _run_attempt(self, a: _Attempt) -> None:
+        try:
+            self._run_attempt_inner(a)
+        except Exception as exc:  # never let one task take the worker down
+            log.exception("task %s failed in the worker", a.assignment.task.id)
+            self._report(a, TaskStatus.FAILED, error=f"worker error: {exc}")
+        finally:
+            with self._lock:
+                self._attempts.pop(a.key, None)
+            self._slot_freed.set()
+
+    def _run_attempt_inner(self, a: _Attempt) -> None:
+        task, n = a.assignment.task, a.assignment.attempt
+        root = self.cfg.work_dir / "workspaces" / f"{task.id}-{n}"
+        shutil.rmtree(root, ignore_errors=True)
+        try:
+            tarball = self.snapshots.get(task.snapshot_id) if task.snapshot_id else None
+            datasets = [(spec, self.datasets.fetch(spec)) for spec in task.dataset_specs]
+            ws = prepare_workspace(root, snapshot_tarball=tarball, datasets=datasets)
+            python = self.cfg.python if self.executor.name == "local" else "python"
+            command = build_command(task.entrypoint, task.args, python=python)
+        except (DatasetError, WorkspaceError, ValueError, FetchmlError) as exc:
+            msg = exc.message if isinstance(exc, FetchmlError) else str(exc)
+            self._report(a, TaskStatus.FAILED, error=msg)
+            shutil.rmtree(root, ignore_errors=True)
+            return
+        env = {
+            **ws.env(),
+            "FETCHML_TASK_ID": task.id,
+            "FETCHML_JOB_NAME": task.job_name,
+            "FETCHML_ATTEMPT": str(n),
+            "FETCHML_NODE_RANK": str(a.assignment.node_rank),
+            "FETCHML_NUM_NODES": str(a.assignment.num_nodes),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if a.assignment.master_addr:
+            env["MASTER_ADDR"] = a.assignment.master_addr
+            env["MASTER_PORT"] = str(a.assignment.master_port or 29500)
+        spec = ExecSpec(
+            task_id=task.id,
+            attempt=n,
+            worker_id=self.worker_id,
+            command=command,
+            workspace=ws.root,
+            workdir=ws.snapshot_dir,
+            env=env,
+            image=task.image,
+            cpu=task.cpu,
+            memory_gb=task.memory_gb,
+            gpus=tuple(a.assignment.gpus),
+        )
+        if a.cancelled.is_set():
+            self._report(a, TaskStatus.FAILED, error="cancelled")
+            return
+        try:
+            execution = self.executor.start(spec)
+        except ExecutorError as exc:
+            self._report(a, TaskStatus.FAILED, error=str(exc))
+            shutil.rmtree(root, ignore_errors=True)
+            return
+        with a.lock:
+            a.execution = execution
+        if a.cancelled.is_set():
+            execution.stop(self.cfg.stop_grace)
+        shipper = LogShipper(self.client, task.id, n)
+        try:
+            if not self._report(a, TaskStatus.RUNNING):
+                execution.stop(self.cfg.stop_grace)
+            for line in execution.lines():
+                shipper.add(line)
+            status = execution.wait()
+        finally:
+            shipper.close()
+        assert status is not None
+        if shipper.stale:
+            execution.cleanup()
+            return
+        if not self._report(a, TaskStatus.COLLECTING):
+            execution.cleanup()
+            return
+        upload_error = None
+        for rel, path, _size in collect_outputs(ws.output_dir):
+            try:
+                self.client.artifacts.upload(task.id, n, rel, path)
+            except FetchmlError as exc:
+                upload_error = f"artifact {rel} could not be uploaded: {exc.message}"
+                break
+        output = shipper.output()
+        if status.cancelled or a.cancelled.is_set():
+            self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error="cancelled", output=output)
+        elif status.exit_code == 0 and status.error is None and upload_error is None:
+            self._report(a, TaskStatus.COMPLETED, exit_code=0, output=output)
+        else:
+            error = status.error or upload_error or f"exit code {status.exit_code}"
+            self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error=error, output=output)
+        execution.cleanup()
+        if not self.cfg.keep_workspaces:
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,66 @@
+"""The worker protocol (worker-role keys; admins may act for any worker)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, post
+from litestar.params import Parameter
+
+from fetchml.core.models import Task
+from fetchml.core.protocol import (
+    Assignment,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    RegisterWorkerRequest,
+    RegisterWorkerResponse,
+    StatusReport,
+)
+from fetchml.server.context import principal_of, services_of
+from fetchml.server.security import WORKERS
+
+
+class WorkerProtocolController(Controller):
+    path = "/v1/workers"
+    guards = WORKERS
+    tags = ["Worker protocol"]
+
+    @post("/register", status_code=200, summary="Register (or re-register) a worker")
+    async def register(
+        self, request: Request[Any, Any, Any], data: RegisterWorkerRequest
+    ) -> RegisterWorkerResponse:
+        return await services_of(request).workers.register(principal_of(request), data)
+
+    @post("/{worker_id:str}/heartbeat", status_code=200, summary="Renew leases; receive commands")
+    async def heartbeat(
+        self, request: Request[Any, Any, Any], worker_id: str, data: HeartbeatRequest
+    ) -> HeartbeatResponse:
+        return await services_of(request).workers.heartbeat(principal_of(request), worker_id, data)
+
+    @post(
+        "/{worker_id:str}/claim",
+        status_code=200,
+        summary="Long-poll for an assignment",
+        description="200 with an Assignment as soon as a task fits this worker; 204 when `wait` seconds pass first.",
+    )
+    async def claim(
+        self,
+        request: Request[Any, Any, Any],
+        worker_id: str,
+        wait: Annotated[float, Parameter(ge=0, le=120)] = 20.0,
+    ) -> Response[Assignment | None]:
+        assignment = await services_of(request).workers.claim(principal_of(request), worker_id, wait)
+        if assignment is None:
+            return Response(content=None, status_code=204)
+        return Response(content=assignment, status_code=200)
+
+
+class TaskReportController(Controller):
+    path = "/v1/tasks/{task_id:str}/report"
+    guards = WORKERS
+    tags = ["Worker protocol"]
+
+    @post("/", status_code=200, summary="Report an attempt's status (fenced by attempt number)")
+    async def report(self, request: Request[Any, Any, Any], task_id: str, data: StatusReport) -> Task:
+        result: Task = await services_of(request).workers.report(principal_of(request), task_id, data)
+        return result

@@ -1,0 +1,168 @@
+"""Artifacts: files a task wrote to $FETCHML_OUTPUT_DIR, uploaded by its worker while the task
+is `collecting`, kept under <data dir>/artifacts/<task>/<attempt>/<path>. Downloads are audited
+as file_access."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role, TaskStatus
+from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from fetchml.core.models import check_mount_path
+from fetchml.core.protocol import Artifact
+from fetchml.core.timeutil import utcnow
+from fetchml.services.base import read
+from fetchml.services.principal import Principal
+from fetchml.services.uow import Tx, WriteQueue
+from fetchml.store.db import Database
+from fetchml.store.tables import ArtifactRow, TaskRow, WorkerRow
+
+
+def clean_artifact_path(path: str) -> str:
+    try:
+        return check_mount_path(path)
+    except ValueError as exc:
+        raise ValidationError(f"artifact path {path!r}: {exc}") from None
+
+
+def _to_wire(row: ArtifactRow) -> Artifact:
+    return Artifact(
+        path=row.path, size=row.size, sha256=row.sha256, attempt=row.attempt, created_at=row.created_at
+    )
+
+
+class ArtifactTooLargeError(ValidationError):
+    status = 413
+    code = "BAD_REQUEST"
+
+
+class ArtifactService:
+    def __init__(self, db: Database, writer: WriteQueue, data_dir: Path, max_bytes: int) -> None:
+        self.db = db
+        self.writer = writer
+        self.root = data_dir / "artifacts"
+        self.max_bytes = max_bytes
+
+    def _file(self, task_id: str, attempt: int, path: str) -> Path:
+        return self.root / task_id / str(attempt) / path
+
+    async def _check_upload(self, principal: Principal, task_id: str, attempt: int) -> None:
+        def q(session: Session) -> None:
+            task = session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
+            if task is None:
+                raise NotFoundError(f"Task {task_id} not found")
+            if (
+                task.attempt != attempt
+                or TaskStatus(task.status) not in ACTIVE_STATUSES
+                or task.worker_id is None
+            ):
+                raise ConflictError(
+                    f"Stale artifact upload for task {task_id}: attempt {attempt} is not live"
+                )
+            worker = session.get(WorkerRow, task.worker_id)
+            if principal.role is not Role.ADMIN and (worker is None or worker.key_id != principal.key_id):
+                raise ForbiddenError("Task is held by another worker")
+
+        await read(self.db, q)
+
+    async def upload(
+        self, principal: Principal, task_id: str, attempt: int, path: str, body: AsyncIterator[bytes]
+    ) -> Artifact:
+        rel = clean_artifact_path(path)
+        await self._check_upload(principal, task_id, attempt)
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+        tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise ArtifactTooLargeError(f"artifact larger than {self.max_bytes} bytes")
+                    digest.update(chunk)
+                    await asyncio.to_thread(fh.write, chunk)
+            dest = self._file(task_id, attempt, rel)
+
+            def place() -> None:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, dest)
+
+            await asyncio.to_thread(place)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+        sha = digest.hexdigest()
+
+        def op(tx: Tx) -> Artifact:
+            tx.session.execute(
+                delete(ArtifactRow).where(
+                    col(ArtifactRow.task_id) == task_id,
+                    col(ArtifactRow.attempt) == attempt,
+                    col(ArtifactRow.path) == rel,
+                )
+            )
+            row = ArtifactRow(
+                task_id=task_id, attempt=attempt, path=rel, size=size, sha256=sha, created_at=utcnow()
+            )
+            tx.session.add(row)
+            return _to_wire(row)
+
+        return await self.writer.run(op)
+
+    async def list(self, task_id: str) -> list[Artifact]:
+        def q(session: Session) -> list[Artifact]:
+            if session.scalar(select(col(TaskRow.id)).where(col(TaskRow.id) == task_id)) is None:
+                raise NotFoundError(f"Task {task_id} not found")
+            rows = session.scalars(
+                select(ArtifactRow)
+                .where(col(ArtifactRow.task_id) == task_id)
+                .order_by(col(ArtifactRow.attempt).desc(), col(ArtifactRow.path))
+            ).all()
+            return [_to_wire(r) for r in rows]
+
+        return await read(self.db, q)
+
+    async def open_for_download(
+        self, principal: Principal, task_id: str, path: str, attempt: int | None, ip_address: str | None
+    ) -> tuple[Artifact, Path]:
+        rel = clean_artifact_path(path)
+
+        def q(session: Session) -> Artifact:
+            stmt = select(ArtifactRow).where(
+                col(ArtifactRow.task_id) == task_id, col(ArtifactRow.path) == rel
+            )
+            if attempt is not None:
+                stmt = stmt.where(col(ArtifactRow.attempt) == attempt)
+            row = session.scalars(stmt.order_by(col(ArtifactRow.attempt).desc()).limit(1)).first()
+            if row is None:
+                raise NotFoundError(f"Task {task_id} has no artifact {rel}")
+            return _to_wire(row)
+
+        art = await read(self.db, q)
+        file = self._file(task_id, art.attempt, art.path)
+        if not file.is_file():
+            raise NotFoundError(f"Artifact {rel} of task {task_id} is missing from storage")
+
+        def audit(tx: Tx) -> None:
+            tx.audit(
+                AuditEventType.FILE_ACCESS,
+                user_id=principal.user_id,
+                resource=f"task:{task_id}/artifact:{art.path}",
+                action="download",
+                ip_address=ip_address,
+                metadata={"attempt": art.attempt, "size": art.size, "sha256": art.sha256},
+            )
+
+        await self.writer.run(audit)
+        return art, file

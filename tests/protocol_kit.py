@@ -1,0 +1,131 @@
+"""Playing a worker by hand: the worker protocol driven through FetchmlClient, no runner.
+
+Shared by the server tests of the protocol, logs and artifacts, and by the CLI tests that need
+a task with logs or artifacts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from fetchml.client import FetchmlClient
+from fetchml.core.enums import TaskStatus
+from fetchml.core.models import CreateTaskRequest, Task
+from fetchml.core.protocol import (
+    ActiveAttempt,
+    Assignment,
+    GpuDevice,
+    HeartbeatResponse,
+    RegisterWorkerRequest,
+    RegisterWorkerResponse,
+    StatusReport,
+    WorkerCapabilities,
+)
+from tests.harness import ServerHandle
+
+NON_TERMINAL = ("queued", "preparing", "running", "collecting")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def submit(srv: ServerHandle, key: str, name: str = "job", **fields: Any) -> Task:
+    with srv.client(key) as c:
+        return c.tasks.create(CreateTaskRequest(job_name=name, entrypoint="train.py", **fields))
+
+
+def get_task(srv: ServerHandle, key: str, task_id: str) -> Task:
+    with srv.client(key) as c:
+        return c.tasks.get(task_id)
+
+
+def cancel_leftovers(srv: ServerHandle, admin: str) -> None:
+    """Fail every queued task and mark every active one cancelled, so that nothing a test left
+    behind is claimed by the next test's worker (a cancelled task whose lease runs out fails
+    instead of going back to the queue)."""
+    with srv.http(admin) as http:
+        for status in NON_TERMINAL:
+            page = http.get("/v1/tasks", params={"status": status, "limit": 1000}).json()
+            for t in page["tasks"]:
+                http.delete(f"/v1/tasks/{t['id']}")
+
+
+@dataclass
+class FakeWorker:
+    """One worker identity (a name bound to a worker-role key), driven by hand."""
+
+    srv: ServerHandle
+    key: str
+    name: str = field(default_factory=lambda: unique("w"))
+    _client: FetchmlClient | None = None
+
+    @property
+    def client(self) -> FetchmlClient:
+        if self._client is None:
+            self._client = self.srv.client(self.key)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def register(
+        self,
+        *,
+        cpu_cores: int = 8,
+        memory_gb: int = 32,
+        gpus: list[int] | None = None,
+        gpu_type: str | None = None,
+        batch_slots: int = 4,
+        **caps: Any,
+    ) -> RegisterWorkerResponse:
+        devices = [GpuDevice(index=i, name=gpu_type or "gpu", memory_mb=1024) for i in gpus or []]
+        req = RegisterWorkerRequest(
+            name=self.name,
+            capabilities=WorkerCapabilities(
+                cpu_cores=cpu_cores,
+                memory_gb=memory_gb,
+                gpu_count=len(devices),
+                gpu_type=gpu_type,
+                gpus=devices,
+                **caps,
+            ),
+            batch_slots=batch_slots,
+        )
+        return self.client.workers.register(req)
+
+    def claim(self, wait: float = 0.0) -> Assignment | None:
+        return self.client.workers.claim(self.name, wait=wait)
+
+    def must_claim(self, wait: float = 5.0) -> Assignment:
+        a = self.claim(wait)
+        assert a is not None, f"worker {self.name} got nothing within {wait}s"
+        return a
+
+    def heartbeat(self, *held: Assignment | tuple[str, int]) -> HeartbeatResponse:
+        active = [
+            ActiveAttempt(task_id=h.task.id, attempt=h.attempt)
+            if isinstance(h, Assignment)
+            else ActiveAttempt(task_id=h[0], attempt=h[1])
+            for h in held
+        ]
+        return self.client.workers.heartbeat(self.name, active)
+
+    def report(self, a: Assignment, status: str, *, attempt: int | None = None, **kw: Any) -> Task:
+        rep = StatusReport(attempt=attempt or a.attempt, status=TaskStatus(status), **kw)
+        return self.client.workers.report(a.task.id, rep)
+
+    def run_to(self, a: Assignment, *statuses: str, exit_code: int = 0) -> Task:
+        """Report each status in turn (e.g. running, collecting, completed)."""
+        task = a.task
+        for st in statuses:
+            kw = {"exit_code": exit_code} if st in ("completed", "failed") else {}
+            task = self.report(a, st, **kw)
+        return task
+
+    def log(self, a: Assignment, start_line: int, lines: list[str], *, attempt: int | None = None) -> None:
+        self.client.logs.append(a.task.id, attempt or a.attempt, start_line, lines)

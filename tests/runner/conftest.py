@@ -1,0 +1,7 @@
+"""Fixtures for the runner tests. Docker ones come from tests/dockerutil.py."""
+
+from __future__ import annotations
+
+from tests.dockerutil import docker_client
+
+__all__ = ["docker_client"]
