@@ -30,8 +30,10 @@ from fetchml.store.tables import ArtifactRow, TaskRow, WorkerRow
 def clean_artifact_path(path: str) -> str:
     try:
         return check_mount_path(path)
-    except ValueError as exc:
-        raise ValidationError(f"artifact path {path!r}: {exc}") from None
+    except ValueError:
+        raise ValidationError(
+            f"artifact path {path!r} must be relative and stay inside the task's output folder"
+        ) from None
 
 
 def _to_wire(row: ArtifactRow) -> Artifact:
@@ -95,8 +97,14 @@ class ArtifactService:
             dest = self._file(task_id, attempt, rel)
 
             def place() -> None:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, dest)
+                try:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(tmp, dest)
+                except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                    # `a` and `a/b` in one attempt: a file and a folder cannot share a name.
+                    raise ConflictError(
+                        f"artifact path {rel!r} collides with another artifact of attempt {attempt}"
+                    ) from None
 
             await asyncio.to_thread(place)
         finally:

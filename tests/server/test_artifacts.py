@@ -195,6 +195,17 @@ def test_paths_may_not_escape(srv: ServerHandle, ks: K, collecting: Assignment, 
         assert c.artifacts.list(collecting.task.id) == []
 
 
+def test_a_file_and_a_folder_cannot_share_a_name(srv: ServerHandle, ks: K, collecting: Assignment) -> None:
+    tid = collecting.task.id
+    assert put(srv, ks.w1, tid, "a", b"file").status_code == 201
+    expect_error(put(srv, ks.w1, tid, "a/b", b"x"), 409, "CONFLICT")
+    assert put(srv, ks.w1, tid, "c/d", b"x").status_code == 201
+    expect_error(put(srv, ks.w1, tid, "c", b"x"), 409, "CONFLICT")
+    with srv.client(ks.user) as c:
+        assert sorted(a.path for a in c.artifacts.list(tid)) == ["a", "c/d"]
+    assert not list((srv.data_dir / "artifacts").glob(".upload-*"))
+
+
 def test_a_leading_slash_cannot_reach_outside_the_task(
     srv: ServerHandle, ks: K, collecting: Assignment
 ) -> None:
