@@ -19,6 +19,18 @@ from fetchml.core.protocol import MAX_LOG_LINE_CHARS, MAX_LOG_LINES_PER_CHUNK
 
 log = logging.getLogger("fetchml.runner.logs")
 
+# Well under the server's default 1 MiB request limit, whatever the lines hold.
+MAX_CHUNK_BYTES = 256 * 1024
+
+
+def _chunk(lines: list[str]) -> list[str]:
+    size = 0
+    for i, line in enumerate(lines[:MAX_LOG_LINES_PER_CHUNK]):
+        size += len(line.encode("utf-8", errors="replace")) + 8  # JSON quoting and comma
+        if size > MAX_CHUNK_BYTES and i > 0:
+            return lines[:i]
+    return lines[:MAX_LOG_LINES_PER_CHUNK]
+
 
 class LogShipper:
     def __init__(
@@ -59,7 +71,7 @@ class LogShipper:
     def _flush(self) -> None:
         while not self.stale:
             with self._lock:
-                chunk = self._buf[:MAX_LOG_LINES_PER_CHUNK]
+                chunk = _chunk(self._buf)
             if not chunk:
                 return
             for delay in (0.2, 0.5, 1, 2, 5, 5, 5):

@@ -480,9 +480,14 @@ def test_lost_lease_requeues_and_fences_the_old_attempt(
     requeued = [e for e in audit_events(fast, fks.admin, "job_queued", t.id) if e["action"] == "requeue"]
     assert len(requeued) == 1 and requeued[0]["metadata"]["retry_count"] == 1
 
-    # Registering again brings the worker back.
-    assert w1.register().lost_tasks == []
-    assert w1.heartbeat().status == "active"
+    # The name of a worker that is gone may be taken over by another key (a machine rebuilt
+    # with a new key); the old key loses it.
+    successor = FakeWorker(fast, fks.w2, name=w1.name)
+    workers.append(successor)
+    assert successor.register().lost_tasks == []
+    assert successor.heartbeat().status == "active"
+    with pytest.raises(ForbiddenError):
+        w1.heartbeat()
 
 
 def test_lost_lease_without_retries_fails_as_worker_lost(
@@ -503,6 +508,9 @@ def test_lost_lease_without_retries_fails_as_worker_lost(
     # Its late log lines are refused too: the attempt is over.
     with pytest.raises(ConflictError):
         w.log(a, 0, ["too late"])
+    # Registering again brings the worker back.
+    assert w.register().lost_tasks == []
+    assert w.heartbeat().status == "active"
 
 
 def test_cancelled_task_of_a_lost_worker_fails_as_cancelled(
