@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from fetchml.cli import audit, config, experiments, keys, queue, tasks
+from fetchml.cli import audit, config, experiments, keys, queue, scheduler, tasks, workers
 from fetchml.cli.artifacts import artifacts
 from fetchml.cli.health import health
 from fetchml.cli.logs import logs
+from fetchml.cli.priority import priority
 from fetchml.cli.run import run
 from fetchml.cli.serve import serve
 from fetchml.cli.worker import worker
@@ -29,6 +30,7 @@ app.command("submit")(tasks.submit)
 app.command("tasks")(tasks.list_tasks)
 app.command("status")(tasks.status)
 app.command("cancel")(tasks.cancel)
+app.command("priority")(priority)
 app.command("queue")(queue.queue)
 app.command("logs")(logs)
 app.command("artifacts")(artifacts)
@@ -36,6 +38,8 @@ app.add_typer(experiments.app, name="experiments")
 app.add_typer(audit.app, name="audit")
 app.add_typer(config.app, name="config")
 app.add_typer(keys.app, name="keys")
+app.add_typer(workers.app, name="workers")
+app.add_typer(scheduler.app, name="scheduler")
 app.command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})(run)
 app.command("serve")(serve)
 app.command("worker")(worker)

@@ -46,6 +46,7 @@ class AuditEventType(StrEnum):
     EXPERIMENT_CREATED = "experiment_created"
     KEY_CREATED = "key_created"
     KEY_REVOKED = "key_revoked"
+    PRIORITY_CHANGED = "priority_changed"
 
 
 ACTIVE_STATUSES = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING, TaskStatus.COLLECTING})

@@ -202,6 +202,32 @@ class QueueStats(Wire):
     workers: int
 
 
+class PriorityUpdate(Wire):
+    """Body of PATCH /v1/scheduler/jobs/{id}/priority: a JSON integer 1..10."""
+
+    priority: Annotated[int, Field(ge=1, le=10)]
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _json_integer(cls, v: Any) -> Any:
+        # Before any coercion (the server validates leniently): "5", 5.0 and true are not integers.
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError("must be an integer")
+        return v
+
+
+class SchedulerStatus(Wire):
+    workers_total: int
+    workers_active: int
+    workers_draining: int
+    batch_queue_depth: int
+    service_queue_depth: int
+    tasks_running: int
+    tasks_completed_24h: int
+    reservations_active: int
+    timestamp: datetime
+
+
 class CreateExperimentRequest(Wire):
     name: Annotated[str, Field(min_length=1, max_length=128)]
     description: Annotated[str, Field(max_length=4096)] | None = None

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     claim_wait: float = Field(default=20.0, gt=0, le=120)
     sweep_interval: float = Field(default=1.0, gt=0)
     max_artifact_bytes: int = Field(default=1 << 30, ge=1024)
+    # priority_aged = priority + rate * hours queued, at most the cap (see docs/configuration.md).
+    priority_aging_per_hour: float = Field(default=1.0, ge=0)
+    priority_aging_cap: float = Field(default=15.0, ge=1)
     access_log: bool = True
     log_level: str = "info"
 

@@ -21,6 +21,7 @@ from fetchml.server.routes.health import health
 from fetchml.server.routes.keys import KeyController
 from fetchml.server.routes.logs import LogController
 from fetchml.server.routes.queue import queue_stats
+from fetchml.server.routes.scheduler import SchedulerController
 from fetchml.server.routes.snapshots import snapshot_router
 from fetchml.server.routes.tasks import TaskController
 from fetchml.server.routes.workers import TaskReportController, WorkerProtocolController
@@ -62,6 +63,7 @@ def create_app(services: Services) -> Litestar:
             TaskReportController,
             LogController,
             ArtifactController,
+            SchedulerController,
         ],
         lifespan=[_background(services)],
         guards=[make_auth_guard(buckets, failures)],

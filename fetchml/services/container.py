@@ -11,6 +11,7 @@ from fetchml.services.health import HealthService
 from fetchml.services.keys import KeyService
 from fetchml.services.logs import LogService
 from fetchml.services.queue import QueueService
+from fetchml.services.scheduler import SchedulerService
 from fetchml.services.snapshots import SnapshotService
 from fetchml.services.tasks import TaskService
 from fetchml.services.uow import WriteQueue
@@ -29,13 +30,19 @@ class Services:
         self.keys = KeyService(self.db, self.writer, cache_seconds=settings.auth_cache_seconds)
         self.bus = EventBus()
         self.tasks = TaskService(
-            self.db, self.writer, bus=self.bus, default_max_retries=settings.default_max_retries
+            self.db,
+            self.writer,
+            bus=self.bus,
+            default_max_retries=settings.default_max_retries,
+            aging_rate=settings.priority_aging_per_hour,
+            aging_cap=settings.priority_aging_cap,
         )
         self.workers = WorkerService(self.db, self.writer, self.bus, settings)
         self.logs = LogService(self.db, self.writer, self.bus)
         self.artifacts = ArtifactService(self.db, self.writer, settings.data_dir, settings.max_artifact_bytes)
         self.experiments = ExperimentService(self.db, self.writer)
         self.queue = QueueService(self.db, timezone=settings.timezone)
+        self.scheduler = SchedulerService(self.db)
         self.health = HealthService(self.db)
         self.snapshots = SnapshotService(settings.data_dir, settings.max_snapshot_bytes)
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -13,6 +14,7 @@ from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, TaskStatus
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
 from fetchml.core.lifecycle import CANCELLED_ERROR, check_transition
 from fetchml.core.models import CreateTaskRequest, DatasetSpec, NodeAssignment, Task, TaskList
+from fetchml.core.priority import aged_priority
 from fetchml.core.timeutil import utcnow
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
@@ -22,7 +24,19 @@ from fetchml.store.db import Database
 from fetchml.store.tables import TaskRow
 
 
-def task_to_wire(row: TaskRow) -> Task:
+def effective_priority(row: TaskRow, now: datetime | None, rate: float, cap: float) -> float:
+    """`priority_aged`: a queued task ages from `created_at` to `now`; any other task (and any
+    task when `now` is None) shows its plain priority."""
+    if now is None or rate <= 0:
+        return float(row.priority)
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    return aged_priority(row.priority, (now - created).total_seconds() / 3600.0, rate, cap)
+
+
+def task_to_wire(
+    row: TaskRow, *, now: datetime | None = None, aging_rate: float = 0.0, aging_cap: float = 10.0
+) -> Task:
+    """The wire Task. Without `now` (the worker protocol's answers) nothing is aged."""
     return Task(
         id=row.id,
         job_name=row.job_name,
@@ -53,7 +67,7 @@ def task_to_wire(row: TaskRow) -> Task:
         plugin_configs=row.plugin_configs or {},
         plugin_status=row.plugin_status or {},
         node_assignments=[NodeAssignment.model_validate(n) for n in row.node_assignments or []],
-        priority_aged=float(row.priority),
+        priority_aged=effective_priority(row, now, aging_rate, aging_cap),
         pending_reason=row.pending_reason,
         attempt=row.attempt,
         exit_code=row.exit_code,
@@ -170,14 +184,63 @@ def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -
     return op
 
 
+def set_priority_op(
+    principal: Principal,
+    task_id: str,
+    priority: int,
+    ip_address: str | None,
+    wire: Callable[[TaskRow], Task],
+) -> Callable[[Tx], Task]:
+    def op(tx: Tx) -> Task:
+        row = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
+        if row is None:
+            raise NotFoundError(f"Task {task_id} not found")
+        if not principal.is_admin and row.user_id != principal.user_id:
+            raise ForbiddenError("You may change the priority of your own tasks only")
+        current = TaskStatus(row.status)
+        if current is not TaskStatus.QUEUED and current not in ACTIVE_STATUSES:
+            raise ConflictError(f"Task {task_id} is {current.value}; its priority can no longer change")
+        old = row.priority
+        if old != priority:  # setting the same value again changes nothing and is not audited
+            row.priority = priority
+            tx.audit(
+                AuditEventType.PRIORITY_CHANGED,
+                user_id=principal.user_id,
+                resource=f"task:{row.id}",
+                action="set_priority",
+                ip_address=ip_address,
+                metadata={
+                    "old_priority": old,
+                    "new_priority": priority,
+                    "owner": row.user_id,
+                    "status": current.value,
+                },
+            )
+        return wire(row)
+
+    return op
+
+
 class TaskService:
     def __init__(
-        self, db: Database, writer: WriteQueue, *, bus: EventBus | None = None, default_max_retries: int = 3
+        self,
+        db: Database,
+        writer: WriteQueue,
+        *,
+        bus: EventBus | None = None,
+        default_max_retries: int = 3,
+        aging_rate: float = 0.0,
+        aging_cap: float = 10.0,
     ) -> None:
         self.db = db
         self.writer = writer
         self.bus = bus or EventBus()
         self.default_max_retries = default_max_retries
+        self.aging_rate = aging_rate  # FETCHML_PRIORITY_AGING_PER_HOUR; 0 = no aging
+        self.aging_cap = aging_cap  # FETCHML_PRIORITY_AGING_CAP
+
+    def _wire(self, row: TaskRow, now: datetime | None = None) -> Task:
+        return task_to_wire(row, now=now or utcnow(), aging_rate=self.aging_rate, aging_cap=self.aging_cap)
 
     async def create(
         self, principal: Principal, req: CreateTaskRequest, ip_address: str | None = None
@@ -191,7 +254,7 @@ class TaskService:
             row = session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
             if row is None:
                 raise NotFoundError(f"Task {task_id} not found")
-            return task_to_wire(row)
+            return self._wire(row)
 
         return await read(self.db, q)
 
@@ -213,11 +276,20 @@ class TaskService:
             rows = session.scalars(
                 select(TaskRow).where(*conds).order_by(col(TaskRow.seq).desc()).limit(limit).offset(offset)
             ).all()
-            return TaskList(tasks=[task_to_wire(r) for r in rows], total=total, limit=limit, offset=offset)
+            now = utcnow()  # one instant for the whole page
+            return TaskList(tasks=[self._wire(r, now) for r in rows], total=total, limit=limit, offset=offset)
 
         return await read(self.db, q)
 
     async def cancel(self, principal: Principal, task_id: str, ip_address: str | None = None) -> Task:
         task = await self.writer.run(cancel_task_op(principal, task_id, ip_address))
         self.bus.publish(task_topic(task_id))
+        return task
+
+    async def set_priority(
+        self, principal: Principal, task_id: str, priority: int, ip_address: str | None = None
+    ) -> Task:
+        """The owner or an admin re-prioritises a queued or active task (audited)."""
+        task = await self.writer.run(set_priority_op(principal, task_id, priority, ip_address, self._wire))
+        self.bus.publish(task_topic(task_id), TASKS_TOPIC)
         return task

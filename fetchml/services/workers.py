@@ -410,6 +410,39 @@ class WorkerService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.sweep_interval)
 
+    # -- operators ----------------------------------------------------------------------------
+
+    async def drain(self, principal: Principal, worker_id: str, ip_address: str | None = None) -> None:
+        """An operator takes a worker out of service: it gets no new assignments (claims of a
+        non-active worker answer nothing), its running tasks go on, and the first heartbeat at
+        which it holds no task makes it offline. Draining a draining worker changes nothing;
+        an offline worker cannot be drained (409: it would come back active when it registers).
+        """
+
+        def op(tx: Tx) -> None:
+            row = tx.session.get(WorkerRow, worker_id)
+            if row is None:
+                raise NotFoundError(f"Worker {worker_id} not found")
+            if row.status == WorkerStatus.OFFLINE.value:
+                raise ConflictError(f"Worker {worker_id} is offline; there is nothing to drain")
+            if row.status == WorkerStatus.DRAINING.value:
+                return  # a repeated request: already draining, not audited twice
+            previous = row.status
+            row.status = WorkerStatus.DRAINING.value
+            tx.audit(
+                AuditEventType.SCHEDULER_DRAIN,
+                user_id=principal.user_id,
+                resource=f"worker:{worker_id}",
+                action="drain",
+                ip_address=ip_address,
+                metadata={
+                    "previous_status": previous,
+                    "active_tasks": [t.id for t in _active_tasks(tx.session, worker_id)],
+                },
+            )
+
+        await self.writer.run(op)
+
     # -- reads --------------------------------------------------------------------------------
 
     async def list(self) -> list[WorkerInfo]:

@@ -306,6 +306,10 @@ def test_remove_orphans_kills_only_unowned_labelled_groups(tmp_path: Path, execu
 
         assert sorted(int(p) for p in removed) == sorted(orphan_members)
         assert orphan.wait(5) == -signal.SIGKILL
+        # SIGKILL is delivered at once but a process takes a moment to be torn down.
+        deadline = time.monotonic() + 5
+        while live_members(orphan.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert live_members(orphan.pid) == []
         assert live.poll() is None and len(live_members(live.pid)) == 2
         assert other_worker.poll() is None

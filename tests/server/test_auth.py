@@ -37,19 +37,38 @@ def route_table(task_id: str) -> list[tuple[str, str, Callable[[], Any] | None, 
         (
             "POST",
             "/v1/workers/register",
-            lambda: {"name": f"authz-{uuid.uuid4().hex[:8]}", "capabilities": {"cpu_cores": 1, "memory_gb": 1}},
+            lambda: {
+                "name": f"authz-{uuid.uuid4().hex[:8]}",
+                "capabilities": {"cpu_cores": 1, "memory_gb": 1},
+            },
             {ADMIN, WORKER},
         ),
         ("POST", "/v1/workers/no-such-worker/heartbeat", lambda: {"active": []}, {ADMIN, WORKER}),
         ("POST", "/v1/workers/no-such-worker/claim?wait=0", None, {ADMIN, WORKER}),
-        ("POST", "/v1/tasks/no-such-task/report", lambda: {"attempt": 1, "status": "running"}, {ADMIN, WORKER}),
-        ("POST", "/v1/tasks/no-such-task/logs", lambda: {"attempt": 1, "start_line": 0, "lines": ["x"]}, {ADMIN, WORKER}),
+        (
+            "POST",
+            "/v1/tasks/no-such-task/report",
+            lambda: {"attempt": 1, "status": "running"},
+            {ADMIN, WORKER},
+        ),
+        (
+            "POST",
+            "/v1/tasks/no-such-task/logs",
+            lambda: {"attempt": 1, "start_line": 0, "lines": ["x"]},
+            {ADMIN, WORKER},
+        ),
         ("GET", f"/v1/tasks/{task_id}/logs", None, {ADMIN, USER, WORKER}),
         ("GET", f"/v1/tasks/{task_id}/artifacts", None, {ADMIN, USER}),
         ("GET", f"/v1/tasks/{task_id}/artifacts/no/such/file.txt", None, {ADMIN, USER}),
         ("PUT", "/v1/tasks/no-such-task/artifacts/out.txt?attempt=1", None, {ADMIN, WORKER}),
         ("PUT", f"/v1/snapshots/{NO_SNAPSHOT}", None, {ADMIN, USER}),
         ("GET", f"/v1/snapshots/{NO_SNAPSHOT}", None, {ADMIN, WORKER}),
+        ("GET", "/v1/scheduler/status", None, {ADMIN}),
+        ("GET", "/v1/scheduler/workers", None, {ADMIN}),
+        ("GET", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),
+        ("DELETE", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),
+        # alice's own task: her key may change it (200), so may an admin; bob's is covered elsewhere.
+        ("PATCH", f"/v1/scheduler/jobs/{task_id}/priority", lambda: {"priority": 5}, {ADMIN, USER}),
     ]
 
 

@@ -1,0 +1,73 @@
+"""Scheduler read models for operators: GET /v1/scheduler/status."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus, WorkerStatus
+from fetchml.core.models import SchedulerStatus
+from fetchml.core.timeutil import utcnow
+from fetchml.services.base import read
+from fetchml.store.db import Database
+from fetchml.store.tables import TaskRow, WorkerRow
+
+COMPLETED_WINDOW = timedelta(hours=24)
+
+
+class SchedulerService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def status(self) -> SchedulerStatus:
+        """Counts at one instant (one read transaction).
+
+        - workers_total: every worker the server knows, offline ones included (the set
+          GET /v1/scheduler/workers lists); workers_active / workers_draining by status.
+        - batch_queue_depth: queued tasks. service_queue_depth: 0 until Jupyter services exist.
+        - tasks_running: preparing + running + collecting.
+        - tasks_completed_24h: completed tasks whose ended_at is within the last 24 hours.
+        - reservations_active: 0 until reservations exist.
+        """
+        now = utcnow()
+
+        def q(session: Session) -> SchedulerStatus:
+            workers: dict[str, int] = {
+                s: n
+                for s, n in session.execute(
+                    select(col(WorkerRow.status), func.count()).group_by(col(WorkerRow.status))
+                ).all()
+            }
+            status = col(TaskRow.status)
+            live: dict[str, int] = {
+                s: n
+                for s, n in session.execute(
+                    select(status, func.count())
+                    .where(status.in_([TaskStatus.QUEUED.value, *(s.value for s in ACTIVE_STATUSES)]))
+                    .group_by(status)
+                ).all()
+            }
+            completed = session.scalar(
+                select(func.count())
+                .select_from(TaskRow)
+                .where(
+                    status == TaskStatus.COMPLETED.value,
+                    col(TaskRow.ended_at) >= now - COMPLETED_WINDOW,
+                )
+            )
+            return SchedulerStatus(
+                workers_total=sum(workers.values()),
+                workers_active=workers.get(WorkerStatus.ACTIVE.value, 0),
+                workers_draining=workers.get(WorkerStatus.DRAINING.value, 0),
+                batch_queue_depth=live.get(TaskStatus.QUEUED.value, 0),
+                service_queue_depth=0,
+                tasks_running=sum(live.get(s.value, 0) for s in ACTIVE_STATUSES),
+                tasks_completed_24h=completed or 0,
+                reservations_active=0,
+                timestamp=now,
+            )
+
+        return await read(self.db, q)
