@@ -1,3 +1,6 @@
+"""Server fixtures. Every fixture that starts a server runs once per database backend under test
+(tests/backends.py): a test using one gets the ids [sqlite] and [postgresql]."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -5,52 +8,72 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Keys, ServerHandle, make_keys
+from tests.backends import drop_all_created, require_backend, selected_backends
+from tests.harness import Keys, ServerHandle, ServerPool, make_keys
 
 __all__ = ["Keys"]
 
+BACKENDS = selected_backends()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_leftover_test_databases() -> Iterator[None]:
+    yield
+    drop_all_created()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this module's servers: "sqlite" or "postgresql"."""
+    name = str(request.param)
+    require_backend(name)
+    return name
+
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
-    """Start as many real servers as a test needs; all are stopped afterwards."""
-    started: list[ServerHandle] = []
+def server_pool(backend: str) -> Iterator[ServerPool]:
+    pool = ServerPool(backend)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def module_server_pool(backend: str) -> Iterator[ServerPool]:
+    pool = ServerPool(backend)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def server_factory(server_pool: ServerPool, tmp_path: Path) -> Callable[..., ServerHandle]:
+    """Start as many real servers as a test needs; all are stopped afterwards. Passing the
+    data_dir of an earlier one restarts that server on its database."""
 
     def make(data_dir: Path | None = None, **env: str) -> ServerHandle:
-        handle = ServerHandle(data_dir=data_dir or tmp_path / f"srv{len(started)}", env_extra=env)
-        started.append(handle)
-        return handle.start()
+        data_dir = data_dir or tmp_path / f"srv{len(server_pool.handles)}"
+        return server_pool.handle(data_dir, env).start()
 
-    yield make
-    for h in started:
-        h.stop()
+    return make
 
 
 @pytest.fixture(scope="module")
 def module_server_factory(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Callable[..., ServerHandle]]:
+    module_server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., ServerHandle]:
     """Like server_factory, but the servers live for the whole test module."""
-    started: list[ServerHandle] = []
 
     def make(data_dir: Path | None = None, **env: str) -> ServerHandle:
-        handle = ServerHandle(data_dir=data_dir or tmp_path_factory.mktemp("modsrv"), env_extra=env)
-        started.append(handle)
-        return handle.start()
+        return module_server_pool.handle(data_dir or tmp_path_factory.mktemp("modsrv"), env).start()
 
-    yield make
-    for h in started:
-        h.stop()
+    return make
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    """One server per test module, for tests that don't need a fresh database."""
-    handle = ServerHandle(
-        data_dir=tmp_path_factory.mktemp("shared"), env_extra={"FETCHML_RATE_LIMIT_PER_MINUTE": "100000"}
-    )
-    handle.start()
-    yield handle
-    handle.stop()
+def shared_server(module_server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory) -> ServerHandle:
+    """One server per test module (and backend), for tests that don't need a fresh database."""
+    return module_server_pool.handle(
+        tmp_path_factory.mktemp("shared"), {"FETCHML_RATE_LIMIT_PER_MINUTE": "100000"}
+    ).start()
 
 
 @pytest.fixture(scope="module")

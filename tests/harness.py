@@ -1,4 +1,5 @@
-"""Real servers on free loopback ports, real SQLite files, the real CLI as a subprocess."""
+"""Real servers on free loopback ports, real databases (SQLite files or PostgreSQL databases, see
+tests/backends.py), the real CLI as a subprocess."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fetchml.services.keys import create_key_op
 from fetchml.services.principal import LOCAL_OPERATOR
 from fetchml.services.uow import run_write
 from fetchml.store.db import Database
+from tests.backends import POSTGRESQL, SQLITE, create_database, drop_database, pg_exec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,6 +46,10 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# db_path -> handle, for the sqlite_exec shim below (a PostgreSQL server's db_path is no file).
+_HANDLES_BY_DB_PATH: dict[Path, ServerHandle] = {}
+
+
 @dataclass
 class ServerHandle:
     data_dir: Path
@@ -51,23 +57,64 @@ class ServerHandle:
     env_extra: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # None: SQLite in data_dir (fetchml's default). A postgresql+psycopg:// URL: that database,
+    # given to the server as FETCHML_DATABASE_URL (see tests/backends.py for who creates it).
+    database_url: str | None = None
+
+    def __post_init__(self) -> None:
+        _HANDLES_BY_DB_PATH[self.db_path] = self
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def backend(self) -> str:
+        return POSTGRESQL if self.database_url and self.database_url.startswith("postgresql") else SQLITE
+
+    @property
     def db_path(self) -> Path:
+        """The SQLite file (only meaningful on SQLite; prefer db_url / db_exec)."""
         return self.data_dir / "fetchml.db"
 
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL of the database the server uses."""
+        return self.database_url or f"sqlite:///{self.db_path}"
+
+    def db_cli_args(self) -> list[str]:
+        """How `fetchml keys` finds this server's database."""
+        if self.database_url:
+            return ["--database-url", self.database_url]
+        return ["--data-dir", str(self.data_dir)]
+
+    def db_exec(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """One statement straight on the server's database, `?` placeholders, committed.
+
+        Rows as the driver gives them: on PostgreSQL JSON columns come back as text (as on
+        SQLite), timestamps as naive UTC datetimes (SQLite: their text), booleans as bool
+        (SQLite: 0/1). Pass timestamps as naive UTC (text or datetime) and booleans as bool.
+        """
+        if self.backend == POSTGRESQL:
+            assert self.database_url is not None
+            return pg_exec(self.database_url, sql, params)
+        return _sqlite_file_exec(self.db_path, sql, params)
+
     def env(self) -> dict[str, str]:
+        extra = {"FETCHML_DATABASE_URL": self.database_url} if self.database_url else {}
         return base_env(
             FETCHML_DATA_DIR=str(self.data_dir),
             FETCHML_CONFIG=str(self.data_dir / "client.toml"),
+            **extra,
             **self.env_extra,
         )
 
     def start(self, timeout: float = 30.0) -> ServerHandle:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> ServerHandle:
+        """Starts the process without waiting for it (call wait_ready). From the main thread:
+        the child is killed when the thread that started it ends (PR_SET_PDEATHSIG)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / f"server-{self.port}.log"
         log = self.log_path.open("ab")
@@ -91,6 +138,10 @@ class ServerHandle:
             cwd=REPO,
             preexec_fn=die_with_parent,
         )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> ServerHandle:
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,7 +175,7 @@ class ServerHandle:
 
     def make_key(self, user: str, role: Role | str = Role.USER) -> str:
         """Creates a key straight in the server's database, as `fetchml keys create` does."""
-        db = Database(f"sqlite:///{self.db_path}")
+        db = Database(self.db_url)
         try:
             db.migrate()
             return run_write(db, create_key_op(user, Role(role), LOCAL_OPERATOR)).key
@@ -137,6 +188,36 @@ class ServerHandle:
     def http(self, key: str | None = None) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+class ServerPool:
+    """Makes ServerHandles on one backend and owns their PostgreSQL databases.
+
+    A handle made again on a data_dir seen before gets the same database (a restart of that
+    server); every database is dropped by close().
+    """
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.handles: list[ServerHandle] = []
+        self._urls: dict[Path, str] = {}
+
+    def handle(self, data_dir: Path, env: dict[str, str]) -> ServerHandle:
+        url = None
+        if self.backend == POSTGRESQL:
+            url = self._urls.get(data_dir)
+            if url is None:
+                url = self._urls[data_dir] = create_database()
+        handle = ServerHandle(data_dir=data_dir, env_extra=env, database_url=url)
+        self.handles.append(handle)
+        return handle
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.stop()
+        for url in self._urls.values():
+            drop_database(url)
+        self._urls.clear()
 
 
 def run_cli(
@@ -154,6 +235,15 @@ def run_cli(
 
 
 def sqlite_exec(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Deprecated: use ServerHandle.db_exec. Kept so that `sqlite_exec(srv.db_path, ...)` keeps
+    working on every backend: a server's db_path routes to that server's own database."""
+    handle = _HANDLES_BY_DB_PATH.get(Path(path))
+    if handle is not None:
+        return handle.db_exec(sql, params)
+    return _sqlite_file_exec(Path(path), sql, params)
+
+
+def _sqlite_file_exec(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     import sqlite3
 
     conn = sqlite3.connect(path, timeout=30)

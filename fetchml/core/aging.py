@@ -1,6 +1,6 @@
 """Priority aging: how long a task has waited raises its effective priority, up to a cap.
 
-    priority_aged = min(cap, priority + rate * hours_waited)
+    priority_aged = max(priority, min(cap, priority + rate * hours_waited))
 
 Defaults (see docs/scheduling.md for the reasoning):
 
@@ -34,15 +34,16 @@ def aged_priority(
     rate: float = DEFAULT_AGING_RATE,
     cap: float = DEFAULT_AGING_CAP,
 ) -> float:
-    """`min(cap, priority + rate * waited_hours)`; a negative wait counts as 0.
+    """`priority + rate * waited_hours`, at most `cap`, and never below `priority` itself.
 
-    The scheduler orders tasks by exactly this value (descending), then by submission order,
-    so the value shown to users and the order they see are the same computation.
+    A negative wait (clock skew between servers) counts as 0; a cap below the task's own
+    priority does not lower it (aging only ever lifts). The scheduler orders tasks by exactly this value
+    (descending), then by submission order, so the value shown to users and the order they
+    see are one computation.
     """
-    if waited_hours < 0.0:
-        waited_hours = 0.0
-    aged = priority + rate * waited_hours
-    return float(cap) if aged > cap else float(aged)
+    lifted = priority + rate * (waited_hours if waited_hours > 0.0 else 0.0)
+    capped = cap if lifted > cap else lifted
+    return float(priority if priority > capped else capped)
 
 
 def check_aging(rate: float, cap: float) -> None:

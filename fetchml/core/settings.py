@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(default=1.0, gt=0)
     max_artifact_bytes: int = Field(default=1 << 30, ge=1024)
     # priority_aged = priority + rate * hours queued, at most the cap (see docs/configuration.md).
-    priority_aging_per_hour: float = Field(default=1.0, ge=0)
-    priority_aging_cap: float = Field(default=15.0, ge=1)
+    # The cap is at least the top priority, 10: a lower one would flatten the priorities above it.
+    priority_aging_per_hour: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    priority_aging_cap: float = Field(default=15.0, ge=10, allow_inf_nan=False)
     access_log: bool = True
     log_level: str = "info"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -54,12 +55,16 @@ def _public_name(request: Request[Any, Any, Any], key: str) -> str:
     return f"{alias}.{rest}" if alias and rest else alias or key
 
 
+_MODEL_NAME = re.compile(r" or instance of \w+")
+
+
 def _validation_message(request: Request[Any, Any, Any], exc: ValidationException) -> str:
     parts = []
     for item in exc.extra or []:
         if isinstance(item, dict):
             key = item.get("key")
-            msg = str(item.get("message", "invalid value"))
+            # pydantic names the model class ("... or instance of CreateTaskRequest"): internal.
+            msg = _MODEL_NAME.sub("", str(item.get("message", "invalid value")))
             if key == "data":  # the body as a whole: absent, or not the JSON object expected
                 parts.append("request body: a JSON object is required")
                 continue

@@ -10,11 +10,11 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from fetchml.core.aging import aged_priority
 from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, TaskStatus
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
 from fetchml.core.lifecycle import CANCELLED_ERROR, check_transition
 from fetchml.core.models import CreateTaskRequest, DatasetSpec, NodeAssignment, Task, TaskList
-from fetchml.core.priority import aged_priority
 from fetchml.core.timeutil import utcnow
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
@@ -27,7 +27,7 @@ from fetchml.store.tables import TaskRow
 def effective_priority(row: TaskRow, now: datetime | None, rate: float, cap: float) -> float:
     """`priority_aged`: a queued task ages from `created_at` to `now`; any other task (and any
     task when `now` is None) shows its plain priority."""
-    if now is None or rate <= 0:
+    if now is None or rate <= 0 or row.status != TaskStatus.QUEUED.value:
         return float(row.priority)
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
     return aged_priority(row.priority, (now - created).total_seconds() / 3600.0, rate, cap)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cli.conftest import Result, assert_ok, assert_one_line_error, cli_env, run
-from tests.harness import ServerHandle, sqlite_exec
+from tests.harness import ServerHandle
 
 Cli = Callable[..., Result]
 
@@ -126,19 +126,14 @@ def test_audit_verify_and_root(cli: Cli, keys: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    handle = ServerHandle(
-        data_dir=tmp_path_factory.mktemp("strict"), env_extra={"FETCHML_RATE_LIMIT_PER_MINUTE": "2"}
-    )
-    handle.start()
-    yield handle
-    handle.stop()
+def strict_server(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
+    return module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="2")
 
 
 def test_tampered_chain_fails_verify(strict_server: ServerHandle, tmp_path: Path) -> None:
     human_key = strict_server.make_key("auditor1", "admin")
     json_key = strict_server.make_key("auditor2", "admin")  # own bucket: 2 requests a minute each
-    sqlite_exec(strict_server.db_path, "UPDATE audit_events SET action = 'forged' WHERE sequence_num = 1")
+    strict_server.db_exec("UPDATE audit_events SET action = 'forged' WHERE sequence_num = 1")
 
     result = run(["audit", "verify"], cli_env(strict_server, human_key))
     assert result.returncode == 1, result

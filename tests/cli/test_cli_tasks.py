@@ -134,7 +134,10 @@ def test_status_shows_the_task(cli: Cli, shared_server: ServerHandle, keys: Any)
 
     data = json.loads(assert_ok(cli(["status", task_id, "--json"], keys.user)).stdout)
     with shared_server.client(keys.user) as c:
-        assert data == c.tasks.get(task_id).model_dump(mode="json")
+        again = c.tasks.get(task_id).model_dump(mode="json")
+    # A queued task's priority_aged grows while it waits (FETCHML_PRIORITY_AGING_PER_HOUR).
+    assert data["priority_aged"] <= again["priority_aged"] < data["priority_aged"] + 0.1
+    assert {**data, "priority_aged": None} == {**again, "priority_aged": None}
 
 
 def test_cancel_then_status_and_conflict(cli: Cli, shared_server: ServerHandle, keys: Any) -> None:
@@ -225,10 +228,9 @@ def test_config_file_supplies_server_and_key(
 
 
 def test_keys_create_writes_where_the_server_reads(shared_server: ServerHandle) -> None:
-    # `keys create` on the running server's data dir: the new key works at once.
-    created = assert_ok(
-        run(["keys", "create", "--user", "dave", "--data-dir", str(shared_server.data_dir)], cli_env())
-    )
+    # `keys create` on the running server's database (its data dir, or its PostgreSQL URL):
+    # the new key works at once.
+    created = assert_ok(run(["keys", "create", "--user", "dave", *shared_server.db_cli_args()], cli_env()))
     key = created.stdout.splitlines()[-1]
     task = json.loads(
         assert_ok(run(["submit", "daves", "-e", "x", "--json"], cli_env(shared_server, key))).stdout

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fetchml.core.audit import GENESIS_HASH, verify_chain
-from tests.harness import Keys, ServerHandle, expect_error, make_keys, sqlite_exec
+from tests.harness import Keys, ServerHandle, expect_error, make_keys
 
 Event = dict[str, Any]
 
@@ -282,7 +282,7 @@ def test_chain_root_on_an_empty_chain(server_factory: Callable[..., ServerHandle
     root = chain_root(srv, admin)
     assert root["total_events"] == 1
     # ... so empty the table to see the genesis root.
-    sqlite_exec(srv.db_path, "DELETE FROM audit_events")
+    srv.db_exec("DELETE FROM audit_events")
     root = chain_root(srv, admin)
     assert root == {"root_hash": GENESIS_HASH, "timestamp": None, "total_events": 0}
     result = verify(srv, admin)
@@ -319,16 +319,13 @@ COLUMNS = (
 
 
 def row(srv: ServerHandle, seq: int) -> tuple[Any, ...]:
-    (r,) = sqlite_exec(
-        srv.db_path, f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE sequence_num = ?", (seq,)
-    )
+    (r,) = srv.db_exec(f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE sequence_num = ?", (seq,))
     return r
 
 
 def restore(srv: ServerHandle, original: tuple[Any, ...]) -> None:
-    sqlite_exec(srv.db_path, "DELETE FROM audit_events WHERE sequence_num = ?", (original[0],))
-    sqlite_exec(
-        srv.db_path,
+    srv.db_exec("DELETE FROM audit_events WHERE sequence_num = ?", (original[0],))
+    srv.db_exec(
         f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
         original,
     )
@@ -359,7 +356,7 @@ def expect_tampered(srv: ServerHandle, admin: str, seq: int) -> None:
         ("user_id", "mallory"),
         ("resource", "task:forged"),
         ("action", "delete"),
-        ("success", 0),
+        ("success", False),
         ("ip_address", "10.6.6.6"),
         ("error", "nothing to see"),
         ("metadata", '{"job_name": "f4", "priority": 10}'),
@@ -373,9 +370,7 @@ def test_editing_one_field_is_detected_at_that_row(quiet, victim: int, column: s
     srv, k, _ = quiet
     original = row(srv, victim)
     assert original[COLUMNS.index(column)] != new_value
-    sqlite_exec(
-        srv.db_path, f"UPDATE audit_events SET {column} = ? WHERE sequence_num = ?", (new_value, victim)
-    )
+    srv.db_exec(f"UPDATE audit_events SET {column} = ? WHERE sequence_num = ?", (new_value, victim))
     try:
         expect_tampered(srv, k.admin, victim)
     finally:
@@ -390,9 +385,7 @@ def test_metadata_reformatted_but_equal_is_not_tampering(quiet, victim: int) -> 
     import json
 
     respelled = json.dumps(json.loads(original[COLUMNS.index("metadata")]), indent=4, sort_keys=False)
-    sqlite_exec(
-        srv.db_path, "UPDATE audit_events SET metadata = ? WHERE sequence_num = ?", (respelled, victim)
-    )
+    srv.db_exec("UPDATE audit_events SET metadata = ? WHERE sequence_num = ?", (respelled, victim))
     try:
         assert verify(srv, k.admin)["valid"] is True
     finally:
@@ -402,7 +395,7 @@ def test_metadata_reformatted_but_equal_is_not_tampering(quiet, victim: int) -> 
 def test_deleted_row_is_a_gap_at_its_number(quiet, victim: int) -> None:
     srv, k, _ = quiet
     original = row(srv, victim)
-    sqlite_exec(srv.db_path, "DELETE FROM audit_events WHERE sequence_num = ?", (victim,))
+    srv.db_exec("DELETE FROM audit_events WHERE sequence_num = ?", (victim,))
     try:
         expect_tampered(srv, k.admin, victim)
     finally:
@@ -421,8 +414,7 @@ def test_broken_prev_hash_link_is_detected(quiet, victim: int) -> None:
     ev["timestamp"] = ts(ev["timestamp"])
     forged_prev = "1" * 64
     forged_hash = event_hash(forged_prev, ev)
-    sqlite_exec(
-        srv.db_path,
+    srv.db_exec(
         "UPDATE audit_events SET prev_hash = ?, event_hash = ? WHERE sequence_num = ?",
         (forged_prev, forged_hash, victim),
     )
@@ -445,7 +437,7 @@ def test_tampering_while_the_server_is_down_is_detected_after_restart(
         "sequence_num"
     ]
     srv.stop()
-    sqlite_exec(srv.db_path, "UPDATE audit_events SET user_id = 'mallory' WHERE sequence_num = ?", (target,))
+    srv.db_exec("UPDATE audit_events SET user_id = 'mallory' WHERE sequence_num = ?", (target,))
     srv.start()
     expect_tampered(srv, k.admin, target)
     # New events keep appending to the stored head; the old fault stays the first one named.

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fetchml.core.timeutil import utcnow
-from tests.harness import Keys, ServerHandle, expect_error, sqlite_exec
+from tests.harness import Keys, ServerHandle, expect_error
 
 ADMIN, USER, WORKER = "admin", "user", "worker"
 NO_SNAPSHOT = "0" * 64
@@ -173,8 +173,8 @@ def test_key_revoked_through_the_api_stops_working_at_once(shared_server: Server
 def revoke_in_db(srv: ServerHandle, key: str) -> None:
     stamp = utcnow().replace(tzinfo=None).isoformat(sep=" ")
     digest = hashlib.sha256(key.encode()).hexdigest()
-    sqlite_exec(srv.db_path, "UPDATE api_keys SET revoked_at = ? WHERE key_hash = ?", (stamp, digest))
-    assert sqlite_exec(srv.db_path, "SELECT revoked_at FROM api_keys WHERE key_hash = ?", (digest,))[0][0]
+    srv.db_exec("UPDATE api_keys SET revoked_at = ? WHERE key_hash = ?", (stamp, digest))
+    assert srv.db_exec("SELECT revoked_at FROM api_keys WHERE key_hash = ?", (digest,))[0][0]
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +197,7 @@ def test_key_revoked_in_the_database_fails_without_auth_cache(uncached_server: S
 def test_key_deleted_from_the_database_fails_without_auth_cache(uncached_server: ServerHandle) -> None:
     key = uncached_server.make_key("erin", "admin")
     assert request(uncached_server, key, "GET", "/v1/keys").status_code == 200
-    sqlite_exec(
-        uncached_server.db_path,
+    uncached_server.db_exec(
         "DELETE FROM api_keys WHERE key_hash = ?",
         (hashlib.sha256(key.encode()).hexdigest(),),
     )

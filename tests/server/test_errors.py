@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.harness import Keys, ServerHandle, expect_error, sqlite_exec, wait_for_log
+from tests.harness import Keys, ServerHandle, expect_error, wait_for_log
 
 MIB = 1024 * 1024
 
@@ -202,11 +202,11 @@ def test_internal_error_is_an_envelope_without_internals(shared_server: ServerHa
     """A row the code cannot read (corrupted behind the server's back) gives a clean 500."""
     with shared_server.http(keys.user) as http:
         task_id = http.post("/v1/tasks", json={"job_name": "to-corrupt"}).json()["id"]
-        sqlite_exec(shared_server.db_path, "UPDATE tasks SET status = 'exploded' WHERE id = ?", (task_id,))
+        shared_server.db_exec("UPDATE tasks SET status = 'exploded' WHERE id = ?", (task_id,))
         try:
             err = expect_error(http.get(f"/v1/tasks/{task_id}"), 500, "INTERNAL_ERROR")
         finally:
-            sqlite_exec(shared_server.db_path, "UPDATE tasks SET status = 'queued' WHERE id = ?", (task_id,))
+            shared_server.db_exec("UPDATE tasks SET status = 'queued' WHERE id = ?", (task_id,))
         assert err["error"] == "An error occurred"
         assert http.get(f"/v1/tasks/{task_id}").status_code == 200
     log = wait_for_log(shared_server, f"trace_id={err['trace_id']}")

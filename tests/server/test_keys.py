@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from tests.harness import Keys, ServerHandle, expect_error, sqlite_exec
+from tests.harness import Keys, ServerHandle, expect_error
 
 
 def create(srv: ServerHandle, admin: str, user: str, role: str) -> dict:
@@ -33,9 +33,9 @@ def test_create_returns_the_key_once(shared_server: ServerHandle, keys: Keys, ro
 
     # Stored as SHA-256 only.
     digest = hashlib.sha256(key.encode()).hexdigest()
-    rows = sqlite_exec(shared_server.db_path, "SELECT key_hash FROM api_keys WHERE id = ?", (created["id"],))
+    rows = shared_server.db_exec("SELECT key_hash FROM api_keys WHERE id = ?", (created["id"],))
     assert rows == [(digest,)]
-    dump = "\n".join(map(str, sqlite_exec(shared_server.db_path, "SELECT * FROM api_keys")))
+    dump = "\n".join(map(str, shared_server.db_exec("SELECT * FROM api_keys")))
     assert key not in dump
 
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.harness import Keys, ServerHandle, make_keys, sqlite_exec
+from tests.harness import Keys, ServerHandle, make_keys
 
 FAR_EAST = "Pacific/Kiritimati"  # UTC+14: its midnight is never UTC's
 
@@ -37,8 +37,7 @@ def new_task(srv: ServerHandle, key: str, name: str = "q") -> str:
 
 
 def set_state(srv: ServerHandle, task_id: str, status: str, ended_at: datetime | None = None) -> None:
-    sqlite_exec(
-        srv.db_path,
+    srv.db_exec(
         "UPDATE tasks SET status = ?, ended_at = ? WHERE id = ?",
         (status, db_time(ended_at) if ended_at else None, task_id),
     )

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from fetchml.core.aging import aged_priority
 from fetchml.core.models import Task
-from fetchml.core.priority import aged_priority
 from fetchml.core.settings import Settings
 from fetchml.core.timeutil import utcnow
 from tests.harness import ServerHandle, expect_error, sqlite_exec
@@ -35,7 +35,7 @@ STATUS_FIELDS = {
     "timestamp",
 }
 
-AGING_CAP = 4.5  # the module server ages one point per second, up to this
+AGING_CAP = 10.0  # the module server ages one point per second, up to this
 
 
 class K:
@@ -115,15 +115,18 @@ def test_aged_priority_rule() -> None:
     assert aged_priority(5, 10.0, 0.0, 15.0) == 5.0  # rate 0: no aging
     defaults = Settings()
     assert (defaults.priority_aging_per_hour, defaults.priority_aging_cap) == (1.0, 15.0)
+    for bad in ({"priority_aging_cap": 9.5}, {"priority_aging_per_hour": -1}, {"priority_aging_cap": "inf"}):
+        with pytest.raises(ValueError):
+            Settings(**bad)
 
 
 # --- priority aging over HTTP ----------------------------------------------------------------------
 
 
 def test_priority_aged_grows_while_queued_and_is_capped(srv: ServerHandle, ks: K) -> None:
-    t = submit(srv, ks.alice, "aging", priority=2)
-    high = submit(srv, ks.alice, "aging-high", priority=9)
-    assert t.priority_aged == 2.0  # just created
+    t = submit(srv, ks.alice, "aging", priority=8)
+    top = submit(srv, ks.alice, "aging-top", priority=10)
+    assert t.priority_aged == 8.0  # just created
 
     first = get_task(srv, ks.alice, t.id)
     time.sleep(1.0)
@@ -132,19 +135,19 @@ def test_priority_aged_grows_while_queued_and_is_capped(srv: ServerHandle, ks: K
     grown = second.priority_aged - first.priority_aged
     assert 0.9 <= grown <= 1.6, (first.priority_aged, second.priority_aged)
     waited = (utcnow() - second.created_at).total_seconds()
-    assert 2.0 < second.priority_aged <= 2.0 + waited
+    assert 8.9 < second.priority_aged <= 8.0 + waited
 
     # The list shows the same effective priority.
     with srv.http(ks.alice) as c:
         page = c.get("/v1/tasks", params={"status": "queued", "limit": 1000}).json()
     listed = next(x for x in page["tasks"] if x["id"] == t.id)
-    assert listed["priority"] == 2 and listed["priority_aged"] > 2.5
+    assert listed["priority"] == 8 and listed["priority_aged"] > 8.9
 
-    # Past 2.5 s of waiting it stops at the cap; a task above the cap keeps its own priority.
-    while (utcnow() - t.created_at).total_seconds() < 2.7:
+    # Past 2 s of waiting it stops at the cap, where a top-priority task already is.
+    while (utcnow() - t.created_at).total_seconds() < 2.2:
         time.sleep(0.1)
     assert get_task(srv, ks.alice, t.id).priority_aged == AGING_CAP
-    assert get_task(srv, ks.alice, high.id).priority_aged == 9.0
+    assert get_task(srv, ks.alice, top.id).priority_aged == AGING_CAP
 
 
 def test_only_queued_tasks_age(srv: ServerHandle, ks: K, workers: Callable[..., FakeWorker]) -> None:
@@ -254,7 +257,9 @@ def test_finished_tasks_keep_their_priority(
     assert get_task(srv, ks.alice, t.id).priority == 6
 
 
-def test_a_raised_priority_is_claimed_first(srv: ServerHandle, ks: K, workers: Callable[..., FakeWorker]) -> None:
+def test_a_raised_priority_is_claimed_first(
+    srv: ServerHandle, ks: K, workers: Callable[..., FakeWorker]
+) -> None:
     first = submit(srv, ks.alice, "fifo-first", priority=5)
     second = submit(srv, ks.alice, "fifo-second", priority=5)
     assert set_priority(srv, ks.alice, second.id, {"priority": 6}).status_code == 200
@@ -277,13 +282,18 @@ def test_worker_list_and_details_have_every_contract_field(
     r = http(srv, ks.admin, "GET", f"/v1/scheduler/workers/{w.name}")
     assert r.status_code == 200, r.text
     info = r.json()
-    assert WORKER_FIELDS <= info.keys()
-    assert CAPABILITY_FIELDS <= info["capabilities"].keys() and SLOT_FIELDS <= info["slots"].keys()
+    assert info.keys() >= WORKER_FIELDS
+    assert info["capabilities"].keys() >= CAPABILITY_FIELDS and info["slots"].keys() >= SLOT_FIELDS
     assert info["id"] == w.name and info["status"] == "active"
     caps = info["capabilities"]
     assert (caps["gpu_count"], caps["gpu_type"], caps["cpu_cores"], caps["memory_gb"]) == (2, "A100", 16, 64)
     assert caps["hostname"] == "box-1.lab"
-    assert info["slots"] == {"batch_total": 3, "batch_available": 2, "service_total": 0, "service_available": 0}
+    assert info["slots"] == {
+        "batch_total": 3,
+        "batch_available": 2,
+        "service_total": 0,
+        "service_available": 0,
+    }
     assert info["active_tasks"] == [t.id]
     before = ts(info["last_heartbeat"])
     assert ts(info["connected_at"]) <= before
@@ -294,7 +304,7 @@ def test_worker_list_and_details_have_every_contract_field(
     assert ts(after["last_heartbeat"]) > before
 
     listed = http(srv, ks.admin, "GET", "/v1/scheduler/workers").json()
-    assert isinstance(listed, list) and all(WORKER_FIELDS <= x.keys() for x in listed)
+    assert isinstance(listed, list) and all(x.keys() >= WORKER_FIELDS for x in listed)
     assert [x["id"] for x in listed] == sorted(x["id"] for x in listed)
     assert next(x for x in listed if x["id"] == w.name) == after
 
@@ -427,7 +437,9 @@ def test_scheduler_status_counts(module_server_factory: Callable[..., ServerHand
         return body  # type: ignore[no-any-return]
 
     empty = status()
-    assert {k: v for k, v in empty.items() if k != "timestamp"} == dict.fromkeys(STATUS_FIELDS - {"timestamp"}, 0)
+    assert {k: v for k, v in empty.items() if k != "timestamp"} == dict.fromkeys(
+        STATUS_FIELDS - {"timestamp"}, 0
+    )
     assert abs((ts(empty["timestamp"]) - utcnow()).total_seconds()) < 30
 
     w1, w2, w3 = (FakeWorker(srv, ks.worker) for _ in range(3))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Keys, ServerHandle, expect_error, sqlite_exec
+from tests.harness import Keys, ServerHandle, expect_error
 
 SHA = "ab" * 32
 
@@ -101,7 +101,9 @@ def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -
         assert t["dataset_specs"][1]["mount_path"] is None
         assert t["plugin_configs"]["mlflow"]["mode"] == "sidecar"
         assert t["plugin_configs"]["mlflow"]["settings"] == {"uri": "x"}
-    assert fetched == created
+    # A queued task's priority_aged grows while it waits (FETCHML_PRIORITY_AGING_PER_HOUR).
+    assert created["priority_aged"] == 9.0 and 9.0 <= fetched["priority_aged"] < 9.1
+    assert {**fetched, "priority_aged": None} == {**created, "priority_aged": None}
 
 
 def test_user_id_comes_from_the_key_never_the_body(shared_server: ServerHandle, keys: Keys) -> None:
@@ -264,7 +266,7 @@ def test_newest_first_holds_for_identical_timestamps(listing) -> None:
     """Order is by submission, not by a timestamp that can tie (or be skewed)."""
     srv, k, made = listing
     same = "2020-01-01 00:00:00.000000"
-    sqlite_exec(srv.db_path, "UPDATE tasks SET created_at = ?", (same,))
+    srv.db_exec("UPDATE tasks SET created_at = ?", (same,))
     with srv.http(k.user) as http:
         ids = [t["id"] for t in http.get("/v1/tasks").json()["tasks"]]
     assert ids == [t["id"] for t in reversed(made)]
@@ -319,8 +321,7 @@ def test_cancel_twice_is_409(shared_server: ServerHandle, keys: Keys) -> None:
 @pytest.mark.parametrize("status", ["completed", "failed"])
 def test_cancel_a_finished_task_is_409(shared_server: ServerHandle, keys: Keys, status: str) -> None:
     t = submit(shared_server, keys.user, job_name=f"in-{status}")
-    sqlite_exec(
-        shared_server.db_path,
+    shared_server.db_exec(
         "UPDATE tasks SET status = ?, ended_at = '2026-01-01 00:00:00.000000' WHERE id = ?",
         (status, t["id"]),
     )

@@ -18,7 +18,7 @@ import pytest
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
 from fetchml.core.protocol import Assignment, WorkerCapabilities
 from fetchml.core.timeutil import utcnow
-from tests.harness import ServerHandle, expect_error, sqlite_exec
+from tests.harness import ServerHandle, expect_error
 from tests.protocol_kit import FakeWorker, cancel_leftovers, get_task, submit, unique
 
 
@@ -134,8 +134,8 @@ def test_register_stores_capabilities_and_answers_the_timings(
     assert resp.worker_id == w.name and resp.lost_tasks == []
     assert (resp.heartbeat_interval, resp.heartbeat_timeout, resp.claim_wait) == (2.0, 30.0, 20.0)
 
-    [(caps, batch, status)] = sqlite_exec(
-        srv.db_path, "SELECT capabilities, batch_total, status FROM workers WHERE id = ?", (w.name,)
+    [(caps, batch, status)] = srv.db_exec(
+        "SELECT capabilities, batch_total, status FROM workers WHERE id = ?", (w.name,)
     )
     stored = WorkerCapabilities.model_validate(json.loads(caps))
     assert (stored.cpu_cores, stored.memory_gb, stored.gpu_count, stored.gpu_type) == (32, 256, 2, "A100")
@@ -425,7 +425,7 @@ def test_cancel_of_a_running_task_goes_through_its_worker(
 
 
 def _lease(srv: ServerHandle, task_id: str) -> str | None:
-    return sqlite_exec(srv.db_path, "SELECT lease_expires_at FROM tasks WHERE id = ?", (task_id,))[0][0]
+    return srv.db_exec("SELECT lease_expires_at FROM tasks WHERE id = ?", (task_id,))[0][0]
 
 
 def test_lost_lease_requeues_and_fences_the_old_attempt(
@@ -466,7 +466,7 @@ def test_lost_lease_requeues_and_fences_the_old_attempt(
     expect_error(r, 409, "CONFLICT")
     hb = w1.heartbeat(a1)
     assert (hb.status, hb.commands) == ("offline", [])
-    [(status,)] = sqlite_exec(fast.db_path, "SELECT status FROM workers WHERE id = ?", (w1.name,))
+    [(status,)] = fast.db_exec("SELECT status FROM workers WHERE id = ?", (w1.name,))
     assert status == "offline"
     assert w1.claim(wait=0) is None  # an offline worker gets nothing until it registers again
 

@@ -1,0 +1,846 @@
+"""The scheduling decision: queued tasks + free capacity -> placements and pending reasons.
+
+Pure and deterministic: no I/O, no clock (``now`` is passed in), no randomness. The policy is
+written down in docs/scheduling.md; in short:
+
+- Order: aged priority descending (``fetchml.core.aging.aged_priority``), then ``seq`` (FIFO).
+- Each task in that order is placed if it fits the capacity left by the tasks before it; a
+  lower task may backfill capacity a higher, blocked task cannot use (no strict head-of-line
+  blocking), except:
+- Anti-starvation: the highest-ordered *gang* (node_count > 1) that does not fit gets a shadow
+  hold on the best candidate workers; tasks after it cannot use that held capacity.
+- Reservations withhold their GPUs from every task but their owner's tasks carrying their id.
+- A gang is placed whole, on distinct workers, or not at all.
+
+Performance notes (the budget is 100 ms for 100,000 queued tasks on a small machine; see
+docs/scheduling.md for figures): every step over the whole queue runs as C-level ``map``,
+``bytes.index`` or ``sorted`` calls; only the head of the queue (until nothing more can fit
+anywhere) is walked in Python. That rests on two facts:
+
+- Aging keeps the relative order of tasks of equal priority (it is monotone in the wait), so
+  each priority's tasks are already in submission order and a heap merges the priorities
+  lazily: no sort of the queue.
+- Capacity only shrinks during a decision, so once a resource *shape* (cpu, memory, gpus, type,
+  nodes, reservation) fails to fit, every later task of that shape fails too: the answer and
+  its pending reason are memoised per shape, and the walk stops when every shape has failed.
+  (So the cost also grows with the number of distinct shapes: ~2,000 of them in 100k tasks
+  still decide in well under 100 ms; 16,000 take about half a second.)
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from bisect import bisect_right, insort
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from operator import attrgetter, ge, le, lt, neg
+from typing import NamedTuple
+
+from fetchml.core.aging import DEFAULT_AGING_CAP, DEFAULT_AGING_RATE, aged_priority, check_aging, hours_waited
+
+__all__ = [
+    "REASON_NEVER",
+    "REASON_NO_WORKERS",
+    "REASON_PRIORITY",
+    "REASON_RESERVATION",
+    "REASON_SHADOW",
+    "Decision",
+    "NodePlacement",
+    "Placement",
+    "ReservationHold",
+    "Shadow",
+    "ShadowNode",
+    "TaskReq",
+    "WorkerFree",
+    "decide",
+    "order_key",
+    "shape_key",
+]
+
+# Pending reasons. The prefixes are stable (UIs may group on them); the details after ':' or
+# ';' are for people.
+REASON_NO_WORKERS = "no active workers"
+REASON_NEVER = "no worker can ever fit this"  # + ": <what is missing>"
+REASON_PRIORITY = "priority: waiting behind higher-priority tasks"
+REASON_SHADOW = "priority: capacity held for higher-priority task"  # + " <task id>"
+REASON_RESERVATION = "capacity held by reservation"  # + " r-1[, r-2...]"
+# Otherwise (resources): "needs 2 GPUs of type H100; largest free: 1 on w-3",
+# "needs a free batch slot; ...", "needs 8 CPUs; largest free: 4 on w-1",
+# "needs 64 GB memory; largest free: 32 GB on w-2", "waiting for 3 nodes; 2 fit now".
+
+# Reason kinds (internal).
+_NEVER, _NO_WORKERS, _RESERVATION, _PRIORITY, _SHADOW, _RESOURCE = range(6)
+_SHADOWABLE = (_PRIORITY, _RESOURCE)
+_PROBE_AFTER = 256  # consecutive memoised failures before checking whether anything can still fit
+
+
+def shape_key(
+    cpu: int,
+    memory_gb: int,
+    gpu: int,
+    gpu_type: str | None,
+    node_count: int,
+    reservation_id: str | None,
+    user_id: str,
+    is_admin: bool,
+) -> str:
+    """A string naming everything about a task that placement depends on.
+
+    Two tasks with the same key fit exactly the same places. A string (not a tuple) because its
+    hash is cached, which makes the per-decision set/dict work over 100k tasks several times
+    cheaper. The free-text parts are length-prefixed, so any text round-trips.
+    """
+    gt = gpu_type if gpu and gpu_type else ""
+    if reservation_id:
+        rid, uid, adm = reservation_id, user_id, "1" if is_admin else "0"
+    else:
+        rid, uid, adm = "", "", "0"
+    return f"{cpu},{memory_gb},{gpu},{node_count},{adm},{len(gt)},{len(rid)},{gt}{rid}{uid}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReq:
+    """One queued task, as the scheduler sees it.
+
+    ``created_at`` is POSIX seconds (``datetime.timestamp()``); ``seq`` is the submission order
+    (unique, increasing). ``gpu_type`` only matters when ``gpu > 0`` and matches the worker's
+    type case-insensitively. ``user_id``/``is_admin`` only matter with a ``reservation_id``.
+    """
+
+    id: str
+    seq: int
+    priority: int
+    created_at: float
+    cpu: int = 0
+    memory_gb: int = 0
+    gpu: int = 0
+    gpu_type: str | None = None
+    node_count: int = 1
+    reservation_id: str | None = None
+    user_id: str = ""
+    is_admin: bool = False
+    shape: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.node_count < 1 or self.gpu < 0 or self.cpu < 0 or self.memory_gb < 0:
+            raise ValueError(f"task {self.id}: resources must be >= 0 and node_count >= 1")
+        object.__setattr__(
+            self,
+            "shape",
+            shape_key(
+                self.cpu,
+                self.memory_gb,
+                self.gpu,
+                self.gpu_type,
+                self.node_count,
+                self.reservation_id,
+                self.user_id,
+                self.is_admin,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFree:
+    """A worker's FREE capacity now (capacity minus what its running tasks hold).
+
+    ``free_gpus`` are the GPU indices no running task holds (reserved ones included: the
+    scheduler withholds those itself). ``total_*``/``batch_total`` are the worker's whole
+    capacity, used only to tell "can never fit" from "not now"; when None the free figure
+    stands in (then a busy worker looks small: pass the totals). Inactive workers (draining,
+    offline) get nothing placed but count for "can ever fit".
+    """
+
+    id: str
+    free_cpu: int
+    free_memory_gb: int
+    free_gpus: tuple[int, ...] = ()
+    gpu_type: str | None = None
+    batch_available: int = 1
+    active: bool = True
+    total_cpu: int | None = None
+    total_memory_gb: int | None = None
+    total_gpus: int | None = None
+    batch_total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationHold:
+    """An active (unexpired) reservation: the GPU indices it holds, per worker id.
+
+    Held GPUs that are free go only to tasks with ``reservation_id == id`` whose ``user_id`` is
+    ``user_id`` or that are admin-owned. Expired reservations must simply not be passed in.
+    ``gpu_type`` is informational (the caller picked the GPUs).
+    """
+
+    id: str
+    user_id: str
+    gpus: Mapping[str, tuple[int, ...]]
+    gpu_type: str | None = None
+
+
+class NodePlacement(NamedTuple):
+    rank: int
+    worker_id: str
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    task_id: str
+    nodes: tuple[NodePlacement, ...]  # rank 0 first; one per node, on distinct workers
+    priority_aged: float
+    reservation_id: str | None = None  # set when the task was allowed to use its reservation
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowNode:
+    worker_id: str
+    gpus: tuple[int, ...]
+    cpu: int
+    memory_gb: int
+    slots: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """Capacity withheld (for this decision only) from every task ordered after ``task_id``."""
+
+    task_id: str
+    nodes: tuple[ShadowNode, ...]
+
+
+class _Reasons(dict[str, str]):
+    """Reason per shape; a shape not settled during the walk is settled on first lookup."""
+
+    __slots__ = ("_compute",)
+
+    def __init__(self, compute: Callable[[str], str], settled: dict[str, str]) -> None:
+        super().__init__(settled)
+        self._compute = compute
+
+    def __missing__(self, key: str) -> str:
+        reason = self[key] = self._compute(key)
+        return reason
+
+
+class Decision:
+    """The outcome of one decision.
+
+    ``pending`` (every queued task not placed -> why) is built on first access, from one
+    reason per shape: building a 100k-entry dict costs more than the decision itself, and a
+    caller that walks its own tasks anyway can ask ``reason_for(task)`` instead, O(1) each.
+    It reads the queue passed to ``decide``: do not change that sequence before reading it.
+    """
+
+    __slots__ = (
+        "_ids",
+        "_owner",
+        "_pending",
+        "_placed",
+        "assignments",
+        "by_shape",
+        "scanned",
+        "shadow",
+    )
+
+    def __init__(
+        self,
+        assignments: list[Placement],
+        by_shape: dict[str, str],
+        *,
+        shadow: Shadow | None = None,
+        scanned: int = 0,
+        queue: Sequence[TaskReq] = (),
+        owner_reason: str | None = None,
+    ) -> None:
+        self.assignments = assignments  # in decision (priority) order
+        # TaskReq.shape -> reason; a shape not settled during the walk is settled on first lookup
+        self.by_shape = by_shape
+        self.shadow = shadow
+        self.scanned = scanned  # tasks walked one by one (the rest were settled per shape)
+        self._placed = {p.task_id for p in assignments}
+        self._owner = (shadow.task_id, owner_reason) if shadow is not None and owner_reason else None
+        self._ids = queue
+        self._pending: dict[str, str] | None = None
+
+    def reason_for(self, task: TaskReq) -> str | None:
+        """The pending reason of a task of this decision's queue; None when it was placed."""
+        if task.id in self._placed:
+            return None
+        if self._owner is not None and task.id == self._owner[0]:
+            return self._owner[1]
+        return self.by_shape[task.shape]
+
+    @property
+    def pending(self) -> dict[str, str]:
+        if self._pending is None:
+            # (a shape whose tasks were all placed gets a reason computed here for nothing;
+            # that is once per shape, cheaper than filtering 100k tasks first)
+            pending = dict(
+                zip(map(_ID, self._ids), map(self.by_shape.__getitem__, map(_SHAPE, self._ids)), strict=True)
+            )
+            for tid in self._placed:
+                del pending[tid]
+            if self._owner is not None:
+                pending[self._owner[0]] = self._owner[1]
+            self._pending = pending
+        return self._pending
+
+
+def order_key(task: TaskReq, *, now: float, aging_rate: float, aging_cap: float) -> tuple[float, int]:
+    """The sort key of the decision order: (-aged priority, seq). Smaller runs first."""
+    aged = aged_priority(task.priority, hours_waited(task.created_at, now), aging_rate, aging_cap)
+    return (-aged, task.seq)
+
+
+# -- internals -------------------------------------------------------------------------------
+
+_ID = attrgetter("id")
+_SEQ = attrgetter("seq")
+_PRIO = attrgetter("priority")
+_CREATED = attrgetter("created_at")
+_SHAPE = attrgetter("shape")
+
+
+@dataclass(slots=True)
+class _Shape:
+    key: str
+    cpu: int
+    mem: int
+    gpu: int
+    gtype: str | None  # lower-cased, None when gpu == 0 or untyped
+    gtype_text: str  # as the task spelled it, for messages
+    nodes: int
+    res: str | None  # the reservation this shape may use (exists, and owner or admin)
+    never: tuple[int, str] | None = None
+
+
+def _parse_shape(key: str) -> tuple[int, int, int, int, bool, str, str, str]:
+    cpu, mem, gpu, nodes, adm, lt_, lr_, rest = key.split(",", 7)
+    a, b = int(lt_), int(lr_)
+    return int(cpu), int(mem), int(gpu), int(nodes), adm == "1", rest[:a], rest[a : a + b], rest[a + b :]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _gpu_text(sh: _Shape) -> str:
+    gpus = _plural(sh.gpu, "GPU")
+    return f"{gpus} of type {sh.gtype_text}" if sh.gtype else gpus
+
+
+def _ordered(queue: Sequence[TaskReq], now: float, rate: float, cap: float) -> Iterator[tuple[float, int]]:
+    """Yields (aged priority, queue index) in decision order, lazily: cost is paid per task taken.
+
+    Works on columns extracted in queue order (touching 100k objects out of memory order costs
+    several times more than in order). Fast paths, both with no sort at all:
+
+    - queue in seq order (``ORDER BY seq``) with created_at non-decreasing: each priority's
+      tasks are found with ``bytes.index`` (memchr) as the merge needs them;
+    - queue grouped by priority (desc) with seq ascending and created_at non-decreasing inside
+      each group (``ORDER BY priority DESC, seq``): each group is a contiguous range.
+
+    Either way each priority's tasks are in (-aged, seq) order, because aging is monotone in
+    the wait; a heap merges the group heads. Anything else is sorted exactly (slower).
+
+    While the walk runs only untracked containers stay alive (priorities as ``bytes``; seq and
+    created_at are read from the few tasks walked): a 100k-element list still in the young
+    generation makes the collection that the walk's allocations trigger cost ~3 ms per list.
+    """
+    n = len(queue)
+    if not n:
+        return
+    aging = rate > 0.0
+    prios: bytes | list[int]
+    try:
+        prios = bytes(map(_PRIO, queue))  # priorities are 1..10
+    except (ValueError, TypeError):
+        prios = list(map(_PRIO, queue))
+    seq_list = list(map(_SEQ, queue))
+    created_list = list(map(_CREATED, queue)) if aging else []
+    heads: list[tuple[float, int, int, int]] = []  # (-aged, seq, group, first index)
+    ends: list[int] = []  # per group: -1 = "find the next index of that priority", else range end
+    if all(map(lt, seq_list, islice(seq_list, 1, None))):
+        if not aging or all(map(le, created_list, islice(created_list, 1, None))):
+            for p in sorted(set(prios)):
+                heads.append((0.0, 0, len(ends), prios.index(p)))
+                ends.append(-1)
+    elif all(map(ge, prios, islice(prios, 1, None))):
+        start = 0
+        while start < n:
+            end = bisect_right(prios, -prios[start], start, n, key=neg)
+            sq, cr = seq_list[start:end], created_list[start:end]
+            if not all(map(lt, sq, islice(sq, 1, None))) or (
+                aging and not all(map(le, cr, islice(cr, 1, None)))
+            ):
+                heads, ends = [], []
+                break
+            heads.append((0.0, 0, len(ends), start))
+            ends.append(end)
+            start = end
+
+    def aged(i: int) -> float:
+        return aged_priority(prios[i], hours_waited(queue[i].created_at, now) if aging else 0.0, rate, cap)
+
+    if not ends:
+        # Exact sort: by seq, then (stable) by aged priority descending.
+        order = array("q", sorted(range(n), key=seq_list.__getitem__))
+        del seq_list, created_list
+        neg_aged = array("d", [-aged(i) for i in range(n)])
+        order = array("q", sorted(order, key=neg_aged.__getitem__))
+        for i in order:
+            yield -neg_aged[i], i
+        return
+    # Only untracked containers stay alive from here on: see the docstring.
+    del seq_list, created_list
+    heads = [(-aged(i), queue[i].seq, gi, i) for _, _, gi, i in heads]
+    heapq.heapify(heads)
+    index = prios.index
+    while heads:
+        neg_aged_i, _, gi, i = heads[0]
+        yield -neg_aged_i, i
+        end = ends[gi]
+        if end < 0:
+            try:
+                i = index(prios[i], i + 1)
+            except ValueError:
+                i = -1
+        else:
+            i = i + 1 if i + 1 < end else -1
+        if i < 0:
+            heapq.heappop(heads)
+        else:
+            heapq.heapreplace(heads, (-aged(i), queue[i].seq, gi, i))
+
+
+class _Cluster:
+    """Mutable free capacity of the active workers during one decision."""
+
+    def __init__(self, workers: Sequence[WorkerFree], reservations: Sequence[ReservationHold]) -> None:
+        self.reservations = {r.id: r for r in reservations}
+        # gpu index -> reservation id, per worker id (first reservation listing a GPU wins)
+        held: dict[str, dict[int, str]] = {}
+        for r in reservations:
+            for wid, idxs in r.gpus.items():
+                per = held.setdefault(wid, {})
+                for g in idxs:
+                    per.setdefault(g, r.id)
+        self.held = held
+        # (lower-cased type, gpus, batch slots, cpu, memory) of each worker when empty
+        self.totals: dict[str, tuple[str | None, int, int, int, int]] = {
+            w.id: (
+                w.gpu_type.lower() if w.gpu_type else None,
+                w.total_gpus if w.total_gpus is not None else len(w.free_gpus),
+                w.batch_total if w.batch_total is not None else w.batch_available,
+                w.total_cpu if w.total_cpu is not None else w.free_cpu,
+                w.total_memory_gb if w.total_memory_gb is not None else w.free_memory_gb,
+            )
+            for w in workers
+        }
+        active = [w for w in workers if w.active]
+        self.ids = [w.id for w in active]
+        self.gtype = [w.gpu_type.lower() if w.gpu_type else None for w in active]
+        self.cpu = [w.free_cpu for w in active]
+        self.mem = [w.free_memory_gb for w in active]
+        self.slots = [max(0, w.batch_available) for w in active]
+        self.free: list[list[int]] = []  # unreserved free GPUs, ascending
+        self.rfree: list[dict[str, list[int]]] = []  # reserved free GPUs by reservation
+        for w in active:
+            per = held.get(w.id, {})
+            free: list[int] = []
+            rfree: dict[str, list[int]] = {}
+            for g in sorted(set(w.free_gpus)):
+                rid = per.get(g)
+                if rid is None:
+                    free.append(g)
+                else:
+                    rfree.setdefault(rid, []).append(g)
+            self.free.append(free)
+            self.rfree.append(rfree)
+        self.n = len(active)
+        self.total_slots = sum(self.slots)
+        self.maxg = max((len(f) for f in self.free), default=0)
+        # best-fit index: workers with a free slot, by number of free unreserved GPUs
+        self.buckets: list[list[int]] = [[] for _ in range(self.maxg + 1)]
+        for i in range(self.n):
+            if self.slots[i] > 0:
+                self.buckets[len(self.free[i])].append(i)
+        self.res_workers: dict[str, list[int]] = {
+            rid: [i for i in range(self.n) if self.rfree[i].get(rid)] for rid in self.reservations
+        }
+        self.version = 0  # bumped by every take(): snapshots are cached per version
+        self._snaps: dict[bool, tuple[int, list[tuple[int, int, int, int, dict[str, int]]]]] = {}
+        self.initial = self.snapshot()
+        self.shadow: Shadow | None = None
+        self.shadow_add: list[tuple[int, int, int, int, str | None, int]] = []  # i, cpu, mem, slots, res, n
+
+    # -- shapes -------------------------------------------------------------------------------
+
+    def make_shape(self, key: str) -> _Shape:
+        cpu, mem, gpu, nodes, adm, gt, rid, uid = _parse_shape(key)
+        res: str | None = None
+        if rid:
+            r = self.reservations.get(rid)
+            if r is not None and (adm or uid == r.user_id):
+                res = rid
+        sh = _Shape(key, cpu, mem, gpu, gt.lower() if gt else None, gt, nodes, res)
+        sh.never = self.never(sh)
+        return sh
+
+    def never(self, sh: _Shape) -> tuple[int, str] | None:
+        """A never-fit reason when no worker passed in (active or not), even empty, can host it."""
+        hosts = 0
+        cands = list(self.totals.values())
+        for wt, tg, ts, tc, tm in cands:
+            if (
+                (sh.gpu == 0 or ((sh.gtype is None or wt == sh.gtype) and tg >= sh.gpu))
+                and ts >= 1
+                and tc >= sh.cpu
+                and tm >= sh.mem
+            ):
+                hosts += 1
+        if hosts >= sh.nodes:
+            return None
+        if hosts:
+            return _NEVER, (
+                f"{REASON_NEVER}: needs {sh.nodes} nodes on distinct workers; "
+                f"only {_plural(hosts, 'worker')} could ever host one"
+            )
+        if not cands:
+            return _NEVER, f"{REASON_NEVER}: no workers"
+        if sh.gpu:
+            if sh.gtype is not None:
+                cands = [c for c in cands if c[0] == sh.gtype]
+                if not cands:
+                    return _NEVER, f"{REASON_NEVER}: needs {_gpu_text(sh)}; no worker has that type"
+            most = max(c[1] for c in cands)
+            if most < sh.gpu:
+                return _NEVER, f"{REASON_NEVER}: needs {_gpu_text(sh)} on one worker; the largest has {most}"
+            cands = [c for c in cands if c[1] >= sh.gpu]
+        cands = [c for c in cands if c[2] >= 1]
+        if not cands:
+            return _NEVER, f"{REASON_NEVER}: no worker that could host it has a batch slot"
+        most = max(c[3] for c in cands)
+        if most < sh.cpu:
+            return _NEVER, f"{REASON_NEVER}: needs {_plural(sh.cpu, 'CPU')}; the largest worker has {most}"
+        cands = [c for c in cands if c[3] >= sh.cpu]
+        most = max(c[4] for c in cands)
+        return _NEVER, f"{REASON_NEVER}: needs {sh.mem} GB memory; the largest worker has {most} GB"
+
+    # -- live placement -----------------------------------------------------------------------
+
+    def search(self, sh: _Shape) -> list[int]:
+        """Workers for the shape's nodes (best fit first); fewer than sh.nodes when it does not fit."""
+        c, m, g, t, res, want = sh.cpu, sh.mem, sh.gpu, sh.gtype, sh.res, sh.nodes
+        cpu, mem, gtype = self.cpu, self.mem, self.gtype
+        chosen: list[int] = []
+        if res is not None:
+            slots, free, rfree = self.slots, self.free, self.rfree
+            for i in self.res_workers[res]:
+                if (
+                    slots[i] > 0
+                    and cpu[i] >= c
+                    and mem[i] >= m
+                    and (t is None or gtype[i] == t)
+                    and len(free[i]) + len(rfree[i].get(res, ())) >= g
+                ):
+                    chosen.append(i)
+                    if len(chosen) == want:
+                        return chosen
+        buckets = self.buckets
+        for k in range(g, self.maxg + 1):
+            for i in buckets[k]:
+                if cpu[i] >= c and mem[i] >= m and (t is None or gtype[i] == t) and i not in chosen:
+                    chosen.append(i)
+                    if len(chosen) == want:
+                        return chosen
+        return chosen
+
+    def take(self, i: int, cpu: int, mem: int, slots: int, gpus: int, res: str | None) -> tuple[int, ...]:
+        """Removes capacity from worker i; returns the GPU indices taken (reserved ones first)."""
+        self.version += 1
+        free = self.free[i]
+        old_k, old_s = len(free), self.slots[i]
+        self.cpu[i] -= cpu
+        self.mem[i] -= mem
+        self.slots[i] -= slots
+        self.total_slots -= slots
+        got: list[int] = []
+        if gpus:
+            if res is not None:
+                pool = self.rfree[i].get(res)
+                if pool:
+                    got = pool[:gpus]
+                    del pool[:gpus]
+            rest = gpus - len(got)
+            if rest:
+                got += free[:rest]
+                del free[:rest]
+        new_k = len(free)
+        if old_s > 0 and (new_k != old_k or self.slots[i] <= 0):
+            self.buckets[old_k].remove(i)
+            if self.slots[i] > 0:
+                insort(self.buckets[new_k], i)
+        return tuple(sorted(got))
+
+    # -- views for pending reasons ------------------------------------------------------------
+
+    def snapshot(self, with_shadow: bool = False) -> list[tuple[int, int, int, int, dict[str, int]]]:
+        """Free capacity per active worker: (cpu, memory, slots, unreserved GPUs, {reservation: GPUs})."""
+        cached = self._snaps.get(with_shadow)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        snap = [
+            (
+                self.cpu[i],
+                self.mem[i],
+                self.slots[i],
+                len(self.free[i]),
+                {r: len(v) for r, v in self.rfree[i].items()},
+            )
+            for i in range(self.n)
+        ]
+        if with_shadow:
+            for i, c, m, s, res, g in self.shadow_add:
+                cpu, mem, slots, free, rf = snap[i]
+                if res is not None:
+                    rf[res] = rf.get(res, 0) + g
+                    g = 0
+                snap[i] = (cpu + c, mem + m, slots + s, free + g, rf)
+        self._snaps[with_shadow] = (self.version, snap)
+        return snap
+
+    def hosts(
+        self,
+        sh: _Shape,
+        snap: list[tuple[int, int, int, int, dict[str, int]]],
+        release: bool = False,
+        enough: int | None = None,
+    ) -> list[int]:
+        """Workers of a snapshot on which one node of the shape fits (release: ignore reservations).
+
+        Stops once `enough` are found."""
+        out = []
+        c, m, g, t, res = sh.cpu, sh.mem, sh.gpu, sh.gtype, sh.res
+        gtype = self.gtype
+        for i, (cpu, mem, slots, free, rf) in enumerate(snap):
+            if slots < 1 or cpu < c or mem < m:
+                continue
+            if g:
+                if t is not None and gtype[i] != t:
+                    continue
+                usable = free + (sum(rf.values()) if release else rf.get(res, 0) if res else 0)
+                if usable < g:
+                    continue
+            out.append(i)
+            if len(out) == enough:
+                break
+        return out
+
+    def fits(self, sh: _Shape, snap: list[tuple[int, int, int, int, dict[str, int]]]) -> bool:
+        return len(self.hosts(sh, snap, enough=sh.nodes)) >= sh.nodes
+
+    def reason(self, sh: _Shape) -> tuple[int, str]:
+        """Why the shape does not fit now (called once per shape, at its first failure)."""
+        if sh.never is not None:
+            return sh.never
+        if self.shadow is not None and self.fits(sh, self.snapshot(with_shadow=True)):
+            return _SHADOW, f"{REASON_SHADOW} {self.shadow.task_id}"
+        if self.fits(sh, self.initial):
+            return _PRIORITY, REASON_PRIORITY
+        released = self.hosts(sh, self.initial, release=True)
+        if len(released) >= sh.nodes:
+            names = sorted({r for i in released for r, k in self.initial[i][4].items() if k and r != sh.res})
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            return _RESERVATION, f"{REASON_RESERVATION} {shown}"
+        if sh.nodes > 1:
+            fit_now = len(self.hosts(sh, self.snapshot()))
+            return _RESOURCE, f"waiting for {sh.nodes} nodes; {fit_now} fit now"
+        return _RESOURCE, self.resource_text(sh)
+
+    def resource_text(self, sh: _Shape) -> str:
+        ids = self.ids
+        cands = list(range(self.n))
+        if sh.gpu:
+            if sh.gtype is not None:
+                cands = [i for i in cands if self.gtype[i] == sh.gtype]
+                if not cands:
+                    return f"needs {_gpu_text(sh)}; no active worker has that type"
+            usable = {i: len(self.free[i]) + len(self.rfree[i].get(sh.res or "", ())) for i in cands}
+            best = max(cands, key=lambda i: (usable[i], -i))
+            if usable[best] < sh.gpu:
+                return f"needs {_gpu_text(sh)}; largest free: {usable[best]} on {ids[best]}"
+            cands = [i for i in cands if usable[i] >= sh.gpu]
+        with_slot = [i for i in cands if self.slots[i] > 0]
+        if not with_slot:
+            where = f"the {_plural(len(cands), 'worker')} with the GPUs" if sh.gpu else "any active worker"
+            return f"needs a free batch slot; none free on {where}"
+        best = max(with_slot, key=lambda i: (self.cpu[i], -i))
+        if self.cpu[best] < sh.cpu:
+            return f"needs {_plural(sh.cpu, 'CPU')}; largest free: {self.cpu[best]} on {ids[best]}"
+        cands = [i for i in with_slot if self.cpu[i] >= sh.cpu]
+        best = max(cands, key=lambda i: (self.mem[i], -i))
+        return f"needs {sh.mem} GB memory; largest free: {self.mem[best]} GB on {ids[best]}"
+
+    # -- anti-starvation ----------------------------------------------------------------------
+
+    def hold_for(self, task: TaskReq, sh: _Shape) -> bool:
+        """Shadow-holds, for `task`, the capacity it waits for on its best candidate workers."""
+        held_count: dict[str, int] = {}  # GPUs on a worker held by reservations sh cannot use
+        for wid, per in self.held.items():
+            held_count[wid] = sum(1 for rid in per.values() if rid != sh.res)
+        ranked: list[tuple[tuple[int, int, int, int], int]] = []
+        for i in range(self.n):
+            _, tg, ts, tc, tm = self.totals[self.ids[i]]
+            tg -= held_count.get(self.ids[i], 0)
+            if sh.gpu and ((sh.gtype is not None and self.gtype[i] != sh.gtype) or tg < sh.gpu):
+                continue
+            if ts < 1 or tc < sh.cpu or tm < sh.mem:
+                continue
+            usable = len(self.free[i]) + (len(self.rfree[i].get(sh.res, ())) if sh.res else 0)
+            deficit = (
+                max(0, sh.gpu - usable),
+                max(0, sh.cpu - self.cpu[i]),
+                max(0, sh.mem - self.mem[i]),
+                max(0, 1 - self.slots[i]),
+            )
+            ranked.append((deficit, i))
+        if len(ranked) < sh.nodes:
+            return False
+        ranked.sort()
+        nodes = []
+        for _, i in ranked[: sh.nodes]:
+            c, m, s = min(self.cpu[i], sh.cpu), min(self.mem[i], sh.mem), min(self.slots[i], 1)
+            from_res = 0
+            if sh.res is not None:
+                from_res = min(sh.gpu, len(self.rfree[i].get(sh.res, ())))
+            g = min(sh.gpu, from_res + len(self.free[i]))
+            gpus = self.take(i, c, m, s, g, sh.res)
+            if from_res:
+                self.shadow_add.append((i, 0, 0, 0, sh.res, from_res))
+            self.shadow_add.append((i, c, m, s, None, g - from_res))
+            nodes.append(ShadowNode(self.ids[i], gpus, c, m, s))
+        self.shadow = Shadow(task.id, tuple(nodes))
+        return True
+
+
+def decide(
+    queue: Sequence[TaskReq],
+    workers: Sequence[WorkerFree],
+    reservations: Sequence[ReservationHold] = (),
+    *,
+    now: float,
+    aging_rate: float = DEFAULT_AGING_RATE,
+    aging_cap: float = DEFAULT_AGING_CAP,
+    shadow_single_node: bool = False,
+) -> Decision:
+    """One scheduling decision over the whole queue and cluster. See the module docstring.
+
+    ``queue``: the queued tasks, any order (fastest: by seq, or by (priority desc, seq) as the
+    SQL already sorts). ``workers``: every known worker with its free capacity. ``reservations``:
+    the active ones only. ``now``: POSIX seconds. ``shadow_single_node``: also give the
+    anti-starvation shadow to a blocked single-node task when it is the highest blocked task.
+    """
+    check_aging(aging_rate, aging_cap)
+    if not queue:
+        return Decision([], {})
+    cluster = _Cluster(workers, reservations)
+    if cluster.n == 0:
+        return Decision([], dict.fromkeys(map(_SHAPE, queue), REASON_NO_WORKERS), queue=queue)
+
+    all_shapes: set[str] = set()  # filled on the first probe only (it costs a pass over the queue)
+    shapes: dict[str, _Shape] = {}
+    failed: dict[str, tuple[int, str]] = {}
+    no_shadow_for: set[str] = set()
+    assignments: list[Placement] = []
+    owner_reason: str | None = None
+    scanned = 0
+    streak, probe_at = 0, _PROBE_AFTER
+
+    def shape_of(key: str) -> _Shape:
+        sh = shapes.get(key)
+        if sh is None:
+            sh = shapes[key] = cluster.make_shape(key)
+        return sh
+
+    def fail(key: str, sh: _Shape) -> tuple[int, str]:
+        f = failed[key] = sh.never if sh.never is not None else cluster.reason(sh)
+        return f
+
+    def maybe_hold(task: TaskReq, sh: _Shape, kind: int) -> None:
+        nonlocal owner_reason
+        if (
+            cluster.shadow is None
+            and kind in _SHADOWABLE
+            and (sh.nodes > 1 or shadow_single_node)
+            and sh.key not in no_shadow_for
+        ):
+            if cluster.hold_for(task, sh):
+                assert cluster.shadow is not None
+                where = ", ".join(n.worker_id for n in cluster.shadow.nodes)
+                owner_reason = f"{failed[sh.key][1]}; capacity on {where} is held for it"
+            else:
+                no_shadow_for.add(sh.key)
+
+    def all_failed_after_probe() -> bool:
+        """Settles every shape not yet tried that cannot fit now; True when nothing can fit."""
+        if not all_shapes:
+            all_shapes.update(map(_SHAPE, queue))
+        for key in all_shapes:
+            if key not in failed:
+                sh = shape_of(key)
+                if sh.never is not None or len(cluster.search(sh)) < sh.nodes:
+                    fail(key, sh)
+        return len(failed) == len(all_shapes)
+
+    for aged, qi in _ordered(queue, now, aging_rate, aging_cap):
+        scanned += 1
+        task = queue[qi]
+        key = task.shape
+        f = failed.get(key)
+        if f is not None:
+            maybe_hold(task, shapes[key], f[0])
+            if cluster.total_slots <= 0:
+                break
+            streak += 1
+            if streak >= probe_at:
+                streak, probe_at = 0, probe_at * 2
+                if all_failed_after_probe():
+                    break
+            continue
+        streak = 0
+        sh = shape_of(key)
+        chosen = [] if sh.never is not None else cluster.search(sh)
+        if len(chosen) == sh.nodes:
+            nodes = tuple(
+                NodePlacement(rank, cluster.ids[i], cluster.take(i, sh.cpu, sh.mem, 1, sh.gpu, sh.res))
+                for rank, i in enumerate(chosen)
+            )
+            assignments.append(Placement(task.id, nodes, aged, sh.res))
+        else:
+            kind, _ = fail(key, sh)
+            maybe_hold(task, sh, kind)
+            if all_shapes and len(failed) == len(all_shapes):
+                break
+        if cluster.total_slots <= 0:
+            break
+
+    # Tasks not walked (the walk stopped because nothing more can fit) get the reason of their
+    # shape against the final state, which is exactly the state they would have met; computed
+    # on demand, once per shape. Shapes missing from `failed` after a full walk were all placed.
+    def late_reason(key: str) -> str:
+        return fail(key, shape_of(key))[1]
+
+    reasons = _Reasons(late_reason, {k: v[1] for k, v in failed.items()})
+    return Decision(
+        assignments,
+        reasons,
+        shadow=cluster.shadow,
+        scanned=scanned,
+        queue=queue,
+        owner_reason=owner_reason,
+    )
