@@ -270,7 +270,9 @@ def status(
     for key, value in sorted(t.metadata.items()):
         rows.append(("meta", f"{key}={value}"))
     for n in t.node_assignments:
-        rows.append(("node", f"{n.node_id} on {n.worker_id}" + ("" if n.slot_assigned else " (waiting)")))
+        gpus = f" gpus {','.join(map(str, n.gpus))}" if n.gpus else ""
+        state = n.status or ("started" if n.slot_assigned else "waiting for its worker")
+        rows.append(("node", f"{n.node_id} on {n.worker_id}{gpus} ({state})"))
     for name, ps in sorted(t.plugin_status.items()):
         rows.append(("plugin", f"{name}: {ps.status or '-'}" + (f" {ps.url}" if ps.url else "")))
     if t.pending_reason:

@@ -12,6 +12,7 @@ from fetchml.client.experiments import ExperimentsClient
 from fetchml.client.keys import KeysClient
 from fetchml.client.logs import LogsClient
 from fetchml.client.queue import QueueClient
+from fetchml.client.reservations import ReservationClient
 from fetchml.client.scheduler import SchedulerClient
 from fetchml.client.snapshots import SnapshotsClient
 from fetchml.client.tasks import TasksClient
@@ -33,6 +34,7 @@ class FetchmlClient:
         self.logs = LogsClient(self._transport)
         self.artifacts = ArtifactsClient(self._transport)
         self.scheduler = SchedulerClient(self._transport)
+        self.reservations = ReservationClient(self._transport)
 
     @classmethod
     def from_config(cls, config: ClientConfig | None = None) -> FetchmlClient:

@@ -47,6 +47,9 @@ class AuditEventType(StrEnum):
     KEY_CREATED = "key_created"
     KEY_REVOKED = "key_revoked"
     PRIORITY_CHANGED = "priority_changed"
+    RESERVATION_CREATED = "reservation_created"
+    RESERVATION_CLAIMED = "reservation_claimed"
+    RESERVATION_EXPIRED = "reservation_expired"
 
 
 ACTIVE_STATUSES = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING, TaskStatus.COLLECTING})

@@ -74,9 +74,16 @@ class PluginStatus(Wire):
 
 
 class NodeAssignment(Wire):
+    """One node of a task's placement. ``slot_assigned`` turns true when that node's worker has
+    taken its assignment (a claim); ``gpus`` and ``status`` are beyond the contract: the GPU
+    indices the node holds on its worker, and the node's own progress (a gang's nodes move on
+    their own; the task's status sums them up)."""
+
     node_id: int
     worker_id: str
     slot_assigned: bool = False
+    gpus: list[int] = []
+    status: str | None = None
 
 
 def check_mount_path(value: str) -> str:
@@ -226,6 +233,36 @@ class SchedulerStatus(Wire):
     tasks_completed_24h: int
     reservations_active: int
     timestamp: datetime
+
+
+ReservationStatus = Literal["active", "claimed", "expired"]
+
+
+class Reservation(Wire):
+    id: str
+    user_id: str
+    gpu_count: int
+    gpu_type: str | None = None
+    node_count: int
+    expires_at: datetime
+    status: ReservationStatus
+    # Beyond the contract: when it was made and which GPUs it holds, per worker.
+    created_at: datetime
+    gpus: dict[str, list[int]] = {}
+
+
+class CreateReservationRequest(Wire):
+    gpu_count: Annotated[int, Field(ge=1, le=1024)]
+    gpu_type: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    node_count: Annotated[int, Field(ge=1, le=1024)] = 1
+    expires_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] = 30
+
+    @field_validator("gpu_count", "node_count", "expires_minutes", mode="before")
+    @classmethod
+    def _json_integer(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError("must be a JSON integer")
+        return v
 
 
 class CreateExperimentRequest(Wire):

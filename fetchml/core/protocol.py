@@ -82,6 +82,7 @@ class Assignment(Wire):
 
 class StatusReport(Wire):
     attempt: Annotated[int, Field(ge=1)]
+    node_rank: Annotated[int, Field(ge=0, le=1023)] = 0  # which node of a gang reports
     status: Literal[TaskStatus.RUNNING, TaskStatus.COLLECTING, TaskStatus.COMPLETED, TaskStatus.FAILED]
     exit_code: int | None = None
     error: Annotated[str, Field(max_length=4096)] | None = None

@@ -420,7 +420,12 @@ def _ordered(queue: Sequence[TaskReq], now: float, rate: float, cap: float) -> I
 class _Cluster:
     """Mutable free capacity of the active workers during one decision."""
 
-    def __init__(self, workers: Sequence[WorkerFree], reservations: Sequence[ReservationHold]) -> None:
+    def __init__(
+        self,
+        workers: Sequence[WorkerFree],
+        reservations: Sequence[ReservationHold],
+        prefer: str | None = None,
+    ) -> None:
         self.reservations = {r.id: r for r in reservations}
         # gpu index -> reservation id, per worker id (first reservation listing a GPU wins)
         held: dict[str, dict[int, str]] = {}
@@ -462,6 +467,8 @@ class _Cluster:
             self.free.append(free)
             self.rfree.append(rfree)
         self.n = len(active)
+        # The worker asking for work, if any: a task that fits it goes there before best fit.
+        self.prefer = self.ids.index(prefer) if prefer is not None and prefer in self.ids else None
         self.total_slots = sum(self.slots)
         self.maxg = max((len(f) for f in self.free), default=0)
         # best-fit index: workers with a free slot, by number of free unreserved GPUs
@@ -538,11 +545,24 @@ class _Cluster:
         c, m, g, t, res, want = sh.cpu, sh.mem, sh.gpu, sh.gtype, sh.res, sh.nodes
         cpu, mem, gtype = self.cpu, self.mem, self.gtype
         chosen: list[int] = []
+        p = self.prefer
+        if (
+            p is not None
+            and self.slots[p] > 0
+            and cpu[p] >= c
+            and mem[p] >= m
+            and (t is None or gtype[p] == t)
+            and len(self.free[p]) + (len(self.rfree[p].get(res, ())) if res is not None else 0) >= g
+        ):
+            chosen.append(p)
+            if want == 1:
+                return chosen
         if res is not None:
             slots, free, rfree = self.slots, self.free, self.rfree
             for i in self.res_workers[res]:
                 if (
-                    slots[i] > 0
+                    i not in chosen
+                    and slots[i] > 0
                     and cpu[i] >= c
                     and mem[i] >= m
                     and (t is None or gtype[i] == t)
@@ -737,6 +757,7 @@ def decide(
     aging_rate: float = DEFAULT_AGING_RATE,
     aging_cap: float = DEFAULT_AGING_CAP,
     shadow_single_node: bool = False,
+    prefer: str | None = None,
 ) -> Decision:
     """One scheduling decision over the whole queue and cluster. See the module docstring.
 
@@ -744,11 +765,13 @@ def decide(
     SQL already sorts). ``workers``: every known worker with its free capacity. ``reservations``:
     the active ones only. ``now``: POSIX seconds. ``shadow_single_node``: also give the
     anti-starvation shadow to a blocked single-node task when it is the highest blocked task.
+    ``prefer``: a worker id that gets any task that fits it (the one a claim came from), ahead
+    of the best-fit choice; order, reservations and holds are unchanged by it.
     """
     check_aging(aging_rate, aging_cap)
     if not queue:
         return Decision([], {})
-    cluster = _Cluster(workers, reservations)
+    cluster = _Cluster(workers, reservations, prefer)
     if cluster.n == 0:
         return Decision([], dict.fromkeys(map(_SHAPE, queue), REASON_NO_WORKERS), queue=queue)
 

@@ -41,8 +41,12 @@ class LogShipper:
         *,
         interval: float = 0.2,
         tail_lines: int = 100,
+        ship: bool = True,
     ) -> None:
         self.client = client
+        # Only rank 0 of a gang ships its lines (one numbered log per attempt); the other
+        # nodes keep their tail for their own report.
+        self.ship = ship
         self.task_id = task_id
         self.attempt = attempt
         self.interval = interval
@@ -69,6 +73,10 @@ class LogShipper:
         return "\n".join(self.tail)
 
     def _flush(self) -> None:
+        if not self.ship:
+            with self._lock:
+                self._buf.clear()
+            return
         while not self.stale:
             with self._lock:
                 chunk = _chunk(self._buf)

@@ -255,7 +255,10 @@ class Worker:
         for delay in (0.5, 1, 2, 4, 8):
             try:
                 self.client.workers.report(
-                    task_id, StatusReport(attempt=a.assignment.attempt, status=status, **kw)
+                    task_id,
+                    StatusReport(
+                        attempt=a.assignment.attempt, node_rank=a.assignment.node_rank, status=status, **kw
+                    ),
                 )
                 return True
             except (ConflictError, NotFoundError) as exc:
@@ -331,7 +334,7 @@ class Worker:
             a.execution = execution
         if a.cancelled.is_set():
             execution.stop(self.cfg.stop_grace)
-        shipper = LogShipper(self.client, task.id, n)
+        shipper = LogShipper(self.client, task.id, n, ship=a.assignment.node_rank == 0)
         try:
             if not self._report(a, TaskStatus.RUNNING):
                 execution.stop(self.cfg.stop_grace)
@@ -348,7 +351,9 @@ class Worker:
             execution.cleanup()
             return
         upload_error = None
-        for rel, path, _size in collect_outputs(ws.output_dir):
+        # Artifacts, like logs, come from rank 0 of a gang.
+        outputs = collect_outputs(ws.output_dir) if a.assignment.node_rank == 0 else []
+        for rel, path, _size in outputs:
             try:
                 self.client.artifacts.upload(task.id, n, rel, path)
             except FetchmlError as exc:

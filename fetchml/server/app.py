@@ -21,6 +21,7 @@ from fetchml.server.routes.health import health
 from fetchml.server.routes.keys import KeyController
 from fetchml.server.routes.logs import LogController
 from fetchml.server.routes.queue import queue_stats
+from fetchml.server.routes.reservations import ReservationController
 from fetchml.server.routes.scheduler import SchedulerController
 from fetchml.server.routes.snapshots import snapshot_router
 from fetchml.server.routes.tasks import TaskController
@@ -54,6 +55,7 @@ def create_app(services: Services) -> Litestar:
         route_handlers=[
             health,
             TaskController,
+            ReservationController,
             queue_stats,
             ExperimentController,
             AuditController,

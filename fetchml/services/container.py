@@ -10,7 +10,9 @@ from fetchml.services.experiments import ExperimentService
 from fetchml.services.health import HealthService
 from fetchml.services.keys import KeyService
 from fetchml.services.logs import LogService
+from fetchml.services.placement import Placer
 from fetchml.services.queue import QueueService
+from fetchml.services.reservations import ReservationService
 from fetchml.services.scheduler import SchedulerService
 from fetchml.services.snapshots import SnapshotService
 from fetchml.services.tasks import TaskService
@@ -29,6 +31,11 @@ class Services:
         self.audit = AuditService(self.db, self.writer)
         self.keys = KeyService(self.db, self.writer, cache_seconds=settings.auth_cache_seconds)
         self.bus = EventBus()
+        self.placer = Placer(
+            aging_rate=settings.priority_aging_per_hour,
+            aging_cap=settings.priority_aging_cap,
+            lease_seconds=settings.heartbeat_timeout,
+        )
         self.tasks = TaskService(
             self.db,
             self.writer,
@@ -36,8 +43,10 @@ class Services:
             default_max_retries=settings.default_max_retries,
             aging_rate=settings.priority_aging_per_hour,
             aging_cap=settings.priority_aging_cap,
+            placer=self.placer,
         )
-        self.workers = WorkerService(self.db, self.writer, self.bus, settings)
+        self.workers = WorkerService(self.db, self.writer, self.bus, settings, self.placer)
+        self.reservations = ReservationService(self.db, self.writer)
         self.logs = LogService(self.db, self.writer, self.bus)
         self.artifacts = ArtifactService(self.db, self.writer, settings.data_dir, settings.max_artifact_bytes)
         self.experiments = ExperimentService(self.db, self.writer)

@@ -12,8 +12,9 @@ from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus, WorkerStatus
 from fetchml.core.models import SchedulerStatus
 from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
+from fetchml.services.placement import HELD_RESERVATION
 from fetchml.store.db import Database
-from fetchml.store.tables import TaskRow, WorkerRow
+from fetchml.store.tables import ReservationRow, TaskRow, WorkerRow
 
 COMPLETED_WINDOW = timedelta(hours=24)
 
@@ -30,7 +31,7 @@ class SchedulerService:
         - batch_queue_depth: queued tasks. service_queue_depth: 0 until Jupyter services exist.
         - tasks_running: preparing + running + collecting.
         - tasks_completed_24h: completed tasks whose ended_at is within the last 24 hours.
-        - reservations_active: 0 until reservations exist.
+        - reservations_active: reservations holding capacity (active or claimed, not expired).
         """
         now = utcnow()
 
@@ -58,6 +59,11 @@ class SchedulerService:
                     col(TaskRow.ended_at) >= now - COMPLETED_WINDOW,
                 )
             )
+            reservations = session.scalar(
+                select(func.count())
+                .select_from(ReservationRow)
+                .where(col(ReservationRow.status).in_(HELD_RESERVATION), col(ReservationRow.expires_at) > now)
+            )
             return SchedulerStatus(
                 workers_total=sum(workers.values()),
                 workers_active=workers.get(WorkerStatus.ACTIVE.value, 0),
@@ -66,7 +72,7 @@ class SchedulerService:
                 service_queue_depth=0,
                 tasks_running=sum(live.get(s.value, 0) for s in ACTIVE_STATUSES),
                 tasks_completed_24h=completed or 0,
-                reservations_active=0,
+                reservations_active=reservations or 0,
                 timestamp=now,
             )
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
@@ -18,7 +18,11 @@ from fetchml.core.models import CreateTaskRequest, DatasetSpec, NodeAssignment, 
 from fetchml.core.timeutil import utcnow
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
+from fetchml.services.nodes import nodes_of
+from fetchml.services.placement import Placer
 from fetchml.services.principal import Principal
+from fetchml.services.progress import settle_gang
+from fetchml.services.reservations import check_task_reservation
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import TaskRow
@@ -34,7 +38,12 @@ def effective_priority(row: TaskRow, now: datetime | None, rate: float, cap: flo
 
 
 def task_to_wire(
-    row: TaskRow, *, now: datetime | None = None, aging_rate: float = 0.0, aging_cap: float = 10.0
+    row: TaskRow,
+    *,
+    now: datetime | None = None,
+    aging_rate: float = 0.0,
+    aging_cap: float = 10.0,
+    pending_reason: str | None = None,
 ) -> Task:
     """The wire Task. Without `now` (the worker protocol's answers) nothing is aged."""
     return Task(
@@ -68,7 +77,7 @@ def task_to_wire(
         plugin_status=row.plugin_status or {},
         node_assignments=[NodeAssignment.model_validate(n) for n in row.node_assignments or []],
         priority_aged=effective_priority(row, now, aging_rate, aging_cap),
-        pending_reason=row.pending_reason,
+        pending_reason=pending_reason or row.pending_reason,
         attempt=row.attempt,
         exit_code=row.exit_code,
         assigned_gpus=list(row.assigned_gpus or []),
@@ -117,13 +126,15 @@ def create_task_op(
             },
             "plugin_status": {},
             "node_assignments": [],
-            "pending_reason": None,
+            "pending_reason": None,  # worked out by the scheduler when read (see services/placement)
             "attempt": 0,
             "lease_expires_at": None,
             "assigned_gpus": [],
             "cancel_requested": False,
             "exit_code": None,
         }
+        if req.reservation_id is not None:
+            check_task_reservation(tx, principal, req.reservation_id)
         # A bulk insert, not an ORM object: the writer sends a whole batch in one executemany.
         tx.insert(TaskRow, values)
         tx.audit(
@@ -147,10 +158,19 @@ def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -
         if not principal.is_admin and row.user_id != principal.user_id:
             raise ForbiddenError("You may cancel only your own tasks")
         current = TaskStatus(row.status)
+        if current in ACTIVE_STATUSES and not any(n.get("slot_assigned") for n in nodes_of(row)):
+            # Placed but no worker has taken it yet: nothing runs, so it ends here and now.
+            row.lease_expires_at = None
+            row.node_assignments = []
+            row.assigned_gpus = []
+            current = TaskStatus.QUEUED
+            row.status = current.value
         if current in ACTIVE_STATUSES:
             # Its worker stops it (told in its next heartbeat) and reports it failed/cancelled.
             if not row.cancel_requested:
                 row.cancel_requested = True
+                if row.node_count > 1:
+                    settle_gang(tx, row, nodes_of(row), utcnow(), "cancelled")
                 tx.audit(
                     AuditEventType.JOB_CANCELLED,
                     user_id=principal.user_id,
@@ -231,16 +251,29 @@ class TaskService:
         default_max_retries: int = 3,
         aging_rate: float = 0.0,
         aging_cap: float = 10.0,
+        placer: Placer | None = None,
     ) -> None:
         self.db = db
+        self.placer = placer
         self.writer = writer
         self.bus = bus or EventBus()
         self.default_max_retries = default_max_retries
         self.aging_rate = aging_rate  # FETCHML_PRIORITY_AGING_PER_HOUR; 0 = no aging
         self.aging_cap = aging_cap  # FETCHML_PRIORITY_AGING_CAP
 
-    def _wire(self, row: TaskRow, now: datetime | None = None) -> Task:
-        return task_to_wire(row, now=now or utcnow(), aging_rate=self.aging_rate, aging_cap=self.aging_cap)
+    def _wire(self, row: TaskRow, now: datetime | None = None, reason: str | None = None) -> Task:
+        return task_to_wire(
+            row,
+            now=now or utcnow(),
+            aging_rate=self.aging_rate,
+            aging_cap=self.aging_cap,
+            pending_reason=reason,
+        )
+
+    def _reasons(self, session: Session, rows: Sequence[TaskRow], now: datetime) -> dict[str, str]:
+        if self.placer is None:
+            return {}
+        return self.placer.reasons(session, rows, now)
 
     async def create(
         self, principal: Principal, req: CreateTaskRequest, ip_address: str | None = None
@@ -254,7 +287,8 @@ class TaskService:
             row = session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
             if row is None:
                 raise NotFoundError(f"Task {task_id} not found")
-            return self._wire(row)
+            now = utcnow()
+            return self._wire(row, now, self._reasons(session, [row], now).get(row.id))
 
         return await read(self.db, q)
 
@@ -277,7 +311,13 @@ class TaskService:
                 select(TaskRow).where(*conds).order_by(col(TaskRow.seq).desc()).limit(limit).offset(offset)
             ).all()
             now = utcnow()  # one instant for the whole page
-            return TaskList(tasks=[self._wire(r, now) for r in rows], total=total, limit=limit, offset=offset)
+            reasons = self._reasons(session, rows, now)
+            return TaskList(
+                tasks=[self._wire(r, now, reasons.get(r.id)) for r in rows],
+                total=total,
+                limit=limit,
+                offset=offset,
+            )
 
         return await read(self.db, q)
 
@@ -291,5 +331,7 @@ class TaskService:
     ) -> Task:
         """The owner or an admin re-prioritises a queued or active task (audited)."""
         task = await self.writer.run(set_priority_op(principal, task_id, priority, ip_address, self._wire))
+        if self.placer is not None:
+            self.placer.invalidate()
         self.bus.publish(task_topic(task_id), TASKS_TOPIC)
         return task

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,6 @@ from sqlmodel import col
 
 from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role, TaskStatus, WorkerStatus
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
-from fetchml.core.lifecycle import CANCELLED_ERROR, check_transition
 from fetchml.core.protocol import (
     Assignment,
     HeartbeatRequest,
@@ -37,7 +36,19 @@ from fetchml.core.settings import Settings
 from fetchml.core.timeutil import utcnow
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
+from fetchml.services.nodes import (
+    active_rows,
+    held_by,
+    is_stopping,
+    master_port,
+    nodes_of,
+    nodes_on,
+    set_nodes,
+)
+from fetchml.services.placement import Placer
 from fetchml.services.principal import Principal
+from fetchml.services.progress import apply_report, find_node, lose_node, lose_task, unplace
+from fetchml.services.reservations import expire_reservations
 from fetchml.services.tasks import task_to_wire
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
@@ -46,8 +57,6 @@ from fetchml.store.tables import TaskRow, WorkerRow
 log = logging.getLogger("fetchml.workers")
 
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
-WORKER_LOST_ERROR = "worker lost"
-CLAIM_CANDIDATES = 500
 
 
 def _owned_worker(tx: Tx, principal: Principal, worker_id: str) -> WorkerRow:
@@ -59,55 +68,16 @@ def _owned_worker(tx: Tx, principal: Principal, worker_id: str) -> WorkerRow:
     return row
 
 
-def _active_tasks(session: Session, worker_id: str) -> list[TaskRow]:
-    return list(
-        session.scalars(
-            select(TaskRow).where(col(TaskRow.worker_id) == worker_id, col(TaskRow.status).in_(ACTIVE))
-        ).all()
-    )
+def _unique(rows: Iterable[TaskRow]) -> list[TaskRow]:
+    seen: dict[str, TaskRow] = {}
+    for row in rows:
+        seen.setdefault(row.id, row)
+    return list(seen.values())
 
 
-def lose_task(tx: Tx, row: TaskRow, reason: str, now: datetime) -> None:
-    """The attempt's worker is gone: retry the task as a whole, or fail it once retries run out."""
-    current = TaskStatus(row.status)
-    if row.cancel_requested:
-        new, error = TaskStatus.FAILED, CANCELLED_ERROR
-    elif row.retry_count < row.max_retries:
-        new, error = TaskStatus.QUEUED, None
-    else:
-        new, error = TaskStatus.FAILED, WORKER_LOST_ERROR
-    check_transition(current, new)
-    previous_worker = row.worker_id
-    row.status = new.value
-    row.lease_expires_at = None
-    row.assigned_gpus = []
-    row.node_assignments = []
-    if new is TaskStatus.QUEUED:
-        row.retry_count += 1
-        row.worker_id = None
-        row.started_at = None
-        row.error = None
-        tx.audit(
-            AuditEventType.JOB_QUEUED,
-            user_id=row.user_id,
-            resource=f"task:{row.id}",
-            action="requeue",
-            success=True,
-            error=reason,
-            metadata={"attempt": row.attempt, "retry_count": row.retry_count, "worker_id": previous_worker},
-        )
-    else:
-        row.ended_at = now
-        row.error = error
-        tx.audit(
-            AuditEventType.JOB_COMPLETED,
-            user_id=row.user_id,
-            resource=f"task:{row.id}",
-            action="fail",
-            success=False,
-            error=error,
-            metadata={"attempt": row.attempt, "reason": reason, "worker_id": previous_worker},
-        )
+def _held_rows(session: Session, worker_id: str) -> list[TaskRow]:
+    """Active tasks with a live node on the worker (each once)."""
+    return _unique(row for row, _ in nodes_on(session, worker_id))
 
 
 def worker_to_wire(row: WorkerRow, active: list[TaskRow]) -> WorkerInfo:
@@ -130,29 +100,15 @@ def worker_to_wire(row: WorkerRow, active: list[TaskRow]) -> WorkerInfo:
     )
 
 
-def _fits(task: Any, caps: WorkerCapabilities, used: dict[str, Any]) -> bool:
-    """`task`: a TaskRow, or a row of its node_count, cpu, memory_gb, gpu and gpu_type."""
-    if task.node_count != 1:
-        return False  # gang placement belongs to the scheduler (multi-node)
-    if (task.cpu or 0) > caps.cpu_cores - used["cpu"]:
-        return False
-    if (task.memory_gb or 0) > caps.memory_gb - used["memory_gb"]:
-        return False
-    need_gpus = task.gpu or 0
-    if need_gpus:
-        if task.gpu_type and (caps.gpu_type or "").lower() != task.gpu_type.lower():
-            return False
-        if need_gpus > len(used["free_gpus"]):
-            return False
-    return True
-
-
 class WorkerService:
-    def __init__(self, db: Database, writer: WriteQueue, bus: EventBus, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, writer: WriteQueue, bus: EventBus, settings: Settings, placer: Placer
+    ) -> None:
         self.db = db
         self.writer = writer
         self.bus = bus
         self.settings = settings
+        self.placer = placer
 
     # -- registration -------------------------------------------------------------------------
 
@@ -177,8 +133,8 @@ class WorkerService:
                 if principal.role is not Role.ADMIN and row.key_id != principal.key_id and alive:
                     raise ConflictError(f"Worker name {req.name!r} is registered to another key")
                 # A worker that registers again has restarted: whatever it held is gone.
-                for task in _active_tasks(tx.session, row.id):
-                    lose_task(tx, task, "worker restarted", now)
+                for task in _held_rows(tx.session, row.id):
+                    lose_node(tx, task, row.id, "worker restarted", now)
                     lost.append(task.id)
             row.status = WorkerStatus.ACTIVE.value
             row.key_id = principal.key_id
@@ -215,14 +171,20 @@ class WorkerService:
                 return HeartbeatResponse(status=WorkerStatus.OFFLINE, drain=False, commands=[])
             worker.last_heartbeat = now
             commands: list[WorkerCommand] = []
-            active = _active_tasks(tx.session, worker_id)
-            for task in active:
+            held_here = nodes_on(tx.session, worker_id)
+            live = {(task.id, task.attempt) for task, node in held_here if node.get("slot_assigned")}
+            for task, node in held_here:
                 if (task.id, task.attempt) in held:
                     task.lease_expires_at = now + timeout
-                if task.cancel_requested:
+                # A cancel, or a gang stopping because one of its nodes failed or was lost.
+                if node.get("slot_assigned") and is_stopping(task, nodes_of(task)):
                     commands.append(WorkerCommand(type="cancel", task_id=task.id, attempt=task.attempt))
+            # What the worker runs but the server no longer counts as its (requeued after a
+            # lost lease, or a gang that already ended): stop it, it is someone else's now.
+            for task_id, attempt in sorted(held - live):
+                commands.append(WorkerCommand(type="cancel", task_id=task_id, attempt=attempt))
             draining = worker.status == WorkerStatus.DRAINING.value
-            if draining and not active:
+            if draining and not held_here:
                 worker.status = WorkerStatus.OFFLINE.value
             return HeartbeatResponse(status=WorkerStatus(worker.status), drain=draining, commands=commands)
 
@@ -230,58 +192,52 @@ class WorkerService:
 
     # -- claims -------------------------------------------------------------------------------
 
-    def _claim_op(self, principal: Principal, worker_id: str) -> Callable[[Tx], Assignment | None]:
+    def _claim_op(
+        self, principal: Principal, worker_id: str
+    ) -> Callable[[Tx], tuple[Assignment | None, set[str]]]:
         lease = timedelta(seconds=self.settings.heartbeat_timeout)
 
-        def op(tx: Tx) -> Assignment | None:
+        def deliver(tx: Tx, worker: WorkerRow, now: datetime) -> Assignment | None:
+            waiting = [(t, n) for t, n in nodes_on(tx.session, worker.id) if not n.get("slot_assigned")]
+            # Several placed in one pass go out in queue order.
+            waiting.sort(key=lambda tn: (-tn[0].priority, tn[0].seq or 0))
+            for task, node in waiting:
+                nodes = nodes_of(task)
+                mine = nodes[node["node_id"]]
+                mine["slot_assigned"] = True
+                mine["status"] = TaskStatus.PREPARING.value
+                set_nodes(task, nodes)
+                task.lease_expires_at = now + lease
+                master_addr: str | None = None
+                if task.node_count > 1:
+                    head = tx.session.get(WorkerRow, nodes[0]["worker_id"])
+                    caps = WorkerCapabilities.model_validate(head.capabilities) if head else None
+                    master_addr = (caps.hostname if caps else None) or nodes[0]["worker_id"]
+                return Assignment(
+                    task=task_to_wire(task),
+                    attempt=task.attempt,
+                    gpus=list(mine.get("gpus") or []),
+                    node_rank=mine["node_id"],
+                    num_nodes=task.node_count,
+                    master_addr=master_addr,
+                    master_port=master_port(task) if task.node_count > 1 else None,
+                    lease_expires_at=now + lease,
+                )
+            return None
+
+        def op(tx: Tx) -> tuple[Assignment | None, set[str]]:
             now = utcnow()
             worker = _owned_worker(tx, principal, worker_id)
             if worker.status != WorkerStatus.ACTIVE.value:
-                return None
+                return None, set()
             worker.last_heartbeat = now
-            caps = WorkerCapabilities.model_validate(worker.capabilities)
-            active = _active_tasks(tx.session, worker_id)
-            if len(active) >= worker.batch_total:
-                return None
-            taken = {g for t in active for g in (t.assigned_gpus or [])}
-            all_gpus = [g.index for g in caps.gpus] or list(range(caps.gpu_count))
-            used: dict[str, Any] = {
-                "cpu": sum(t.cpu or 0 for t in active),
-                "memory_gb": sum(t.memory_gb or 0 for t in active),
-                "free_gpus": [g for g in all_gpus if g not in taken],
-            }
-            # Only the columns placement looks at: loading whole rows (JSON columns and all) for
-            # every candidate made each claim cost milliseconds per queued task, under the lock.
-            candidates = tx.session.execute(
-                select(
-                    col(TaskRow.seq),
-                    col(TaskRow.node_count),
-                    col(TaskRow.cpu),
-                    col(TaskRow.memory_gb),
-                    col(TaskRow.gpu),
-                    col(TaskRow.gpu_type),
-                )
-                .where(col(TaskRow.status) == TaskStatus.QUEUED.value)
-                .order_by(col(TaskRow.priority).desc(), col(TaskRow.seq))
-                .limit(CLAIM_CANDIDATES)
-            ).all()
-            for candidate in candidates:
-                if not _fits(candidate, caps, used):
-                    continue
-                task = tx.session.scalars(select(TaskRow).where(col(TaskRow.seq) == candidate.seq)).one()
-                check_transition(TaskStatus(task.status), TaskStatus.PREPARING)
-                gpus = used["free_gpus"][: task.gpu or 0]
-                task.status = TaskStatus.PREPARING.value
-                task.worker_id = worker_id
-                task.attempt += 1
-                task.assigned_gpus = gpus
-                task.lease_expires_at = now + lease
-                task.pending_reason = None
-                task.node_assignments = [{"node_id": 0, "worker_id": worker_id, "slot_assigned": True}]
-                return Assignment(
-                    task=task_to_wire(task), attempt=task.attempt, gpus=gpus, lease_expires_at=now + lease
-                )
-            return None
+            got = deliver(tx, worker, now)
+            if got is not None:
+                return got, set()
+            # Nothing placed here yet: decide for the whole cluster (placements for other
+            # workers wait for their own claims), then look again.
+            touched = self.placer.schedule(tx, now, worker_id)
+            return (deliver(tx, worker, now) if worker_id in touched else None), touched - {worker_id}
 
         return op
 
@@ -291,10 +247,12 @@ class WorkerService:
         while True:
             wake = self.bus.listen(TASKS_TOPIC)
             try:
-                assignment = await self.writer.run(self._claim_op(principal, worker_id))
+                assignment, others = await self.writer.run(self._claim_op(principal, worker_id))
             except BaseException:
                 wake.cancel()  # a 403/404 must not leave a waiter behind
                 raise
+            if others:
+                self.bus.publish(TASKS_TOPIC)  # wake the workers that got work in this pass
             if assignment is not None:
                 wake.cancel()
                 self.bus.publish(task_topic(assignment.task.id))
@@ -316,66 +274,15 @@ class WorkerService:
             task = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
             if task is None:
                 raise NotFoundError(f"Task {task_id} not found")
-            current = TaskStatus(task.status)
-            if task.attempt != rep.attempt or current not in ACTIVE_STATUSES or task.worker_id is None:
-                raise ConflictError(
-                    f"Stale report for task {task_id}: attempt {rep.attempt} is not its live attempt "
-                    f"(attempt {task.attempt}, {current.value})"
-                )
-            _owned_worker(tx, principal, task.worker_id)
-            new = TaskStatus(rep.status)
-            if new is current:
-                task.lease_expires_at = now + lease
-                return task_to_wire(task)
-            check_transition(current, new)
-            task.status = new.value
-            task.lease_expires_at = now + lease
-            if new is TaskStatus.RUNNING:
-                task.started_at = now
-                tx.audit(
-                    AuditEventType.JOB_STARTED,
-                    user_id=task.user_id,
-                    resource=f"task:{task.id}",
-                    action="start",
-                    metadata={
-                        "attempt": task.attempt,
-                        "worker_id": task.worker_id,
-                        "gpus": task.assigned_gpus,
-                    },
-                )
-            elif new in (TaskStatus.COMPLETED, TaskStatus.FAILED):
-                task.ended_at = now
-                task.lease_expires_at = None
-                task.exit_code = rep.exit_code
-                if rep.output is not None:
-                    task.output = rep.output
-                if task.cancel_requested and new is TaskStatus.FAILED:
-                    task.error = CANCELLED_ERROR
-                elif new is TaskStatus.FAILED:
-                    task.error = rep.error or (
-                        f"exit code {rep.exit_code}" if rep.exit_code is not None else "failed"
-                    )
-                else:
-                    task.error = None
-                tx.audit(
-                    AuditEventType.JOB_COMPLETED,
-                    user_id=task.user_id,
-                    resource=f"task:{task.id}",
-                    action="complete" if new is TaskStatus.COMPLETED else "fail",
-                    success=new is TaskStatus.COMPLETED,
-                    error=task.error,
-                    metadata={
-                        "attempt": task.attempt,
-                        "worker_id": task.worker_id,
-                        "exit_code": rep.exit_code,
-                    },
-                )
+            nodes, node = find_node(task, rep)
+            _owned_worker(tx, principal, node["worker_id"])
+            apply_report(tx, task, nodes, node, rep, now, lease)
             return task_to_wire(task)
 
         result = await self.writer.run(op)
         self.bus.publish(task_topic(task_id))
         if rep.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
-            self.bus.publish(TASKS_TOPIC)
+            self.bus.publish(TASKS_TOPIC)  # capacity came free
         return result
 
     # -- leases -------------------------------------------------------------------------------
@@ -387,6 +294,7 @@ class WorkerService:
 
         def op(tx: Tx) -> list[str]:
             now = utcnow()
+            changed = expire_reservations(tx, now)
             stale_workers = tx.session.scalars(
                 select(WorkerRow).where(
                     col(WorkerRow.status) != WorkerStatus.OFFLINE.value,
@@ -395,20 +303,23 @@ class WorkerService:
             ).all()
             for worker in stale_workers:
                 worker.status = WorkerStatus.OFFLINE.value
-            gone = {w.id for w in stale_workers}
-            expired = tx.session.scalars(
-                select(TaskRow).where(
-                    col(TaskRow.status).in_(ACTIVE),
-                    (col(TaskRow.lease_expires_at) < now) | col(TaskRow.worker_id).in_(gone),
-                )
-            ).all()
-            for task in expired:
-                lose_task(tx, task, "lease expired: no heartbeat from its worker", now)
-            return [t.id for t in expired]
+            lost: list[str] = []
+            for task in active_rows(tx.session):
+                if task.lease_expires_at is not None and task.lease_expires_at < now:
+                    lose_task(tx, task, "lease expired: no heartbeat from its worker", now)
+                    lost.append(task.id)
+                    continue
+                for worker in stale_workers:
+                    if any(True for _ in held_by([task], worker.id)):
+                        lose_node(tx, task, worker.id, f"worker {worker.id} stopped heartbeating", now)
+                        lost.append(task.id)
+                        if task.status not in ACTIVE:
+                            break
+            return lost + changed
 
         lost = await self.writer.run(op)
         if lost:
-            log.warning("requeued or failed %d task(s) of lost workers: %s", len(lost), ", ".join(lost))
+            log.warning("lost workers or expired reservations: %s", ", ".join(lost))
             self.bus.publish(TASKS_TOPIC, *(task_topic(t) for t in lost))
         return lost
 
@@ -440,6 +351,15 @@ class WorkerService:
                 return  # a repeated request: already draining, not audited twice
             previous = row.status
             row.status = WorkerStatus.DRAINING.value
+            running: list[str] = []
+            for task, node in nodes_on(tx.session, worker_id):
+                if node.get("slot_assigned"):
+                    running.append(task.id)
+                elif task.node_count <= 1 or not any(n.get("slot_assigned") for n in nodes_of(task)):
+                    # Placed here but not started: it goes back to the queue, no retry spent.
+                    unplace(tx, task, f"worker {worker_id} is draining")
+                else:
+                    lose_node(tx, task, worker_id, f"worker {worker_id} is draining", utcnow())
             tx.audit(
                 AuditEventType.SCHEDULER_DRAIN,
                 user_id=principal.user_id,
@@ -448,22 +368,20 @@ class WorkerService:
                 ip_address=ip_address,
                 metadata={
                     "previous_status": previous,
-                    "active_tasks": [t.id for t in _active_tasks(tx.session, worker_id)],
+                    "active_tasks": running,
                 },
             )
 
         await self.writer.run(op)
+        self.bus.publish(TASKS_TOPIC)
 
     # -- reads --------------------------------------------------------------------------------
 
     async def list(self) -> list[WorkerInfo]:
         def q(session: Session) -> list[WorkerInfo]:
             workers = session.scalars(select(WorkerRow).order_by(col(WorkerRow.id))).all()
-            active = session.scalars(select(TaskRow).where(col(TaskRow.status).in_(ACTIVE))).all()
-            by_worker: dict[str, list[TaskRow]] = {}
-            for t in active:
-                by_worker.setdefault(t.worker_id or "", []).append(t)
-            return [worker_to_wire(w, by_worker.get(w.id, [])) for w in workers]
+            rows = active_rows(session)
+            return [worker_to_wire(w, _unique(t for t, _ in held_by(rows, w.id))) for w in workers]
 
         return await read(self.db, q)
 
@@ -472,7 +390,7 @@ class WorkerService:
             row = session.get(WorkerRow, worker_id)
             if row is None:
                 raise NotFoundError(f"Worker {worker_id} not found")
-            return worker_to_wire(row, _active_tasks(session, worker_id))
+            return worker_to_wire(row, _held_rows(session, worker_id))
 
         return await read(self.db, q)
 

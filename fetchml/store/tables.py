@@ -22,6 +22,8 @@ class TaskRow(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
         Index("ix_tasks_status_seq", "status", "seq"),
+        # the scheduler reads the oldest queued tasks of each priority
+        Index("ix_tasks_status_priority_seq", "status", "priority", "seq"),
         Index("ix_tasks_user_seq", "user_id", "seq"),
         Index("ix_tasks_ended_at", "ended_at"),
     )
@@ -159,3 +161,19 @@ class AuditEventRow(SQLModel, table=True):
     )
     prev_hash: str = Field(max_length=64)
     event_hash: str = Field(max_length=64)
+
+
+class ReservationRow(SQLModel, table=True):
+    __tablename__ = "reservations"
+    __table_args__ = (Index("ix_reservations_status_expires", "status", "expires_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64)
+    gpu_count: int
+    gpu_type: str | None = Field(default=None, max_length=64)
+    node_count: int = 1
+    status: str = Field(max_length=16)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    # The GPUs held, picked from what was free at creation: {worker_id: [gpu index, ...]}.
+    gpus: dict[str, list[int]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

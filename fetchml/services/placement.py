@@ -1,0 +1,366 @@
+"""The server side of scheduling: read the cluster and the queue, run the pure decision
+(`fetchml.core.scheduling.decide`), write its placements, and explain the rest.
+
+A scheduling pass runs inside a write transaction (under the database-wide write lock that
+every writer takes, on SQLite and PostgreSQL alike), so two passes, in one process or in two
+servers sharing a database, never see the same free GPU: placements are decided and written
+before the lock is released. Placements are written for every worker at once; each worker
+then picks up its own (see `WorkerService.claim`).
+
+Pending reasons are not written to every queued row (100k rows rewritten per pass would cost
+more than the decision); reads take them from the latest decision, at most `REASONS_MAX_AGE`
+seconds old, or run a read-only decision against the current state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from fetchml.core.aging import MAX_PRIORITY, MIN_PRIORITY
+from fetchml.core.enums import AuditEventType, TaskStatus, WorkerStatus
+from fetchml.core.lifecycle import check_transition
+from fetchml.core.protocol import WorkerCapabilities
+from fetchml.core.scheduling import Decision, Placement, ReservationHold, TaskReq, WorkerFree, decide
+from fetchml.services.nodes import ASSIGNED, active_rows, nodes_of, set_nodes
+from fetchml.services.uow import Tx
+from fetchml.store.tables import ReservationRow, TaskRow, WorkerRow
+
+HELD_RESERVATION = ("active", "claimed")
+REASONS_MAX_AGE = 2.0  # seconds a decision's pending reasons are served before recomputing
+MEMO_MAX_AGE = 5.0  # an unchanged state is re-decided at least this often (other servers' edits)
+QUEUE_HEAD = 1000  # queued tasks per priority a claim's pass reads first
+
+
+def gpu_indices(caps: WorkerCapabilities) -> list[int]:
+    return [g.index for g in caps.gpus] or list(range(caps.gpu_count))
+
+
+@dataclass
+class ClusterState:
+    workers: dict[str, WorkerRow]
+    free: list[WorkerFree]
+    holds: list[ReservationHold]
+    reservations: dict[str, ReservationRow]
+    rows: list[TaskRow]  # active tasks
+
+    def can_place_any(self) -> bool:
+        return any(w.active and w.batch_available > 0 for w in self.free)
+
+    def signature(self) -> tuple[Any, ...]:
+        return (
+            tuple(
+                (w.id, w.active, w.free_cpu, w.free_memory_gb, w.free_gpus, w.batch_available)
+                for w in self.free
+            ),
+            tuple(sorted(self.reservations)),
+        )
+
+
+def held_reservations(session: Session, now: datetime) -> list[ReservationRow]:
+    return list(
+        session.scalars(
+            select(ReservationRow).where(
+                col(ReservationRow.status).in_(HELD_RESERVATION), col(ReservationRow.expires_at) > now
+            )
+        ).all()
+    )
+
+
+def cluster_state(session: Session, now: datetime) -> ClusterState:
+    """Every non-offline worker's free capacity: its capacity minus what the live nodes on it
+    hold (placed-but-unclaimed nodes included)."""
+    workers = {
+        w.id: w
+        for w in session.scalars(
+            select(WorkerRow)
+            .where(col(WorkerRow.status) != WorkerStatus.OFFLINE.value)
+            .order_by(col(WorkerRow.id))
+        ).all()
+    }
+    rows = active_rows(session)
+    used: dict[str, list[int]] = {wid: [0, 0, 0] for wid in workers}  # cpu, memory, nodes
+    taken: dict[str, set[int]] = {wid: set() for wid in workers}
+    for row in rows:
+        for n in nodes_of(row):
+            wid = n["worker_id"]
+            if wid in used and n.get("status") not in ("completed", "failed", "lost"):
+                u = used[wid]
+                u[0] += row.cpu or 0
+                u[1] += row.memory_gb or 0
+                u[2] += 1
+                taken[wid].update(n.get("gpus") or [])
+    free: list[WorkerFree] = []
+    for wid, w in workers.items():
+        caps = WorkerCapabilities.model_validate(w.capabilities)
+        all_gpus = gpu_indices(caps)
+        u = used[wid]
+        free.append(
+            WorkerFree(
+                id=wid,
+                free_cpu=max(0, caps.cpu_cores - u[0]),
+                free_memory_gb=max(0, caps.memory_gb - u[1]),
+                free_gpus=tuple(g for g in all_gpus if g not in taken[wid]),
+                gpu_type=caps.gpu_type,
+                batch_available=max(0, w.batch_total - u[2]),
+                active=w.status == WorkerStatus.ACTIVE.value,
+                total_cpu=caps.cpu_cores,
+                total_memory_gb=caps.memory_gb,
+                total_gpus=len(all_gpus),
+                batch_total=w.batch_total,
+            )
+        )
+    reservations = {r.id: r for r in held_reservations(session, now)}
+    holds = [
+        ReservationHold(
+            id=r.id,
+            user_id=r.user_id,
+            gpus={wid: tuple(idx) for wid, idx in (r.gpus or {}).items()},
+            gpu_type=r.gpu_type,
+        )
+        for r in reservations.values()
+    ]
+    return ClusterState(workers, free, holds, reservations, rows)
+
+
+_QUEUE_COLUMNS = (
+    col(TaskRow.seq),
+    col(TaskRow.id),
+    col(TaskRow.priority),
+    col(TaskRow.created_at),
+    col(TaskRow.cpu),
+    col(TaskRow.memory_gb),
+    col(TaskRow.gpu),
+    col(TaskRow.gpu_type),
+    col(TaskRow.node_count),
+    col(TaskRow.reservation_id),
+    col(TaskRow.user_id),
+)
+
+
+class Placer:
+    """Runs scheduling passes and serves pending reasons. One per server process."""
+
+    def __init__(self, *, aging_rate: float, aging_cap: float, lease_seconds: float) -> None:
+        self.aging_rate = aging_rate
+        self.aging_cap = aging_cap
+        self.lease = timedelta(seconds=lease_seconds)
+        self._lock = threading.Lock()
+        # seq -> TaskReq: building one costs microseconds, 100k of them most of a decision
+        self._reqs: dict[int, TaskReq] = {}
+        # worker id -> (state signature, when) of a pass that gave that worker nothing
+        self._memo: dict[str, tuple[tuple[Any, ...], float]] = {}
+        self._last: tuple[float, Decision, dict[str, TaskReq]] | None = None
+
+    def invalidate(self) -> None:
+        """Something the queue signature cannot see changed (a priority)."""
+        self._memo.clear()
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    def load_queue(
+        self, session: Session, held: Iterable[str], head: int | None = None
+    ) -> tuple[list[TaskReq], bool]:
+        """The queued tasks as TaskReqs; with `head`, only the oldest `head` of each priority
+        (aging keeps FIFO within a priority, so the next tasks to run are among them).
+        Returns (tasks, truncated)."""
+        held_ids = set(held)
+        queued = col(TaskRow.status) == TaskStatus.QUEUED.value
+        truncated = False
+        if head is None:
+            rows = list(
+                session.execute(
+                    select(*_QUEUE_COLUMNS)
+                    .where(queued)
+                    .order_by(col(TaskRow.priority).desc(), col(TaskRow.seq))
+                ).all()
+            )
+        else:
+            rows = []
+            for p in range(MAX_PRIORITY, MIN_PRIORITY - 1, -1):
+                part = session.execute(
+                    select(*_QUEUE_COLUMNS)
+                    .where(queued, col(TaskRow.priority) == p)
+                    .order_by(col(TaskRow.seq))
+                    .limit(head)
+                ).all()
+                truncated = truncated or len(part) >= head
+                rows.extend(part)
+        cache = self._reqs
+        fresh: dict[int, TaskReq] = {}
+        queue: list[TaskReq] = []
+        for r in rows:
+            # A reservation that expired (or never existed) no longer matters: the task runs
+            # on shared capacity like any other. Ownership was checked at submission.
+            rid = r.reservation_id if r.reservation_id in held_ids else None
+            req = cache.get(r.seq)
+            if req is None or req.priority != r.priority or req.reservation_id != rid:
+                req = TaskReq(
+                    id=r.id,
+                    seq=r.seq,
+                    priority=r.priority,
+                    created_at=r.created_at.timestamp(),
+                    cpu=r.cpu or 0,
+                    memory_gb=r.memory_gb or 0,
+                    gpu=r.gpu or 0,
+                    gpu_type=r.gpu_type,
+                    node_count=r.node_count or 1,
+                    reservation_id=rid,
+                    user_id=r.user_id,
+                    is_admin=rid is not None,
+                )
+            fresh[r.seq] = req
+            queue.append(req)
+        if head is None or len(cache) > 40 * head:
+            self._reqs = fresh
+        else:
+            cache.update(fresh)  # a partial read must not evict the rest (bounded just above)
+        return queue, truncated
+
+    def _decide(
+        self,
+        queue: list[TaskReq],
+        state: ClusterState,
+        now: datetime,
+        prefer: str | None = None,
+        keep: bool = True,
+    ) -> Decision:
+        decision = decide(
+            queue,
+            state.free,
+            state.holds,
+            now=now.timestamp(),
+            aging_rate=self.aging_rate,
+            aging_cap=self.aging_cap,
+            prefer=prefer,
+        )
+        if keep:
+            self._last = (time.monotonic(), decision, {t.id: t for t in queue})
+        return decision
+
+    # -- a pass -------------------------------------------------------------------------------
+
+    def schedule(self, tx: Tx, now: datetime, worker_id: str) -> set[str]:
+        """One pass under the write lock, for the claim of `worker_id`; returns the ids of the
+        workers that got new nodes.
+
+        The decision covers the whole cluster, in queue order, preferring the claiming worker
+        for any task that fits it. Kept: what lands on the claiming worker, and every gang
+        (its nodes are claimed by their workers one by one). Dropped: single-node tasks that
+        went to other workers; they get them when they ask. So work never waits on a worker
+        that is not asking for it (busy, or dead but not yet timed out).
+        """
+        with self._lock:
+            session = tx.session
+            state = cluster_state(session, now)
+            me = next((w for w in state.free if w.id == worker_id), None)
+            if me is None or not me.active or me.batch_available <= 0:
+                return set()
+            count, top = session.execute(
+                select(func.count(), func.max(col(TaskRow.seq))).where(
+                    col(TaskRow.status) == TaskStatus.QUEUED.value
+                )
+            ).one()
+            if not count:
+                return set()
+            sig = (count, top, state.signature())
+            memo = self._memo.get(worker_id)
+            if memo is not None and memo[0] == sig and time.monotonic() - memo[1] < MEMO_MAX_AGE:
+                return set()  # nothing changed since a pass that gave this worker nothing
+            queue, truncated = self.load_queue(session, state.reservations, head=QUEUE_HEAD)
+            kept = self._kept(self._decide(queue, state, now, worker_id, keep=not truncated), worker_id)
+            if not kept and truncated:
+                # Every head task was blocked: the whole queue may hold one that fits.
+                queue, _ = self.load_queue(session, state.reservations)
+                kept = self._kept(self._decide(queue, state, now, worker_id), worker_id)
+            if not kept:
+                self._memo[worker_id] = (sig, time.monotonic())
+                return set()
+            self._memo.clear()
+            return self._apply(tx, kept, state, now)
+
+    @staticmethod
+    def _kept(decision: Decision, worker_id: str) -> list[Placement]:
+        return [p for p in decision.assignments if len(p.nodes) > 1 or p.nodes[0].worker_id == worker_id]
+
+    def _apply(self, tx: Tx, placements: list[Placement], state: ClusterState, now: datetime) -> set[str]:
+        touched: set[str] = set()
+        session = tx.session
+        ids = [p.task_id for p in placements]
+        rows = {r.id: r for r in session.scalars(select(TaskRow).where(col(TaskRow.id).in_(ids))).all()}
+        for p in placements:
+            row = rows[p.task_id]
+            check_transition(TaskStatus(row.status), TaskStatus.PREPARING)
+            first = p.nodes[0]
+            row.status = TaskStatus.PREPARING.value
+            row.attempt += 1
+            row.worker_id = first.worker_id
+            row.assigned_gpus = list(first.gpus)
+            row.lease_expires_at = now + self.lease
+            row.pending_reason = None
+            set_nodes(
+                row,
+                [
+                    {
+                        "node_id": n.rank,
+                        "worker_id": n.worker_id,
+                        "slot_assigned": False,
+                        "gpus": list(n.gpus),
+                        "status": ASSIGNED,
+                    }
+                    for n in p.nodes
+                ],
+            )
+            touched.update(n.worker_id for n in p.nodes)
+            res = state.reservations.get(p.reservation_id or "")
+            if res is not None and res.status == "active":
+                res.status = "claimed"
+                tx.audit(
+                    AuditEventType.RESERVATION_CLAIMED,
+                    user_id=row.user_id,
+                    resource=f"reservation:{res.id}",
+                    action="claim",
+                    metadata={"task_id": row.id},
+                )
+        return touched
+
+    # -- reasons ------------------------------------------------------------------------------
+
+    def reasons(self, session: Session, rows: Iterable[TaskRow], now: datetime) -> dict[str, str]:
+        """Pending reasons for the queued ones among `rows`."""
+        queued = [r.id for r in rows if r.status == TaskStatus.QUEUED.value]
+        if not queued:
+            return {}
+        last = self._last
+        if (
+            last is None
+            or time.monotonic() - last[0] > REASONS_MAX_AGE
+            or any(t not in last[2] for t in queued)
+        ):
+            with self._lock:
+                state = cluster_state(session, now)
+                queue, _ = self.load_queue(session, state.reservations)
+                self._decide(queue, state, now)
+            last = self._last
+            assert last is not None
+        _, decision, by_id = last
+        out: dict[str, str] = {}
+        for tid in queued:
+            req = by_id.get(tid)
+            if req is not None:
+                reason = decision.reason_for(req)
+                if reason is not None:
+                    out[tid] = reason
+                else:
+                    # placed by that decision, not yet written (a read-only decision, or the
+                    # write is still on its way): it is about to start
+                    out[tid] = "starting: capacity is free for it"
+        return out

@@ -1,0 +1,259 @@
+"""How a placed task moves on: node reports, lost workers, and a gang's all-or-nothing end.
+
+A single-node task follows its one worker's reports. A gang (``node_count > 1``) follows its
+nodes: it is running once any node runs, collecting once every node is collecting or done,
+and it ends only when every node has stopped, so its GPUs are never handed on while one of
+its processes may still hold them:
+
+- every node completed -> the task completed (exit code and output of rank 0);
+- a node failed, or a cancel was asked -> the other nodes are told to stop (heartbeat
+  ``cancel`` commands) and the task fails once they have;
+- a node's worker was lost (and nothing failed) -> the other nodes stop and the task is
+  retried as a whole (``retry_count`` + 1), or fails as "worker lost" once retries run out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, TaskStatus
+from fetchml.core.errors import ConflictError
+from fetchml.core.lifecycle import CANCELLED_ERROR, check_transition
+from fetchml.core.protocol import StatusReport
+from fetchml.services.nodes import LOST, is_live, is_stopping, nodes_of, set_nodes
+from fetchml.services.uow import Tx
+from fetchml.store.tables import TaskRow
+
+WORKER_LOST_ERROR = "worker lost"
+
+
+def lose_task(tx: Tx, row: TaskRow, reason: str, now: datetime) -> None:
+    """The attempt is gone as a whole: retry the task, or fail it once retries run out."""
+    current = TaskStatus(row.status)
+    if row.cancel_requested:
+        new, error = TaskStatus.FAILED, CANCELLED_ERROR
+    elif row.retry_count < row.max_retries:
+        new, error = TaskStatus.QUEUED, None
+    else:
+        new, error = TaskStatus.FAILED, WORKER_LOST_ERROR
+    check_transition(current, new)
+    previous_worker = row.worker_id
+    row.status = new.value
+    row.lease_expires_at = None
+    row.assigned_gpus = []
+    row.node_assignments = []
+    if new is TaskStatus.QUEUED:
+        row.retry_count += 1
+        row.worker_id = None
+        row.started_at = None
+        row.error = None
+        tx.audit(
+            AuditEventType.JOB_QUEUED,
+            user_id=row.user_id,
+            resource=f"task:{row.id}",
+            action="requeue",
+            success=True,
+            error=reason,
+            metadata={"attempt": row.attempt, "retry_count": row.retry_count, "worker_id": previous_worker},
+        )
+    else:
+        row.ended_at = now
+        row.error = error
+        tx.audit(
+            AuditEventType.JOB_COMPLETED,
+            user_id=row.user_id,
+            resource=f"task:{row.id}",
+            action="fail",
+            success=False,
+            error=error,
+            metadata={"attempt": row.attempt, "reason": reason, "worker_id": previous_worker},
+        )
+
+
+def unplace(tx: Tx, row: TaskRow, reason: str) -> None:
+    """Take back a placement no worker has started: queued again, no retry spent."""
+    check_transition(TaskStatus(row.status), TaskStatus.QUEUED)
+    row.status = TaskStatus.QUEUED.value
+    row.worker_id = None
+    row.lease_expires_at = None
+    row.assigned_gpus = []
+    row.node_assignments = []
+    tx.audit(
+        AuditEventType.JOB_QUEUED,
+        user_id=row.user_id,
+        resource=f"task:{row.id}",
+        action="requeue",
+        error=reason,
+        metadata={"attempt": row.attempt, "retry_count": row.retry_count},
+    )
+
+
+def _stop_unstarted(nodes: list[dict[str, Any]]) -> None:
+    """Nodes of a stopping gang that no worker has claimed will never start."""
+    for n in nodes:
+        if not n.get("slot_assigned") and is_live(n):
+            n["status"] = LOST
+
+
+def settle_gang(tx: Tx, row: TaskRow, nodes: list[dict[str, Any]], now: datetime, reason: str) -> None:
+    """Write the nodes back and end the task if its last node has stopped."""
+    if is_stopping(row, nodes):
+        _stop_unstarted(nodes)
+    set_nodes(row, nodes)
+    if any(is_live(n) for n in nodes):
+        return
+    statuses = [n["status"] for n in nodes]
+    if all(s == TaskStatus.COMPLETED.value for s in statuses):
+        _advance(row, TaskStatus.COLLECTING)
+        _finish(tx, row, TaskStatus.COMPLETED, now, exit_code=nodes[0].get("exit_code"))
+    elif TaskStatus.FAILED.value in statuses or row.cancel_requested:
+        failed = next((n for n in nodes if n["status"] == TaskStatus.FAILED.value), None)
+        exit_code = failed.get("exit_code") if failed else None
+        if row.cancel_requested:
+            row.error = CANCELLED_ERROR
+        _finish(tx, row, TaskStatus.FAILED, now, exit_code=exit_code)
+    else:
+        lose_task(tx, row, reason, now)
+
+
+def _advance(row: TaskRow, to: TaskStatus) -> None:
+    """Move forward through the lifecycle (preparing -> running -> collecting) up to `to`."""
+    order = [TaskStatus.PREPARING, TaskStatus.RUNNING, TaskStatus.COLLECTING]
+    current = TaskStatus(row.status)
+    if current not in order or order.index(current) >= order.index(to):
+        return
+    for step in order[order.index(current) + 1 : order.index(to) + 1]:
+        check_transition(TaskStatus(row.status), step)
+        row.status = step.value
+
+
+def _finish(tx: Tx, row: TaskRow, new: TaskStatus, now: datetime, *, exit_code: int | None) -> None:
+    check_transition(TaskStatus(row.status), new)
+    row.status = new.value
+    row.ended_at = now
+    row.lease_expires_at = None
+    row.exit_code = exit_code
+    if new is TaskStatus.COMPLETED:
+        row.error = None
+    elif not row.error:
+        row.error = f"exit code {exit_code}" if exit_code is not None else "failed"
+    tx.audit(
+        AuditEventType.JOB_COMPLETED,
+        user_id=row.user_id,
+        resource=f"task:{row.id}",
+        action="complete" if new is TaskStatus.COMPLETED else "fail",
+        success=new is TaskStatus.COMPLETED,
+        error=row.error,
+        metadata={"attempt": row.attempt, "worker_id": row.worker_id, "exit_code": exit_code},
+    )
+
+
+def _started(tx: Tx, row: TaskRow, now: datetime) -> None:
+    row.started_at = now
+    tx.audit(
+        AuditEventType.JOB_STARTED,
+        user_id=row.user_id,
+        resource=f"task:{row.id}",
+        action="start",
+        metadata={
+            "attempt": row.attempt,
+            "worker_id": row.worker_id,
+            "gpus": row.assigned_gpus,
+            "nodes": [{"worker_id": n["worker_id"], "gpus": n.get("gpus", [])} for n in row.node_assignments],
+        },
+    )
+
+
+def find_node(row: TaskRow, rep: StatusReport) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The reporting node; 409 for a report that is not about a live, claimed attempt."""
+    current = TaskStatus(row.status)
+    stale = ConflictError(
+        f"Stale report for task {row.id}: attempt {rep.attempt} node {rep.node_rank} is not live "
+        f"(attempt {row.attempt}, {current.value})"
+    )
+    if row.attempt != rep.attempt or current not in ACTIVE_STATUSES:
+        raise stale
+    nodes = nodes_of(row)
+    if rep.node_rank >= len(nodes):
+        raise stale
+    node = nodes[rep.node_rank]
+    if not node.get("slot_assigned") or not is_live(node):
+        raise stale
+    return nodes, node
+
+
+def apply_report(
+    tx: Tx,
+    row: TaskRow,
+    nodes: list[dict[str, Any]],
+    node: dict[str, Any],
+    rep: StatusReport,
+    now: datetime,
+    lease: timedelta,
+) -> None:
+    new = TaskStatus(rep.status)
+    row.lease_expires_at = now + lease
+    if node["status"] == new.value:
+        return  # a repeated report renews the lease and changes nothing
+    if len(nodes) == 1:
+        check_transition(TaskStatus(row.status), new)
+        node["status"] = new.value
+        set_nodes(row, nodes)
+        if new in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+            if rep.output is not None:
+                row.output = rep.output
+            if row.cancel_requested and new is TaskStatus.FAILED:
+                row.error = CANCELLED_ERROR
+            elif new is TaskStatus.FAILED:
+                row.error = rep.error or (
+                    f"exit code {rep.exit_code}" if rep.exit_code is not None else "failed"
+                )
+            _finish(tx, row, new, now, exit_code=rep.exit_code)
+        else:
+            row.status = new.value
+            if new is TaskStatus.RUNNING:
+                _started(tx, row, now)
+        return
+    # A gang node: its own small lifecycle, then the task's status sums the nodes up.
+    order = ["assigned", "preparing", "running", "collecting"]
+    if (
+        node["status"] in order
+        and new.value in order
+        and order.index(new.value) < order.index(node["status"])
+    ):
+        raise ConflictError(
+            f"Node {rep.node_rank} of task {row.id} cannot move from {node['status']} to {new.value}"
+        )
+    node["status"] = new.value
+    if new in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+        node["exit_code"] = rep.exit_code
+        if rep.node_rank == 0 and rep.output is not None:
+            row.output = rep.output
+        if new is TaskStatus.FAILED and not row.error and not row.cancel_requested:
+            detail = rep.error or (f"exit code {rep.exit_code}" if rep.exit_code is not None else "failed")
+            row.error = f"node {rep.node_rank} ({node['worker_id']}) failed: {detail}"
+    if new is TaskStatus.RUNNING and row.status == TaskStatus.PREPARING.value:
+        _advance(row, TaskStatus.RUNNING)
+        _started(tx, row, now)
+    live = [n["status"] for n in nodes if is_live(n)]
+    if (
+        live
+        and all(s == TaskStatus.COLLECTING.value for s in live)
+        and row.status == TaskStatus.RUNNING.value
+    ):
+        _advance(row, TaskStatus.COLLECTING)
+    settle_gang(tx, row, nodes, now, f"node {rep.node_rank} stopped")
+
+
+def lose_node(tx: Tx, row: TaskRow, worker_id: str, reason: str, now: datetime) -> None:
+    """`worker_id` is gone: a single-node task is retried or failed at once; a gang marks the
+    worker's nodes lost, stops the rest, and ends when they have stopped."""
+    if row.node_count <= 1:
+        lose_task(tx, row, reason, now)
+        return
+    nodes = nodes_of(row)
+    for n in nodes:
+        if n["worker_id"] == worker_id and is_live(n):
+            n["status"] = LOST
+    settle_gang(tx, row, nodes, now, reason)
