@@ -67,6 +67,8 @@ def route_table(task_id: str) -> list[tuple[str, str, Callable[[], Any] | None, 
         ("GET", "/v1/scheduler/workers", None, {ADMIN}),
         ("GET", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),
         ("DELETE", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),
+        ("GET", "/v1/scheduler/reservations", None, {ADMIN}),
+        ("POST", "/v1/scheduler/reservations", lambda: {"gpu_count": 1}, {ADMIN}),
         # alice's own task: her key may change it (200), so may an admin; bob's is covered elsewhere.
         ("PATCH", f"/v1/scheduler/jobs/{task_id}/priority", lambda: {"priority": 5}, {ADMIN, USER}),
     ]
