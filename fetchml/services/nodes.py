@@ -5,8 +5,8 @@ A task's placement lives in ``TaskRow.node_assignments`` (one entry per node, ra
 entry, a gang (``node_count > 1``) one per node on distinct workers. ``slot_assigned`` turns
 true when the node's worker claims it. Node statuses: ``assigned`` (placed, not yet claimed),
 then the worker's reports (``preparing``, ``running``, ``collecting``, ``completed``,
-``failed``), or ``lost`` (its worker vanished, or it was never started because its gang was
-already stopping).
+``failed``), ``stopped`` (it failed after its gang was told to stop), or ``lost`` (its worker
+vanished, or it was never started because its gang was already stopping).
 
 What a worker holds is derived from these entries, so a gang's capacity is counted on every
 worker it runs on, and capacity is released node by node as nodes stop, never earlier.
@@ -27,7 +27,8 @@ from fetchml.store.tables import TaskRow
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
 ASSIGNED = "assigned"
 LOST = "lost"
-TERMINAL_NODE = frozenset({TaskStatus.COMPLETED.value, TaskStatus.FAILED.value, LOST})
+STOPPED = "stopped"  # failed after its gang was told to stop: a consequence, not a cause
+TERMINAL_NODE = frozenset({TaskStatus.COMPLETED.value, TaskStatus.FAILED.value, LOST, STOPPED})
 MASTER_PORT_BASE = 29500
 MASTER_PORT_SPREAD = 1000
 

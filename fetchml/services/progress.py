@@ -10,6 +10,9 @@ its processes may still hold them:
   ``cancel`` commands) and the task fails once they have;
 - a node's worker was lost (and nothing failed) -> the other nodes stop and the task is
   retried as a whole (``retry_count`` + 1), or fails as "worker lost" once retries run out.
+
+A node that fails after its gang was told to stop is recorded as ``stopped``: the failure it
+reports is the stop, not a cause of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, TaskStatus
 from fetchml.core.errors import ConflictError
 from fetchml.core.lifecycle import CANCELLED_ERROR, check_transition
 from fetchml.core.protocol import StatusReport
-from fetchml.services.nodes import LOST, is_live, is_stopping, nodes_of, set_nodes
+from fetchml.services.nodes import LOST, STOPPED, is_live, is_stopping, nodes_of, set_nodes
 from fetchml.services.uow import Tx
 from fetchml.store.tables import TaskRow
 
@@ -109,7 +112,7 @@ def settle_gang(tx: Tx, row: TaskRow, nodes: list[dict[str, Any]], now: datetime
         _finish(tx, row, TaskStatus.COMPLETED, now, exit_code=nodes[0].get("exit_code"))
     elif TaskStatus.FAILED.value in statuses or row.cancel_requested:
         failed = next((n for n in nodes if n["status"] == TaskStatus.FAILED.value), None)
-        exit_code = failed.get("exit_code") if failed else None
+        exit_code = row.exit_code if row.exit_code is not None else (failed.get("exit_code") if failed else None)
         if row.cancel_requested:
             row.error = CANCELLED_ERROR
         _finish(tx, row, TaskStatus.FAILED, now, exit_code=exit_code)
@@ -225,14 +228,16 @@ def apply_report(
         raise ConflictError(
             f"Node {rep.node_rank} of task {row.id} cannot move from {node['status']} to {new.value}"
         )
-    node["status"] = new.value
+    stopping = is_stopping(row, nodes)
+    node["status"] = STOPPED if new is TaskStatus.FAILED and stopping else new.value
     if new in (TaskStatus.COMPLETED, TaskStatus.FAILED):
         node["exit_code"] = rep.exit_code
         if rep.node_rank == 0 and rep.output is not None:
             row.output = rep.output
-        if new is TaskStatus.FAILED and not row.error and not row.cancel_requested:
+        if new is TaskStatus.FAILED and not stopping:
             detail = rep.error or (f"exit code {rep.exit_code}" if rep.exit_code is not None else "failed")
             row.error = f"node {rep.node_rank} ({node['worker_id']}) failed: {detail}"
+            row.exit_code = rep.exit_code  # the first failure is the task's
     if new is TaskStatus.RUNNING and row.status == TaskStatus.PREPARING.value:
         _advance(row, TaskStatus.RUNNING)
         _started(tx, row, now)

@@ -142,7 +142,7 @@ def test_a_failing_node_fails_the_whole_gang_and_stops_the_others(cluster: Clust
     t = cluster.wait_status(gang, "failed", timeout=30)
     assert t["error"].startswith("node 1 ") and "exit code 3" in t["error"], t["error"]
     statuses = sorted(n["status"] for n in t["node_assignments"])
-    assert statuses == ["failed", "failed"]  # rank 0 was stopped, not left running
+    assert statuses == ["failed", "stopped"]  # rank 0 was stopped, not left running
     # Its GPUs are free again: a one-GPU task runs on each worker.
     after = [cluster.submit(entrypoint="true", gpu=1) for _ in range(2)]
     for a in after:
@@ -188,7 +188,9 @@ def test_reservations_withhold_capacity_and_release_it_on_expiry(cluster: Cluste
         assert http.get("/v1/scheduler/reservations").json() == []
         expired = http.get("/v1/scheduler/reservations", params={"all": "true"}).json()
         assert [x["status"] for x in expired] == ["expired"]
-        kinds = [e["event_type"] for e in http.get("/v1/audit/events", params={"limit": 1000}).json()["events"]]
+        kinds = [
+            e["event_type"] for e in http.get("/v1/audit/events", params={"limit": 1000}).json()["events"]
+        ]
     assert {"reservation_created", "reservation_claimed", "reservation_expired"} <= set(kinds)
 
 
