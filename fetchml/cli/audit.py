@@ -27,7 +27,7 @@ app = typer.Typer(
 EVENT_TYPES = (
     "job_queued, job_started, job_completed, job_cancelled, file_access, auth_attempt, "
     "plugin_configured, scheduler_drain, audit_verified, experiment_created, key_created, key_revoked, "
-    "priority_changed"
+    "priority_changed, reservation_created, reservation_claimed, reservation_expired"
 )
 
 

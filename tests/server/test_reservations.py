@@ -115,6 +115,11 @@ def test_tasks_may_name_only_a_live_reservation_of_their_owner(
             http.post("/v1/tasks", json={"job_name": "x", "reservation_id": res["id"]}), 403, "FORBIDDEN"
         )
         before = http.get("/v1/tasks", params={"limit": 1}).json()["total"]
+    with srv.http(keys["admin"]) as http:
+        ok = http.post("/v1/tasks", json={"job_name": "x", "reservation_id": res["id"]})
+        assert ok.status_code == 201 and ok.json()["reservation_id"] == res["id"], ok.text
+        assert http.get(f"/v1/tasks/{ok.json()['id']}").json()["reservation_id"] == res["id"]
+        before += 1
     srv.db_exec("UPDATE reservations SET expires_at = created_at WHERE id = ?", (res["id"],))
     with srv.http(keys["admin"]) as http:
         err = expect_error(

@@ -71,7 +71,6 @@ def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -
         "gpu_type": "A100",
         "max_retries": 1,
         "node_count": 2,
-        "reservation_id": "res-9",
         "plugin_configs": {"mlflow": {"enabled": True, "mode": "sidecar", "settings": {"uri": "x"}}},
     }
     created = submit(shared_server, keys.user, **body)
@@ -93,9 +92,9 @@ def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -
             "gpu_type",
             "max_retries",
             "node_count",
-            "reservation_id",
         ):
             assert t[field] == body[field], field
+        assert t["reservation_id"] is None  # named reservations: tests/server/test_reservations.py
         assert t["dataset_specs"][0]["sha256"] == SHA  # normalised to lower case
         assert t["dataset_specs"][0]["mount_path"] == "data/mnist"
         assert t["dataset_specs"][1]["mount_path"] is None
@@ -103,7 +102,9 @@ def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -
         assert t["plugin_configs"]["mlflow"]["settings"] == {"uri": "x"}
     # A queued task's priority_aged grows while it waits (FETCHML_PRIORITY_AGING_PER_HOUR).
     assert created["priority_aged"] == 9.0 and 9.0 <= fetched["priority_aged"] < 9.1
-    assert {**fetched, "priority_aged": None} == {**created, "priority_aged": None}
+    # The scheduler explains a queued task when it is read (not in the submit answer).
+    assert created["pending_reason"] is None and fetched["pending_reason"]
+    assert {**fetched, "priority_aged": None, "pending_reason": None} == {**created, "priority_aged": None}
 
 
 def test_user_id_comes_from_the_key_never_the_body(shared_server: ServerHandle, keys: Keys) -> None:
