@@ -37,7 +37,8 @@ from fetchml.store.tables import ReservationRow, TaskRow, WorkerRow
 HELD_RESERVATION = ("active", "claimed")
 REASONS_MAX_AGE = 2.0  # seconds a decision's pending reasons are served before recomputing
 MEMO_MAX_AGE = 5.0  # an unchanged state is re-decided at least this often (other servers' edits)
-QUEUE_HEAD = 1000  # queued tasks per priority a claim's pass reads first
+QUEUE_HEAD = 1000  # at most this many queued tasks per priority a claim's pass reads first
+QUEUE_HEAD_MIN = 32
 
 
 def gpu_indices(caps: WorkerCapabilities) -> list[int]:
@@ -275,7 +276,10 @@ class Placer:
             memo = self._memo.get(worker_id)
             if memo is not None and memo[0] == sig and time.monotonic() - memo[1] < MEMO_MAX_AGE:
                 return set()  # nothing changed since a pass that gave this worker nothing
-            queue, truncated = self.load_queue(session, state.reservations, head=QUEUE_HEAD)
+            # Enough of each priority's head to fill every free slot a few times over.
+            free_slots = sum(w.batch_available for w in state.free if w.active)
+            head = max(QUEUE_HEAD_MIN, min(QUEUE_HEAD, 4 * free_slots))
+            queue, truncated = self.load_queue(session, state.reservations, head=head)
             kept = self._kept(self._decide(queue, state, now, worker_id, keep=not truncated), worker_id)
             if not kept and truncated:
                 # Every head task was blocked: the whole queue may hold one that fits.
