@@ -112,7 +112,9 @@ def settle_gang(tx: Tx, row: TaskRow, nodes: list[dict[str, Any]], now: datetime
         _finish(tx, row, TaskStatus.COMPLETED, now, exit_code=nodes[0].get("exit_code"))
     elif TaskStatus.FAILED.value in statuses or row.cancel_requested:
         failed = next((n for n in nodes if n["status"] == TaskStatus.FAILED.value), None)
-        exit_code = row.exit_code if row.exit_code is not None else (failed.get("exit_code") if failed else None)
+        exit_code = (
+            row.exit_code if row.exit_code is not None else (failed.get("exit_code") if failed else None)
+        )
         if row.cancel_requested:
             row.error = CANCELLED_ERROR
         _finish(tx, row, TaskStatus.FAILED, now, exit_code=exit_code)

@@ -18,7 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role, TaskStatus, WorkerStatus
+from fetchml.core.enums import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    AuditEventType,
+    Role,
+    TaskStatus,
+    WorkerStatus,
+)
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
 from fetchml.core.protocol import (
     Assignment,
@@ -57,6 +64,8 @@ from fetchml.store.tables import TaskRow, WorkerRow
 log = logging.getLogger("fetchml.workers")
 
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
+TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
+REPORTED_END = frozenset({*TERMINAL, "stopped"})
 
 
 def _owned_worker(tx: Tx, principal: Principal, worker_id: str) -> WorkerRow:
@@ -181,8 +190,23 @@ class WorkerService:
                     commands.append(WorkerCommand(type="cancel", task_id=task.id, attempt=task.attempt))
             # What the worker runs but the server no longer counts as its (requeued after a
             # lost lease, or a gang that already ended): stop it, it is someone else's now.
-            for task_id, attempt in sorted(held - live):
-                commands.append(WorkerCommand(type="cancel", task_id=task_id, attempt=attempt))
+            stale = held - live
+            if stale:
+                ended = {
+                    (t.id, t.attempt)
+                    for t in tx.session.scalars(
+                        select(TaskRow).where(col(TaskRow.id).in_({tid for tid, _ in stale}))
+                    ).all()
+                    if t.status in TERMINAL
+                    and any(
+                        n.get("worker_id") == worker_id and n.get("status") in REPORTED_END
+                        for n in t.node_assignments or []
+                    )
+                }
+                # An attempt whose end this worker reported itself is just winding down; one
+                # the server gave up on (lost: its nodes were cleared) must stop.
+                for task_id, attempt in sorted(stale - ended):
+                    commands.append(WorkerCommand(type="cancel", task_id=task_id, attempt=attempt))
             draining = worker.status == WorkerStatus.DRAINING.value
             if draining and not held_here:
                 worker.status = WorkerStatus.OFFLINE.value

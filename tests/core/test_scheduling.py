@@ -561,3 +561,24 @@ def test_every_task_left_has_a_reason_after_an_early_stop() -> None:
     assert d.scanned < len(queue)
     assert set(d.pending) == {t.id for t in queue} - set(placed(d))
     assert all(isinstance(r, str) and r for r in d.pending.values())
+
+
+def test_prefer_puts_a_task_on_the_asking_worker_without_changing_the_order() -> None:
+    # Best fit alone would put the 1-GPU task on w-small (one free GPU).
+    workers = [worker("w-big", gpus=(0, 1, 2, 3)), worker("w-small", gpus=(0,))]
+    queue = [task("one", 1, gpu=1)]
+    assert decide(queue, workers, now=NOW).assignments[0].nodes[0].worker_id == "w-small"
+    assert decide(queue, workers, now=NOW, prefer="w-big").assignments[0].nodes[0].worker_id == "w-big"
+    # A higher task that does not fit the asking worker still goes first, elsewhere.
+    queue = [task("h100", 1, 9, gpu=1, gpu_type="H100"), task("low", 2, 1, gpu=1)]
+    workers = [worker("w-t4", gpus=(0,), gpu_type="T4"), worker("w-h100", gpus=(0,), gpu_type="H100")]
+    d = decide(queue, workers, now=NOW, prefer="w-t4")
+    assert [(p.task_id, p.nodes[0].worker_id) for p in d.assignments] == [("h100", "w-h100"), ("low", "w-t4")]
+    # A gang that includes the asking worker takes it as one of its nodes.
+    queue = [task("gang", 1, gpu=1, nodes=2)]
+    workers = [worker("a", gpus=(0,)), worker("b", gpus=(0,)), worker("c", gpus=(0, 1))]
+    d = decide(queue, workers, now=NOW, prefer="c")
+    assert (
+        d.assignments[0].nodes[0].worker_id == "c" and len({n.worker_id for n in d.assignments[0].nodes}) == 2
+    )
+    assert decide(queue, workers, now=NOW, prefer="no-such-worker").assignments

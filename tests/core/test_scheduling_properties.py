@@ -118,6 +118,8 @@ def scenario_st(draw: st.DrawFn) -> tuple[list[TaskReq], list[WorkerFree], list[
         "aging_rate": draw(st.sampled_from([0.0, 0.5, 1.0, 5.0])),
         "aging_cap": draw(st.sampled_from([10.0, 12.0, 15.0, 100.0])),
         "shadow_single_node": draw(st.booleans()),
+        # the server's claims prefer the asking worker; the invariants must not care
+        "prefer": draw(st.none() | st.sampled_from([w.id for w in workers])) if workers else None,
     }
     return queue, workers, reservations, kw
 
@@ -214,6 +216,7 @@ def check_decision(
 
     # the replay
     shadow_passed = False  # the shadow's owner is behind us: its held capacity is out of reach
+    first_pending: dict[str, dict[str, Free] | None] = {}  # shape -> state without shadow, first time
     for t in sorted(queue, key=lambda t: key[t.id]):
         pl = placements.get(t.id)
         if pl is None:
@@ -228,6 +231,9 @@ def check_decision(
                 without_shadow = copy_state(state)
                 for sn in shadow.nodes:
                     add(without_shadow[sn.worker_id], sn)
+            # Reasons are settled once per shape, when its first task fails: what a shadow
+            # reason claims holds at that turn (later tasks of the shape meet less capacity).
+            without_shadow = first_pending.setdefault(t.shape, without_shadow)
             check_reason(t, pending[t.id], wmap, state, without_shadow, workers, held)
         else:
             for n in pl.nodes:

@@ -181,6 +181,9 @@ def test_heartbeat_tells_a_worker_to_stop_an_attempt_that_is_no_longer_its(
     assert a.task.id == t.id
     cmds = pair[0].heartbeat((t.id, a.attempt + 7)).commands
     assert [(c.type, c.task_id, c.attempt) for c in cmds] == [("cancel", t.id, a.attempt + 7)]
+    # An attempt whose end the worker reported itself is winding down: no command for it.
+    pair[0].run_to(a, "running", "collecting", "completed")
+    assert pair[0].heartbeat(a).commands == []
 
 
 def test_two_gangs_that_fit_only_one_at_a_time_never_share_a_gpu(
