@@ -229,3 +229,27 @@ def test_a_waiting_gang_is_not_starved_by_smaller_tasks_behind_it(
     g0 = pair[0].must_claim()
     assert g0.task.id == g1.task.id == big
     assert get_task(fast, keys["user"], small.id).status == "queued"
+
+
+def test_draining_a_worker_takes_back_a_gang_placed_there_that_never_started(
+    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+) -> None:
+    tid = gang(fast, keys, gpu_type)
+    # A third worker's claim decides for the whole cluster: the gang lands on the pair, unclaimed.
+    other = FakeWorker(fast, keys["worker"])
+    other.register(gpus=[0], gpu_type=unique("other"))
+    try:
+        assert other.claim() is None
+        nodes = get_task(fast, keys["user"], tid).node_assignments
+        assert sorted((n.worker_id, n.slot_assigned, n.status) for n in nodes) == sorted(
+            [(pair[0].name, False, "assigned"), (pair[1].name, False, "assigned")]
+        )
+        with fast.http(keys["admin"]) as http:
+            assert http.delete(f"/v1/scheduler/workers/{pair[1].name}").status_code == 204
+        t = get_task(fast, keys["user"], tid)
+        assert (t.status, t.retry_count, t.node_assignments) == ("queued", 0, [])  # no retry spent
+        assert pair[0].claim() is None  # one active worker cannot host a 2-node gang
+        t = get_task(fast, keys["user"], tid)
+        assert t.pending_reason is not None and "2 nodes" in t.pending_reason, t.pending_reason
+    finally:
+        other.close()
