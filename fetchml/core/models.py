@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from fetchml.core.enums import AuditEventType, ExperimentStatus, Role, TaskStatus
 
@@ -17,7 +17,18 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Resource counts are stored in 32-bit INTEGER columns (PostgreSQL int4); an unbounded int
 # would fail only at INSERT time, deep in the writer, instead of as a 422 naming the field.
 MAX_INT32 = 2**31 - 1
-NonNegInt = Annotated[int, Field(ge=0, le=MAX_INT32)]
+
+
+def _json_integer(v: Any) -> Any:
+    # Before any coercion: the server validates leniently, and `true`, `"5"` or `5.0` must be
+    # a 422, not silently an int.
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError("must be a JSON integer")
+    return v
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+NonNegInt = Annotated[JsonInt, Field(ge=0, le=MAX_INT32)]
 
 
 class Wire(BaseModel):
@@ -125,7 +136,7 @@ class DatasetSpec(Wire):
 
 class CreateTaskRequest(Wire):
     job_name: Annotated[str, Field(min_length=1, max_length=64, pattern=JOB_NAME_PATTERN)]
-    priority: Annotated[int, Field(ge=1, le=10)] = 5
+    priority: Annotated[JsonInt, Field(ge=1, le=10)] = 5
     args: Annotated[str, Field(max_length=16384)] | None = None
     entrypoint: Annotated[str, Field(max_length=4096)] | None = None
     snapshot_id: Annotated[str, Field(max_length=128)] | None = None
@@ -137,8 +148,8 @@ class CreateTaskRequest(Wire):
     metadata: dict[str, str] | None = None
     image: Annotated[str, Field(max_length=512)] | None = None
     gpu_type: Annotated[str, Field(max_length=64)] | None = None
-    max_retries: Annotated[int, Field(ge=0, le=100)] | None = None
-    node_count: Annotated[int, Field(ge=1, le=1024)] = 1
+    max_retries: Annotated[JsonInt, Field(ge=0, le=100)] | None = None
+    node_count: Annotated[JsonInt, Field(ge=1, le=1024)] = 1
     reservation_id: Annotated[str, Field(max_length=128)] | None = None
     plugin_configs: dict[str, PluginConfig] | None = None
 
@@ -212,15 +223,7 @@ class QueueStats(Wire):
 class PriorityUpdate(Wire):
     """Body of PATCH /v1/scheduler/jobs/{id}/priority: a JSON integer 1..10."""
 
-    priority: Annotated[int, Field(ge=1, le=10)]
-
-    @field_validator("priority", mode="before")
-    @classmethod
-    def _json_integer(cls, v: Any) -> Any:
-        # Before any coercion (the server validates leniently): "5", 5.0 and true are not integers.
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError("must be an integer")
-        return v
+    priority: Annotated[JsonInt, Field(ge=1, le=10)]
 
 
 class SchedulerStatus(Wire):
@@ -252,17 +255,10 @@ class Reservation(Wire):
 
 
 class CreateReservationRequest(Wire):
-    gpu_count: Annotated[int, Field(ge=1, le=1024)]
+    gpu_count: Annotated[JsonInt, Field(ge=1, le=1024)]
     gpu_type: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    node_count: Annotated[int, Field(ge=1, le=1024)] = 1
-    expires_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] = 30
-
-    @field_validator("gpu_count", "node_count", "expires_minutes", mode="before")
-    @classmethod
-    def _json_integer(cls, v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError("must be a JSON integer")
-        return v
+    node_count: Annotated[JsonInt, Field(ge=1, le=1024)] = 1
+    expires_minutes: Annotated[JsonInt, Field(ge=1, le=60 * 24 * 30)] = 30
 
 
 class CreateExperimentRequest(Wire):

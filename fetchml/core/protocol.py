@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from fetchml.core.enums import TaskStatus, WorkerStatus
-from fetchml.core.models import JOB_NAME_PATTERN, Task, Wire
+from fetchml.core.models import JOB_NAME_PATTERN, JsonInt, Task, Wire
 
 MAX_LOG_LINES_PER_CHUNK = 5000
 MAX_LOG_LINE_CHARS = 16384
@@ -23,9 +23,9 @@ class GpuDevice(Wire):
 class WorkerCapabilities(Wire):
     """The contract's Worker.capabilities, plus what the scheduler needs to place GPUs."""
 
-    cpu_cores: Annotated[int, Field(ge=0, le=1_000_000)]
-    memory_gb: Annotated[int, Field(ge=0, le=1_000_000_000)]
-    gpu_count: Annotated[int, Field(ge=0, le=1024)] = 0
+    cpu_cores: Annotated[JsonInt, Field(ge=0, le=1_000_000)]
+    memory_gb: Annotated[JsonInt, Field(ge=0, le=1_000_000_000)]
+    gpu_count: Annotated[JsonInt, Field(ge=0, le=1024)] = 0
     gpu_type: str | None = None
     gpus: list[GpuDevice] = []
     executor: Literal["docker", "local"] = "local"
@@ -36,8 +36,8 @@ class WorkerCapabilities(Wire):
 class RegisterWorkerRequest(Wire):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=JOB_NAME_PATTERN)]
     capabilities: WorkerCapabilities
-    batch_slots: Annotated[int, Field(ge=1, le=1024)] = 1
-    service_slots: Annotated[int, Field(ge=0, le=1024)] = 0
+    batch_slots: Annotated[JsonInt, Field(ge=1, le=1024)] = 1
+    service_slots: Annotated[JsonInt, Field(ge=0, le=1024)] = 0
 
 
 class RegisterWorkerResponse(Wire):
@@ -81,17 +81,17 @@ class Assignment(Wire):
 
 
 class StatusReport(Wire):
-    attempt: Annotated[int, Field(ge=1)]
-    node_rank: Annotated[int, Field(ge=0, le=1023)] = 0  # which node of a gang reports
+    attempt: Annotated[JsonInt, Field(ge=1)]
+    node_rank: Annotated[JsonInt, Field(ge=0, le=1023)] = 0  # which node of a gang reports
     status: Literal[TaskStatus.RUNNING, TaskStatus.COLLECTING, TaskStatus.COMPLETED, TaskStatus.FAILED]
-    exit_code: int | None = None
+    exit_code: JsonInt | None = None
     error: Annotated[str, Field(max_length=4096)] | None = None
     output: Annotated[str, Field(max_length=65536)] | None = None
 
 
 class LogChunk(Wire):
-    attempt: Annotated[int, Field(ge=1)]
-    start_line: Annotated[int, Field(ge=0)]
+    attempt: Annotated[JsonInt, Field(ge=1)]
+    start_line: Annotated[JsonInt, Field(ge=0)]
     lines: Annotated[
         list[Annotated[str, Field(max_length=MAX_LOG_LINE_CHARS)]], Field(max_length=MAX_LOG_LINES_PER_CHUNK)
     ]

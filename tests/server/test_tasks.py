@@ -129,6 +129,13 @@ def test_job_name_need_not_be_unique(shared_server: ServerHandle, keys: Keys) ->
         ({"priority": 3}, "job_name"),
         ({"job_name": "p", "priority": 0}, "priority"),
         ({"job_name": "p", "priority": 11}, "priority"),
+        # JSON integers only: no coercion of booleans, strings or floats
+        ({"job_name": "p", "priority": True}, "priority"),
+        ({"job_name": "p", "priority": "5"}, "priority"),
+        ({"job_name": "p", "priority": 5.0}, "priority"),
+        ({"job_name": "c", "cpu": "4"}, "cpu"),
+        ({"job_name": "g", "gpu": False}, "gpu"),
+        ({"job_name": "n", "node_count": 2.5}, "node_count"),
         ({"job_name": "c", "cpu": -1}, "cpu"),
         ({"job_name": "m", "memory_gb": -1}, "memory_gb"),
         ({"job_name": "g", "gpu": -2}, "gpu"),

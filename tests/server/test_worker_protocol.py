@@ -381,6 +381,13 @@ def test_illegal_transitions_stale_attempts_and_other_workers(
     expect_error(post(srv, ks.w1, path, {"attempt": 2, "status": "collecting"}), 409, "CONFLICT")
     expect_error(post(srv, ks.w1, path, {"attempt": 0, "status": "collecting"}), 422, "VALIDATION_ERROR")
     expect_error(post(srv, ks.w1, path, {"attempt": 1, "status": "queued"}), 422, "VALIDATION_ERROR")
+    for bad in (
+        {"attempt": True},
+        {"attempt": "1"},
+        {"attempt": 1, "node_rank": "0"},
+        {"attempt": 1, "exit_code": 1.0},
+    ):
+        expect_error(post(srv, ks.w1, path, {"status": "collecting", **bad}), 422, "VALIDATION_ERROR")
     expect_error(post(srv, ks.w2, path, {"attempt": 1, "status": "collecting"}), 403, "FORBIDDEN")
     expect_error(post(srv, ks.user, path, {"attempt": 1, "status": "collecting"}), 403, "FORBIDDEN")
     expect_error(
