@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -185,16 +186,18 @@ class Placer:
                 ).all()
             )
         else:
-            rows = []
-            for p in range(MAX_PRIORITY, MIN_PRIORITY - 1, -1):
-                part = session.execute(
-                    select(*_QUEUE_COLUMNS)
-                    .where(queued, col(TaskRow.priority) == p)
-                    .order_by(col(TaskRow.seq))
-                    .limit(head)
-                ).all()
-                truncated = truncated or len(part) >= head
-                rows.extend(part)
+            # One statement (one round trip under the lock), one index range scan per priority.
+            parts = [
+                select(*_QUEUE_COLUMNS)
+                .where(queued, col(TaskRow.priority) == p)
+                .order_by(col(TaskRow.seq))
+                .limit(head)
+                .subquery()
+                for p in range(MAX_PRIORITY, MIN_PRIORITY - 1, -1)
+            ]
+            rows = list(session.execute(union_all(*(select(part) for part in parts))).all())
+            per_priority = Counter(r.priority for r in rows)
+            truncated = any(n >= head for n in per_priority.values())
         cache = self._reqs
         fresh: dict[int, TaskReq] = {}
         queue: list[TaskReq] = []
