@@ -14,7 +14,6 @@ seconds old, or run a read-only decision against the current state.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -149,13 +148,19 @@ _QUEUE_COLUMNS = (
 
 
 class Placer:
-    """Runs scheduling passes and serves pending reasons. One per server process."""
+    """Runs scheduling passes and serves pending reasons. One per server process.
+
+    Passes run on the writer thread, reasons on read threads, with no lock between them: a
+    reader must never hold up the writer (a big queue takes a while to read). What they share
+    is replaced by single assignments (`_reqs`, `_last`) or changed by single dict operations
+    (`_memo`), each atomic here; a lost race costs a cache miss, never a wrong placement, since
+    placements are decided from the database under its write lock.
+    """
 
     def __init__(self, *, aging_rate: float, aging_cap: float, lease_seconds: float) -> None:
         self.aging_rate = aging_rate
         self.aging_cap = aging_cap
         self.lease = timedelta(seconds=lease_seconds)
-        self._lock = threading.Lock()
         # seq -> TaskReq: building one costs microseconds, 100k of them most of a decision
         self._reqs: dict[int, TaskReq] = {}
         # worker id -> (state signature, when) of a pass that gave that worker nothing
@@ -262,37 +267,36 @@ class Placer:
         went to other workers; they get them when they ask. So work never waits on a worker
         that is not asking for it (busy, or dead but not yet timed out).
         """
-        with self._lock:
-            session = tx.session
-            state = cluster_state(session, now)
-            me = next((w for w in state.free if w.id == worker_id), None)
-            if me is None or not me.active or me.batch_available <= 0:
-                return set()
-            count, top = session.execute(
-                select(func.count(), func.max(col(TaskRow.seq))).where(
-                    col(TaskRow.status) == TaskStatus.QUEUED.value
-                )
-            ).one()
-            if not count:
-                return set()
-            sig = (count, top, state.signature())
-            memo = self._memo.get(worker_id)
-            if memo is not None and memo[0] == sig and time.monotonic() - memo[1] < MEMO_MAX_AGE:
-                return set()  # nothing changed since a pass that gave this worker nothing
-            # Enough of each priority's head to fill every free slot a few times over.
-            free_slots = sum(w.batch_available for w in state.free if w.active)
-            head = max(QUEUE_HEAD_MIN, min(QUEUE_HEAD, 4 * free_slots))
-            queue, truncated = self.load_queue(session, state.reservations, head=head)
-            kept = self._kept(self._decide(queue, state, now, worker_id, keep=not truncated), worker_id)
-            if not kept and truncated:
-                # Every head task was blocked: the whole queue may hold one that fits.
-                queue, _ = self.load_queue(session, state.reservations)
-                kept = self._kept(self._decide(queue, state, now, worker_id), worker_id)
-            if not kept:
-                self._memo[worker_id] = (sig, time.monotonic())
-                return set()
-            self._memo.clear()
-            return self._apply(tx, kept, state, now)
+        session = tx.session
+        state = cluster_state(session, now)
+        me = next((w for w in state.free if w.id == worker_id), None)
+        if me is None or not me.active or me.batch_available <= 0:
+            return set()
+        count, top = session.execute(
+            select(func.count(), func.max(col(TaskRow.seq))).where(
+                col(TaskRow.status) == TaskStatus.QUEUED.value
+            )
+        ).one()
+        if not count:
+            return set()
+        sig = (count, top, state.signature())
+        memo = self._memo.get(worker_id)
+        if memo is not None and memo[0] == sig and time.monotonic() - memo[1] < MEMO_MAX_AGE:
+            return set()  # nothing changed since a pass that gave this worker nothing
+        # Enough of each priority's head to fill every free slot a few times over.
+        free_slots = sum(w.batch_available for w in state.free if w.active)
+        head = max(QUEUE_HEAD_MIN, min(QUEUE_HEAD, 4 * free_slots))
+        queue, truncated = self.load_queue(session, state.reservations, head=head)
+        kept = self._kept(self._decide(queue, state, now, worker_id, keep=not truncated), worker_id)
+        if not kept and truncated:
+            # Every head task was blocked: the whole queue may hold one that fits.
+            queue, _ = self.load_queue(session, state.reservations)
+            kept = self._kept(self._decide(queue, state, now, worker_id), worker_id)
+        if not kept:
+            self._memo[worker_id] = (sig, time.monotonic())
+            return set()
+        self._memo.clear()
+        return self._apply(tx, kept, state, now)
 
     @staticmethod
     def _kept(decision: Decision, worker_id: str) -> list[Placement]:
@@ -352,10 +356,9 @@ class Placer:
             or time.monotonic() - last[0] > REASONS_MAX_AGE
             or any(t not in last[2] for t in queued)
         ):
-            with self._lock:
-                state = cluster_state(session, now)
-                queue, _ = self.load_queue(session, state.reservations)
-                self._decide(queue, state, now)
+            state = cluster_state(session, now)
+            queue, _ = self.load_queue(session, state.reservations)
+            self._decide(queue, state, now)
             last = self._last
             assert last is not None
         _, decision, by_id = last
