@@ -30,7 +30,7 @@ from fetchml.core.enums import AuditEventType, TaskStatus, WorkerStatus
 from fetchml.core.lifecycle import check_transition
 from fetchml.core.protocol import WorkerCapabilities
 from fetchml.core.scheduling import Decision, Placement, ReservationHold, TaskReq, WorkerFree, decide
-from fetchml.services.nodes import ASSIGNED, active_rows, nodes_of, set_nodes
+from fetchml.services.nodes import ASSIGNED, active_rows, is_live, nodes_of, set_nodes
 from fetchml.services.uow import Tx
 from fetchml.store.tables import ReservationRow, TaskRow, WorkerRow
 
@@ -93,7 +93,7 @@ def cluster_state(session: Session, now: datetime) -> ClusterState:
     for row in rows:
         for n in nodes_of(row):
             wid = n["worker_id"]
-            if wid in used and n.get("status") not in ("completed", "failed", "lost"):
+            if wid in used and is_live(n):
                 u = used[wid]
                 u[0] += row.cpu or 0
                 u[1] += row.memory_gb or 0

@@ -44,6 +44,7 @@ from fetchml.core.timeutil import utcnow
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.nodes import (
+    STOPPED,
     active_rows,
     held_by,
     is_stopping,
@@ -65,7 +66,7 @@ log = logging.getLogger("fetchml.workers")
 
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
-REPORTED_END = frozenset({*TERMINAL, "stopped"})
+REPORTED_END = frozenset({*TERMINAL, STOPPED})
 
 
 def _owned_worker(tx: Tx, principal: Principal, worker_id: str) -> WorkerRow:

@@ -253,3 +253,31 @@ def test_draining_a_worker_takes_back_a_gang_placed_there_that_never_started(
         assert t.pending_reason is not None and "2 nodes" in t.pending_reason, t.pending_reason
     finally:
         other.close()
+
+
+def test_a_node_that_stopped_frees_its_worker_while_the_rest_of_its_gang_winds_down(
+    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+) -> None:
+    third = FakeWorker(fast, keys["worker"])
+    third.register(gpus=[0, 1], gpu_type=gpu_type)
+    try:
+        tid = gang(fast, keys, gpu_type, node_count=3)
+        a0, a1 = claim_both(pair)
+        a2 = third.must_claim()
+        ranks = {a.node_rank: (w, a) for w, a in ((pair[0], a0), (pair[1], a1), (third, a2))}
+        (wf, af), (ws, as_), (wr, ar) = ranks[2], ranks[1], ranks[0]
+        for w, a in (wf, af), (ws, as_), (wr, ar):
+            w.report(a, "running", node_rank=a.node_rank)
+        wf.report(af, "failed", node_rank=2, exit_code=1)
+        t = ws.report(as_, "failed", node_rank=1, error="cancelled")  # told to stop, stopped
+        assert t.status == "running"  # rank 0 has not stopped yet
+        assert [n.status for n in t.node_assignments] == ["running", "stopped", "failed"]
+        # The stopped and the failed node's workers are free again; rank 0's is not.
+        small = submit(fast, keys["user"], "small", gpu=2, gpu_type=gpu_type)
+        got = ws.must_claim()
+        assert got.task.id == small.id
+        assert wr.claim() is None
+        wr.report(ar, "failed", error="cancelled")
+        assert get_task(fast, keys["user"], tid).status == "failed"
+    finally:
+        third.close()

@@ -90,7 +90,6 @@ def test_a_reservation_takes_free_gpus_of_the_type_or_is_409(
         assert res["id"] in listed
         assert http.get("/v1/scheduler/status").json()["reservations_active"] >= 2
     # Held GPUs are withheld from a plain task, which says why.
-    t = w.client.tasks  # noqa: F841 - the worker's client is not used to submit
     with srv.http(keys["user"]) as http:
         tid = http.post("/v1/tasks", json={"job_name": "plain", "gpu": 1, "gpu_type": gpu_type}).json()["id"]
     assert w.claim() is None
