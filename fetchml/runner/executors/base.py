@@ -26,6 +26,10 @@ class ExecSpec:
     # 64 MiB (0.0625); tasks ask in whole GB on the wire.
     memory_gb: float | None = None
     gpus: tuple[int, ...] = ()  # specific GPU indices assigned to this attempt
+    # Files the task may read but never change (verified dataset cache entries): (host file,
+    # path relative to `workdir`). Docker bind-mounts each read-only over that path; the local
+    # executor ignores this (the workspace already holds a private or read-only copy there).
+    readonly_mounts: tuple[tuple[Path, str], ...] = ()
 
 
 @dataclass(frozen=True)
