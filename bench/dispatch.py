@@ -72,8 +72,6 @@ def run_executor(executor: str, n: int, body: dict[str, Any]) -> list[float]:
             "worker",
             "--server",
             server.url,
-            "--api-key",
-            wkey,
             "--name",
             f"bench-{executor}",
             "--executor",
@@ -87,7 +85,9 @@ def run_executor(executor: str, n: int, body: dict[str, Any]) -> list[float]:
         ]
         if executor == "docker":
             args += ["--default-image", BUSYBOX_IMAGE]
-        worker = subprocess.Popen(args, cwd=REPO, env=server.env(), preexec_fn=die_with_parent)
+        worker = subprocess.Popen(
+            args, cwd=REPO, env={**server.env(), "FETCHML_API_KEY": wkey}, preexec_fn=die_with_parent
+        )
         try:
             # Wait until the worker has registered.
             with server.http(server.make_key("bench-admin", "admin")) as http:

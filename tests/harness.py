@@ -173,12 +173,13 @@ class ServerHandle:
         self.proc.wait(10)
         self.proc = None
 
-    def make_key(self, user: str, role: Role | str = Role.USER) -> str:
-        """Creates a key straight in the server's database, as `fetchml keys create` does."""
+    def make_key(self, user: str, role: Role | str = Role.USER, *, worker_name: str | None = None) -> str:
+        """Creates a key straight in the server's database, as `fetchml keys create` does. A
+        worker key is bound to `worker_name` (default: `user`)."""
         db = Database(self.db_url)
         try:
             db.migrate()
-            return run_write(db, create_key_op(user, Role(role), LOCAL_OPERATOR)).key
+            return run_write(db, create_key_op(user, Role(role), LOCAL_OPERATOR, worker_name=worker_name)).key
         finally:
             db.dispose()
 

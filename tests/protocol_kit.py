@@ -10,8 +10,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+from sqlmodel import col
+
 from fetchml.client import FetchmlClient
-from fetchml.core.enums import TaskStatus
+from fetchml.core.enums import Role, TaskStatus
 from fetchml.core.models import CreateTaskRequest, Task
 from fetchml.core.protocol import (
     ActiveAttempt,
@@ -23,6 +26,9 @@ from fetchml.core.protocol import (
     StatusReport,
     WorkerCapabilities,
 )
+from fetchml.services.keys import bound_worker_name, hash_key
+from fetchml.store.db import Database
+from fetchml.store.tables import ApiKeyRow
 from tests.harness import ServerHandle
 
 NON_TERMINAL = ("queued", "preparing", "running", "collecting")
@@ -53,14 +59,38 @@ def cancel_leftovers(srv: ServerHandle, admin: str) -> None:
                 http.delete(f"/v1/tasks/{t['id']}")
 
 
+def key_binding(srv: ServerHandle, key: str) -> tuple[str, str, str | None] | None:
+    """(user, role, bound worker name) of a key, read from the server's database."""
+    db = Database(srv.db_url)
+    try:
+        with db.read() as session:
+            row = session.scalars(select(ApiKeyRow).where(col(ApiKeyRow.key_hash) == hash_key(key))).first()
+            return None if row is None else (row.user_id, row.role, bound_worker_name(row))
+    finally:
+        db.dispose()
+
+
 @dataclass
 class FakeWorker:
-    """One worker identity (a name bound to a worker-role key), driven by hand."""
+    """One worker identity (a name bound to a worker-role key), driven by hand.
+
+    A worker key registers only the name it is bound to. With `bind` (the default), a worker
+    key bound to another name is swapped for a new key of the same user bound to this worker's
+    name, so several FakeWorkers can be made from one key; `bind=False` keeps the key as given
+    (to test what a key may not do)."""
 
     srv: ServerHandle
     key: str
     name: str = field(default_factory=lambda: unique("w"))
     _client: FetchmlClient | None = None
+    bind: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.bind:
+            return
+        info = key_binding(self.srv, self.key)
+        if info is not None and info[1] == Role.WORKER.value and info[2] != self.name:
+            self.key = self.srv.make_key(info[0], Role.WORKER, worker_name=self.name)
 
     @property
     def client(self) -> FetchmlClient:

@@ -57,6 +57,11 @@ def _db(data_dir: Path | None, database_url: str | None, *, create: bool = False
 def create(
     user: str = typer.Option(..., "--user", help="Name the key acts as (letters, digits, _ and -)."),
     role: str = typer.Option("user", "--role", help="admin, user or worker."),
+    worker_name: str | None = typer.Option(
+        None,
+        "--worker-name",
+        help="Worker keys only: the one worker name this key may register (default: --user).",
+    ),
     data_dir: Path | None = DataDirOpt,
     database_url: str | None = DbUrlOpt,
     as_json: bool = JsonOpt,
@@ -70,14 +75,15 @@ def create(
 
     if role not in Role._value2member_map_:
         fail(f"VALIDATION_ERROR: role: must be one of {', '.join(r.value for r in Role)}", EXIT_USAGE)
-    req = CreateKeyRequest(user=user, role=Role(role))
+    req = CreateKeyRequest(user=user, role=Role(role), worker_name=worker_name)
     db = _db(data_dir, database_url, create=True)
-    created = run_write(db, create_key_op(req.user, req.role, LOCAL_OPERATOR))
+    created = run_write(db, create_key_op(req.user, req.role, LOCAL_OPERATOR, worker_name=req.worker_name))
     if as_json:
         print_json(created)
         return
+    bound = f" (worker name {created.worker_name})" if created.worker_name else ""
     typer.echo(
-        f"Created {created.role.value} key {created.id} for {created.user_id}. It is shown only now:",
+        f"Created {created.role.value} key {created.id} for {created.user_id}{bound}. It is shown only now:",
         err=True,
     )
     typer.echo(created.key)
@@ -101,6 +107,7 @@ def list_keys(
         ("ID", {"no_wrap": True}),
         ("USER", {"overflow": "fold"}),
         ("ROLE", {"no_wrap": True}),
+        ("WORKER", {"overflow": "fold"}),
         ("PREFIX", {"no_wrap": True}),
         ("CREATED", {"min_width": 10}),
         ("REVOKED", {"min_width": 10}),
@@ -110,6 +117,7 @@ def list_keys(
             text(k.id),
             text(k.user_id),
             text(k.role.value),
+            text(k.worker_name or ""),
             text(k.prefix + "…"),
             text(fmt_time(k.created_at, seconds=False)),
             text(fmt_time(k.revoked_at, seconds=False)),

@@ -26,11 +26,40 @@ def serve(
         min=1,
         help="Tasks the embedded worker runs at once (default: one per GPU, at least 1).",
     ),
+    worker_run_as: str = typer.Option(
+        None,
+        "--worker-run-as",
+        help="Run the embedded worker's tasks as this unprivileged user (server run as root; "
+        "local executor). Needed, or docker, when serving beyond loopback.",
+        metavar="USER",
+    ),
+    dataset_root: list[Path] = typer.Option(
+        None,
+        "--dataset-root",
+        help="A folder whose files the embedded worker's tasks may name as local dataset sources "
+        "(repeatable; default: FETCHML_DATASET_ROOTS, else your home folder when serving on "
+        "loopback and none otherwise).",
+    ),
+    allow_private_datasets: bool = typer.Option(
+        False,
+        "--allow-private-datasets",
+        help="Let the embedded worker's dataset URLs reach loopback and private addresses "
+        "(env FETCHML_ALLOW_PRIVATE_DATASETS).",
+    ),
+    max_dataset_bytes: int = typer.Option(
+        None,
+        "--max-dataset-bytes",
+        min=1,
+        help="Largest dataset file the embedded worker fetches "
+        "(env FETCHML_MAX_DATASET_BYTES; default 64 GiB).",
+    ),
 ) -> None:
     """Run the HTTP API server with its lease sweeper and an embedded local worker."""
     from functools import partial
 
-    from fetchml.cli.embedded import start_embedded_worker
+    from fetchml.cli.common import fail
+    from fetchml.cli.embedded import check_embedded_isolation, check_worker_run_as, start_embedded_worker
+    from fetchml.cli.worker_secrets import harden_process
     from fetchml.core.settings import Settings
     from fetchml.server.main import serve as run_server
 
@@ -40,7 +69,27 @@ def serve(
         if v is not None
     }
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    if not no_worker:
+        # Before anything opens the database or binds: a refused server touches nothing.
+        refusal = check_embedded_isolation(settings.host, worker_executor, worker_run_as)
+        if refusal is not None:
+            fail(refusal, 2)
+        refusal = check_worker_run_as(worker_executor, worker_run_as)
+        if refusal is not None:
+            fail(refusal, 2)
+    # Tasks of a same-user embedded worker may not read this process's memory or environment.
+    harden_process()
     companion = (
-        None if no_worker else partial(start_embedded_worker, executor=worker_executor, slots=worker_slots)
+        None
+        if no_worker
+        else partial(
+            start_embedded_worker,
+            executor=worker_executor,
+            slots=worker_slots,
+            dataset_roots=dataset_root or None,
+            allow_private_datasets=allow_private_datasets or None,  # not given: the environment decides
+            max_dataset_bytes=max_dataset_bytes,
+            run_as=worker_run_as,
+        )
     )
     run_server(settings, companion=companion)

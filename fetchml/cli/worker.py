@@ -7,12 +7,33 @@ from pathlib import Path
 
 import typer
 
-from fetchml.cli.common import ApiKeyOpt, ServerOpt, fail
+from fetchml.cli.common import ServerOpt, fail
 
 
 def worker(
     server: str | None = ServerOpt,
-    api_key: str | None = ApiKeyOpt,
+    api_key: str | None = typer.Option(
+        None, "--api-key", hidden=True, help="Refused: use FETCHML_API_KEY or --api-key-file."
+    ),
+    api_key_file: Path = typer.Option(
+        None,
+        "--api-key-file",
+        help="File holding the worker key, readable by its owner only (chmod 600). "
+        "Else FETCHML_API_KEY, else the config file's api_key. Never on the command line.",
+        metavar="PATH",
+    ),
+    run_as: str = typer.Option(
+        None,
+        "--run-as",
+        help="Local executor, worker running as root: run tasks as this unprivileged user.",
+        metavar="USER",
+    ),
+    pass_env: list[str] = typer.Option(
+        [],
+        "--pass-env",
+        help="Local executor: also hand this variable of the worker's environment to tasks (repeatable).",
+        metavar="NAME",
+    ),
     name: str = typer.Option(None, "--name", help="Worker name, unique per server (default: the host name)."),
     executor: str = typer.Option(
         "auto", "--executor", help="auto (docker when a daemon answers, else local), docker or local."
@@ -31,6 +52,51 @@ def worker(
     stop_grace: float = typer.Option(
         10.0, "--stop-grace", help="Seconds between SIGTERM and SIGKILL when a task is cancelled."
     ),
+    pids_limit: int = typer.Option(
+        4096,
+        "--pids-limit",
+        min=0,
+        help="Docker: most processes and threads per task container (0: no limit).",
+    ),
+    default_memory_gb: float = typer.Option(
+        None,
+        "--default-memory-gb",
+        min=0,
+        help="Docker: memory limit (GiB) for tasks that ask for none "
+        "(default: 90% of this host's memory divided by the batch slots; 0: no limit).",
+    ),
+    default_cpus: float = typer.Option(
+        None,
+        "--default-cpus",
+        min=0,
+        help="Docker: CPUs for tasks that ask for none "
+        "(default: this host's CPUs divided by the batch slots; 0: no limit).",
+    ),
+    network: str = typer.Option(
+        "bridge",
+        "--network",
+        help="Docker: task containers' network: bridge, none, host or a Docker network name.",
+    ),
+    dataset_root: list[Path] = typer.Option(
+        None,
+        "--dataset-root",
+        envvar="FETCHML_DATASET_ROOTS",
+        help="A folder whose files tasks may name as local dataset sources (repeatable; env: "
+        "folders separated by the OS path separator). Default: none, so no local sources at all.",
+    ),
+    allow_private_datasets: bool = typer.Option(
+        False,
+        "--allow-private-datasets",
+        envvar="FETCHML_ALLOW_PRIVATE_DATASETS",
+        help="Let dataset URLs reach loopback, private, link-local and other non-public addresses.",
+    ),
+    max_dataset_bytes: int = typer.Option(
+        None,
+        "--max-dataset-bytes",
+        envvar="FETCHML_MAX_DATASET_BYTES",
+        min=1,
+        help="Largest dataset file fetched, in bytes (default: 64 GiB).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Register with a server and run its tasks in local Docker (or as local processes)."""
@@ -39,11 +105,20 @@ def worker(
 
     import platformdirs
 
+    from fetchml.cli.worker_secrets import ARGV_REFUSED, WorkerKeyError, harden_process, worker_key
     from fetchml.client import FetchmlClient, resolve
     from fetchml.core.errors import FetchmlError
+    from fetchml.runner.datasets import DEFAULT_MAX_DATASET_BYTES
     from fetchml.runner.executors.base import ExecutorError
     from fetchml.runner.worker import Worker, WorkerConfig
 
+    if api_key is not None:
+        fail(ARGV_REFUSED, 2)
+    try:
+        key = worker_key(api_key_file)  # may execute this command again, without the key in its env
+    except WorkerKeyError as exc:
+        fail(str(exc), 2)
+    harden_process()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if gpu_type is not None and gpus is None:
         fail("--gpu-type needs --gpus", 2)
@@ -58,8 +133,17 @@ def worker(
         gpu_type=gpu_type,
         default_image=default_image,
         stop_grace=stop_grace,
+        dataset_roots=tuple(dataset_root or ()),
+        allow_private_datasets=allow_private_datasets,
+        max_dataset_bytes=max_dataset_bytes or DEFAULT_MAX_DATASET_BYTES,
+        pids_limit=pids_limit,
+        default_memory_gb=default_memory_gb,
+        default_cpus=default_cpus,
+        network=network,
+        run_as=run_as,
+        pass_env=tuple(pass_env),
     )
-    config = resolve(server, api_key)
+    config = resolve(server, key)
     client = FetchmlClient(config.server_url, config.api_key, timeout=config.timeout)
     try:
         w = Worker(cfg, client)

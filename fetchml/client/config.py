@@ -33,11 +33,24 @@ def load_file(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
     try:
         with path.open("rb") as fh:
+            _owner_only(fh.fileno())
             return tomllib.load(fh)
     except FileNotFoundError:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _owner_only(fd: int) -> None:
+    """The config file may hold an API key: make it 0600 if it is ours and readable by others
+    (an older fetchml, or a file written by hand under a 022 umask)."""
+    import contextlib
+    import stat
+
+    st = os.fstat(fd)
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid() and stat.S_ISREG(st.st_mode):
+        with contextlib.suppress(OSError):  # a read-only filesystem: leave it as it is
+            os.fchmod(fd, 0o600)
 
 
 def check_server_url(url: str) -> str:

@@ -1,16 +1,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fetchml.client.base import DomainClient, parse, segment
-from fetchml.core.protocol import LogChunk, LogPage
+from fetchml.core.protocol import LOG_NEXT_LINE_HEADER, LOG_QUOTA_HEADER, LogChunk, LogPage
+
+
+@dataclass(frozen=True)
+class LogAck:
+    """The server's answer to an append: the attempt's next line number (None from a server
+    that does not say) and whether the task's log quota is spent (later lines are dropped)."""
+
+    next_line: int | None
+    quota_reached: bool
 
 
 class LogsClient(DomainClient):
-    def append(self, task_id: str, attempt: int, start_line: int, lines: list[str]) -> None:
+    def append(self, task_id: str, attempt: int, start_line: int, lines: list[str]) -> LogAck:
         body = LogChunk(attempt=attempt, start_line=start_line, lines=lines).model_dump(mode="json")
-        self._t.request("POST", f"/v1/tasks/{segment(task_id)}/logs", json=body)
+        resp = self._t.request("POST", f"/v1/tasks/{segment(task_id)}/logs", json=body)
+        try:
+            next_line: int | None = int(resp.headers[LOG_NEXT_LINE_HEADER])
+        except (KeyError, ValueError):  # an older server says nothing
+            next_line = None
+        return LogAck(next_line=next_line, quota_reached=resp.headers.get(LOG_QUOTA_HEADER) == "reached")
 
     def page(self, task_id: str, *, offset: int | None = None, tail: int | None = None) -> LogPage:
         params: dict[str, Any] = {}

@@ -7,7 +7,17 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from fetchml.core.enums import AuditEventType, ExperimentStatus, Role, TaskStatus
 
@@ -66,7 +76,7 @@ def json_depth(value: Any) -> int:
 class PluginConfig(Wire):
     enabled: bool | None = None
     mode: Literal["sidecar", "remote", "disabled"] | None = None
-    image: str | None = None
+    image: Annotated[str, Field(max_length=512)] | None = None
     settings: dict[str, Any] | None = None
 
     @field_validator("settings")
@@ -111,7 +121,7 @@ class DatasetSpec(Wire):
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=JOB_NAME_PATTERN)]
     source: Annotated[str, Field(min_length=1, max_length=4096)]
     sha256: str
-    mount_path: str | None = None
+    mount_path: Annotated[str, Field(max_length=1024)] | None = None
 
     @field_validator("sha256")
     @classmethod
@@ -134,24 +144,65 @@ class DatasetSpec(Wire):
         return None if v is None else check_mount_path(v)
 
 
+# Every variable-size field of a task is bounded, so that one stored task, and with it a page of
+# tasks, has a known upper size (see the list byte budget in services/tasks). The dataset count
+# has an operator setting (FETCHML_MAX_DATASETS_PER_TASK) below this hard ceiling.
+MAX_DATASETS_HARD = 1024
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_BYTES = 16384
+MAX_PLUGINS = 16
+MAX_PLUGIN_CONFIGS_BYTES = 32768
+
+
+DatasetName = Annotated[str, Field(max_length=256)]
+
+
+def _json_size(value: Any) -> int:
+    import json
+
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
 class CreateTaskRequest(Wire):
     job_name: Annotated[str, Field(min_length=1, max_length=64, pattern=JOB_NAME_PATTERN)]
     priority: Annotated[JsonInt, Field(ge=1, le=10)] = 5
     args: Annotated[str, Field(max_length=16384)] | None = None
     entrypoint: Annotated[str, Field(max_length=4096)] | None = None
     snapshot_id: Annotated[str, Field(max_length=128)] | None = None
-    datasets: list[Annotated[str, Field(max_length=256)]] | None = None
-    dataset_specs: list[DatasetSpec] | None = None
+    datasets: Annotated[list[DatasetName], Field(max_length=MAX_DATASETS_HARD)] | None = None
+    dataset_specs: Annotated[list[DatasetSpec], Field(max_length=MAX_DATASETS_HARD)] | None = None
     cpu: NonNegInt | None = None
     memory_gb: NonNegInt | None = None
     gpu: NonNegInt | None = None
-    metadata: dict[str, str] | None = None
+    metadata: (
+        Annotated[
+            dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=4096)]],
+            Field(max_length=MAX_METADATA_ENTRIES),
+        ]
+        | None
+    ) = None
     image: Annotated[str, Field(max_length=512)] | None = None
     gpu_type: Annotated[str, Field(max_length=64)] | None = None
     max_retries: Annotated[JsonInt, Field(ge=0, le=100)] | None = None
     node_count: Annotated[JsonInt, Field(ge=1, le=1024)] = 1
     reservation_id: Annotated[str, Field(max_length=128)] | None = None
-    plugin_configs: dict[str, PluginConfig] | None = None
+    plugin_configs: (
+        Annotated[dict[Annotated[str, Field(max_length=64)], PluginConfig], Field(max_length=MAX_PLUGINS)] | None
+    ) = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v and sum(len(k) + len(x) for k, x in v.items()) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata keys and values may total at most {MAX_METADATA_BYTES} characters")
+        return v
+
+    @field_validator("plugin_configs")
+    @classmethod
+    def _plugins_size(cls, v: dict[str, PluginConfig] | None) -> dict[str, PluginConfig] | None:
+        if v and _json_size({k: c.model_dump(exclude_none=True) for k, c in v.items()}) > MAX_PLUGIN_CONFIGS_BYTES:
+            raise ValueError(f"plugin_configs may take at most {MAX_PLUGIN_CONFIGS_BYTES} bytes as JSON")
+        return v
 
     @field_validator("dataset_specs")
     @classmethod
@@ -203,6 +254,38 @@ class Task(Wire):
     exit_code: int | None = None
     assigned_gpus: list[int] = []
     cancel_requested: bool = False
+    # Fields left out of the JSON: a task's contents, for a reader who is not its owner.
+    _hidden: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_serializer(mode="wrap")
+    def _omit_hidden(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self._hidden:
+            data.pop(name, None)
+        return data
+
+    def without(self, fields: frozenset[str]) -> Task:
+        """This task with `fields` absent (not null) from its JSON."""
+        self._hidden = self._hidden | fields
+        return self
+
+
+# What only a task's owner (and admins) may read: what it runs, with what, and what it said.
+TASK_CONTENT_FIELDS = frozenset(
+    {
+        "args",
+        "entrypoint",
+        "snapshot_id",
+        "datasets",
+        "dataset_specs",
+        "metadata",
+        "plugin_configs",
+        "plugin_status",
+        "image",
+        "output",
+        "error",
+    }
+)
 
 
 class TaskList(Wire):
@@ -317,6 +400,14 @@ class ChainRoot(Wire):
 class CreateKeyRequest(Wire):
     user: Annotated[str, Field(min_length=1, max_length=64, pattern=JOB_NAME_PATTERN)]
     role: Role
+    # The one worker name a worker key may register (default: `user`); other roles take none.
+    worker_name: Annotated[str, Field(min_length=1, max_length=64, pattern=JOB_NAME_PATTERN)] | None = None
+
+    @model_validator(mode="after")
+    def _worker_name_only_for_workers(self) -> CreateKeyRequest:
+        if self.worker_name is not None and self.role is not Role.WORKER:
+            raise ValueError("worker_name is only valid for role worker")
+        return self
 
 
 class ApiKeyInfo(Wire):
@@ -326,6 +417,7 @@ class ApiKeyInfo(Wire):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None = None
+    worker_name: str | None = None
 
 
 class CreatedKey(ApiKeyInfo):

@@ -12,6 +12,10 @@ from fetchml.core.models import JOB_NAME_PATTERN, JsonInt, Task, Wire
 
 MAX_LOG_LINES_PER_CHUNK = 5000
 MAX_LOG_LINE_CHARS = 16384
+# Answer headers of a log append (204, no body): the attempt's next line number, and
+# "reached" once the task's log quota is spent (the worker may stop sending).
+LOG_NEXT_LINE_HEADER = "X-Fetchml-Log-Next-Line"
+LOG_QUOTA_HEADER = "X-Fetchml-Log-Quota"
 
 
 class GpuDevice(Wire):

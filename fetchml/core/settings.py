@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,12 +34,35 @@ class Settings(BaseSettings):
     claim_wait: float = Field(default=20.0, gt=0, le=120)
     sweep_interval: float = Field(default=1.0, gt=0)
     max_artifact_bytes: int = Field(default=1 << 30, ge=1024)
+    # Per task, all attempts together: lines past either bound are dropped, with one notice line.
+    max_log_lines_per_task: int = Field(default=1_000_000, ge=1)
+    max_log_bytes_per_task: int = Field(default=256 * 1024 * 1024, ge=1024)
     # priority_aged = priority + rate * hours queued, at most the cap (see docs/configuration.md).
     # The cap is at least the top priority, 10: a lower one would flatten the priorities above it.
     priority_aging_per_hour: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     priority_aging_cap: float = Field(default=15.0, ge=10, allow_inf_nan=False)
+    # Bounds that keep one request from taking unbounded server memory (docs/configuration.md).
+    max_datasets_per_task: int = Field(default=64, ge=1, le=1024)
+    max_list_bytes: int = Field(default=4 * 1024 * 1024, ge=65536)
+    # Comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed; empty:
+    # the peer address is the client, whatever headers say.
+    trusted_proxies: str = ""
     access_log: bool = True
+    # True: every user sees every task's contents (args, logs, artifacts, ...), not only their own.
+    shared_task_contents: bool = False
     log_level: str = "info"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        import ipaddress
+
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
+        return v
 
     @property
     def resolved_database_url(self) -> str:
@@ -48,4 +71,9 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'fetchml.db').as_posix()}"
 
     def ensure_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Create the data dir readable by the server's user only (0700), tightening an existing
+        one: it holds the database, snapshots and artifacts, none of them for other local users."""
+        import os
+
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)

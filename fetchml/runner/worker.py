@@ -6,9 +6,13 @@ each running attempt has its own thread (plus a log shipper).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import stat
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +29,19 @@ from fetchml.core.protocol import (
     WorkerCapabilities,
 )
 from fetchml.runner.capabilities import detect_capabilities
-from fetchml.runner.datasets import DatasetCache, DatasetError
+from fetchml.runner.datasets import DEFAULT_MAX_DATASET_BYTES, DatasetCache, DatasetError, DatasetPolicy
 from fetchml.runner.entrypoint import build_command
 from fetchml.runner.executors.base import ExecSpec, Execution, Executor, ExecutorError
 from fetchml.runner.gpus import GpuProvider, NvmlGpuProvider, StaticGpuProvider
 from fetchml.runner.logship import LogShipper
-from fetchml.runner.workspace import SnapshotCache, WorkspaceError, collect_outputs, prepare_workspace
+from fetchml.runner.workspace import (
+    OutputError,
+    SnapshotCache,
+    WorkspaceError,
+    open_output,
+    prepare_workspace,
+    scan_outputs,
+)
 
 log = logging.getLogger("fetchml.runner")
 
@@ -47,22 +58,85 @@ class WorkerConfig:
     stop_grace: float = 10.0
     keep_workspaces: bool = False
     python: str = field(default_factory=lambda: sys.executable)
+    # Local executor only: the unprivileged user tasks run as (the worker must be root), and
+    # names of the worker's environment variables that tasks may see besides the allow-list.
+    run_as: str | None = None
+    pass_env: tuple[str, ...] = ()
+    # Docker executor only: container limits and network (see DockerExecutor). Memory / CPUs for
+    # tasks that ask for none: None is an equal share of the host per batch slot, 0 no limit.
+    pids_limit: int = 4096
+    default_memory_gb: float | None = None
+    default_cpus: float | None = None
+    network: str = "bridge"
+    # Datasets (see fetchml.runner.datasets): local sources only under these folders (none:
+    # no local sources), URLs to non-public addresses only when allowed, and a size cap.
+    dataset_roots: tuple[Path, ...] = ()
+    allow_private_datasets: bool = False
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
 
 
-def make_executor(kind: str, *, default_image: str | None, stop_grace: float) -> Executor:
+def make_executor(
+    kind: str,
+    *,
+    default_image: str | None,
+    stop_grace: float,
+    docker: dict[str, Any] | None = None,
+    run_as: str | None = None,
+    pass_env: tuple[str, ...] = (),
+) -> Executor:
+    """`docker`: DockerExecutor's keyword options (pids_limit, default_memory_gb, ...).
+    `run_as`, `pass_env`: the local executor's (see LocalExecutor)."""
     if kind == "auto":
         from fetchml.runner.executors.docker import docker_available
 
         kind = "docker" if docker_available() else "local"
+    if run_as is not None and kind != "local":
+        raise ValueError(f"--run-as applies to the local executor only (this worker uses {kind})")
     if kind == "docker":
         from fetchml.runner.executors.docker import DockerExecutor
 
-        return DockerExecutor(default_image=default_image, stop_grace=stop_grace)
+        return DockerExecutor(default_image=default_image, stop_grace=stop_grace, **(docker or {}))
     if kind == "local":
         from fetchml.runner.executors.local import LocalExecutor
 
-        return LocalExecutor(stop_grace=stop_grace)
+        return LocalExecutor(stop_grace=stop_grace, run_as=run_as, pass_env=pass_env)
     raise ValueError(f"unknown executor {kind!r}: use auto, docker or local")
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether any user may traverse every folder down to `path` (o+x all the way)."""
+    return all(folder.stat().st_mode & stat.S_IXOTH for folder in (path, *path.parents))
+
+
+def prepare_work_dir(work_dir: Path, name: str, task_owner: tuple[int, int] | None) -> Path:
+    """Create the work dir, readable by the worker's user only, and return where attempt
+    workspaces go.
+
+    Tasks run as the worker's user: in work_dir/workspaces. Tasks run as another user
+    (task_owner): they must reach their own workspace, and nothing else. When every folder down
+    to work_dir is traversable by others, work_dir becomes 0711 (entered, never listed), its
+    caches stay 0700 and work_dir/workspaces is 0711; otherwise (a work dir under /root or the
+    0700 data dir) workspaces go to a fresh 0711 folder in the temp dir ($TMPDIR).
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if work_dir.stat().st_mode & stat.S_ISVTX:  # /tmp and the like: shared, never ours to close
+        raise ValueError(f"work dir {work_dir} is a shared folder (sticky bit): name a folder of its own")
+    os.chmod(work_dir, 0o700)
+    for cache in ("snapshots", "datasets"):
+        (work_dir / cache).mkdir(mode=0o700, exist_ok=True)
+        os.chmod(work_dir / cache, 0o700)
+    if task_owner is None:
+        return work_dir / "workspaces"
+    if _reachable_by_others(work_dir.parent):
+        os.chmod(work_dir, 0o711)
+        workspaces = work_dir / "workspaces"
+        workspaces.mkdir(exist_ok=True)
+    else:
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
+        workspaces = Path(tempfile.mkdtemp(prefix=f"fetchml-{safe}-workspaces-"))
+        log.info("tasks run as another user: workspaces in %s (%s is not reachable by it)", workspaces, work_dir)
+    os.chmod(workspaces, 0o711)
+    return workspaces
 
 
 def gpu_provider_for(cfg: WorkerConfig) -> GpuProvider:
@@ -75,6 +149,7 @@ class _Attempt:
     def __init__(self, assignment: Assignment) -> None:
         self.assignment = assignment
         self.execution: Execution | None = None
+        self.shipper: LogShipper | None = None
         self.cancelled = threading.Event()
         self.lock = threading.Lock()
 
@@ -86,6 +161,9 @@ class _Attempt:
         self.cancelled.set()
         with self.lock:
             execution = self.execution
+            shipper = self.shipper
+        if shipper is not None:  # lines printed after a cancel are not needed
+            shipper.cancel()
         if execution is not None:
             execution.stop(grace)
 
@@ -102,7 +180,17 @@ class Worker:
         self.cfg = cfg
         self.client = client
         self.executor = executor or make_executor(
-            cfg.executor, default_image=cfg.default_image, stop_grace=cfg.stop_grace
+            cfg.executor,
+            default_image=cfg.default_image,
+            stop_grace=cfg.stop_grace,
+            docker={
+                "pids_limit": cfg.pids_limit,
+                "default_memory_gb": cfg.default_memory_gb,
+                "default_cpus": cfg.default_cpus,
+                "network": cfg.network,
+            },
+            run_as=cfg.run_as,
+            pass_env=cfg.pass_env,
         )
         self.gpu_provider = gpu_provider or gpu_provider_for(cfg)
         self.worker_id = cfg.name
@@ -111,9 +199,18 @@ class Worker:
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._draining = False
-        cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        # Run as another user, tasks must reach their workspace but nothing else of the worker's.
+        self.task_owner: tuple[int, int] | None = getattr(self.executor, "task_owner", None)
+        self.workspaces_dir = prepare_work_dir(cfg.work_dir, cfg.name, self.task_owner)
         self.snapshots = SnapshotCache(cfg.work_dir / "snapshots", client)
-        self.datasets = DatasetCache(cfg.work_dir / "datasets")
+        self.datasets = DatasetCache(
+            cfg.work_dir / "datasets",
+            DatasetPolicy(
+                roots=tuple(cfg.dataset_roots),
+                allow_private=cfg.allow_private_datasets,
+                max_bytes=cfg.max_dataset_bytes,
+            ),
+        )
         self.heartbeat_interval = 2.0
         self.claim_wait = 20.0
         self.slots = 1
@@ -134,6 +231,9 @@ class Worker:
         self.heartbeat_interval = resp.heartbeat_interval
         self.claim_wait = resp.claim_wait
         self.slots = slots
+        set_slots = getattr(self.executor, "set_slots", None)
+        if set_slots is not None:  # docker: default limits are a share of the host per slot
+            set_slots(slots)
         with self._lock:
             live = set(self._attempts)
         removed = self.executor.remove_orphans(self.worker_id, live)
@@ -168,6 +268,9 @@ class Worker:
             for t in self._threads():
                 t.join(timeout=self.cfg.stop_grace + 30)
             hb.join(timeout=5)
+            if self.workspaces_dir.parent != self.cfg.work_dir:  # a temp folder of this run (run_as)
+                with contextlib.suppress(OSError):
+                    self.workspaces_dir.rmdir()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -281,14 +384,43 @@ class Worker:
                 self._attempts.pop(a.key, None)
             self._slot_freed.set()
 
+    def _upload_outputs(self, a: _Attempt, output_dir: Path) -> tuple[str | None, list[str]]:
+        """Upload the regular files of the output folder, each read through a descriptor opened
+        without following links (a task, root in its container, controls that folder).
+        (why the task fails or None, the entries left out)."""
+        task, n = a.assignment.task, a.assignment.attempt
+        try:
+            found, skipped = scan_outputs(output_dir)
+        except OutputError as exc:
+            log.warning("task %s attempt %d: %s", task.id, n, exc)
+            return str(exc), []
+        for rel, _size in found:
+            try:
+                with open_output(output_dir, rel) as fh:
+                    self.client.artifacts.upload(task.id, n, rel, fh)
+            except OutputError as exc:
+                skipped.append(rel)
+                log.warning("task %s attempt %d: output not collected: %s", task.id, n, exc)
+            except FetchmlError as exc:
+                return f"artifact {rel} could not be uploaded: {exc.message}", skipped
+        if skipped:
+            log.warning("task %s attempt %d: not collected: %s", task.id, n, ", ".join(skipped[:20]))
+        return None, skipped
+
     def _run_attempt_inner(self, a: _Attempt) -> None:
         task, n = a.assignment.task, a.assignment.attempt
-        root = self.cfg.work_dir / "workspaces" / f"{task.id}-{n}"
+        root = self.workspaces_dir / f"{task.id}-{n}"
         shutil.rmtree(root, ignore_errors=True)
         try:
             tarball = self.snapshots.get(task.snapshot_id) if task.snapshot_id else None
-            datasets = [(spec, self.datasets.fetch(spec)) for spec in task.dataset_specs]
-            ws = prepare_workspace(root, snapshot_tarball=tarball, datasets=datasets)
+            datasets = [(spec, self.datasets.fetch(spec, a.cancelled)) for spec in task.dataset_specs]
+            ws = prepare_workspace(
+                root,
+                snapshot_tarball=tarball,
+                datasets=datasets,
+                owner=self.task_owner,
+                mount_datasets=self.executor.name == "docker",
+            )
             python = self.cfg.python if self.executor.name == "local" else "python"
             command = build_command(task.entrypoint, task.args, python=python)
         except (DatasetError, WorkspaceError, ValueError, FetchmlError) as exc:
@@ -320,6 +452,7 @@ class Worker:
             cpu=task.cpu,
             memory_gb=task.memory_gb,
             gpus=tuple(a.assignment.gpus),
+            readonly_mounts=ws.readonly_mounts,
         )
         if a.cancelled.is_set():
             self._report(a, TaskStatus.FAILED, error="cancelled")
@@ -334,7 +467,13 @@ class Worker:
             a.execution = execution
         if a.cancelled.is_set():
             execution.stop(self.cfg.stop_grace)
-        shipper = LogShipper(self.client, task.id, n, ship=a.assignment.node_rank == 0)
+        shipper = LogShipper(
+            self.client, task.id, n, ship=a.assignment.node_rank == 0, spool_dir=self.cfg.work_dir
+        )
+        with a.lock:
+            a.shipper = shipper
+        if a.cancelled.is_set():
+            shipper.cancel()
         try:
             if not self._report(a, TaskStatus.RUNNING):
                 execution.stop(self.cfg.stop_grace)
@@ -350,16 +489,16 @@ class Worker:
         if not self._report(a, TaskStatus.COLLECTING):
             execution.cleanup()
             return
-        upload_error = None
         # Artifacts, like logs, come from rank 0 of a gang.
-        outputs = collect_outputs(ws.output_dir) if a.assignment.node_rank == 0 else []
-        for rel, path, _size in outputs:
-            try:
-                self.client.artifacts.upload(task.id, n, rel, path)
-            except FetchmlError as exc:
-                upload_error = f"artifact {rel} could not be uploaded: {exc.message}"
-                break
+        upload_error: str | None = None
+        skipped: list[str] = []
+        if a.assignment.node_rank == 0:
+            upload_error, skipped = self._upload_outputs(a, ws.output_dir)
         output = shipper.output()
+        if skipped:
+            shown = ", ".join(skipped[:20]) + (f" and {len(skipped) - 20} more" if len(skipped) > 20 else "")
+            note = f"[fetchml] not collected (links, fifos or devices): {shown}"
+            output = f"{output}\n{note}"[-65536:] if output else note
         if status.cancelled or a.cancelled.is_set():
             self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error="cancelled", output=output)
         elif status.exit_code == 0 and status.error is None and upload_error is None:

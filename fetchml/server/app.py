@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from fetchml import __version__
@@ -76,6 +77,10 @@ def create_app(services: Services) -> Litestar:
             title="fetchml",
             version=__version__,
             path="/schema",
+            # The document only (JSON at /schema and /schema/openapi.json, YAML at
+            # /schema/openapi.yaml): the HTML viewers load their scripts from CDNs without
+            # integrity checks, and an API server has no business serving pages.
+            render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
             components=Components(
                 security_schemes={
                     "ApiKeyAuth": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")
@@ -89,4 +94,8 @@ def create_app(services: Services) -> Litestar:
 
 
 def create_asgi(services: Services) -> Any:
-    return TraceMiddleware(create_app(services), log_requests=services.settings.access_log)
+    return TraceMiddleware(
+        create_app(services),
+        log_requests=services.settings.access_log,
+        trusted_proxies=services.settings.trusted_proxies,
+    )

@@ -55,6 +55,9 @@ def build(settings: Settings) -> tuple[Services, Any]:
         log_level=settings.log_level.lower(),
         log_config=None,
         server_header=False,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; TraceMiddleware
+        # believes it only from FETCHML_TRUSTED_PROXIES.
+        proxy_headers=False,
     )
     return services, uvicorn.Server(config)
 

@@ -13,12 +13,20 @@ from fetchml.core.enums import AuditEventType
 from fetchml.core.models import AuditEvent, AuditEventList, ChainRoot, VerificationResult
 from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
+from fetchml.services.budget import DEFAULT_LIST_BYTES, size_of, within_budget
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import AuditEventRow
 
 SEQ = col(AuditEventRow.sequence_num)
+EVENT_SIZE = size_of(
+    col(AuditEventRow.user_id),
+    col(AuditEventRow.resource),
+    col(AuditEventRow.action),
+    col(AuditEventRow.error),
+    json_columns=[col(AuditEventRow.extra_metadata)],
+)
 
 
 def event_to_wire(row: AuditEventRow) -> AuditEvent:
@@ -56,9 +64,10 @@ def _row_fields(row: AuditEventRow) -> dict[str, Any]:
 
 
 class AuditService:
-    def __init__(self, db: Database, writer: WriteQueue) -> None:
+    def __init__(self, db: Database, writer: WriteQueue, *, list_budget: int = DEFAULT_LIST_BYTES) -> None:
         self.db = db
         self.writer = writer
+        self.list_budget = list_budget  # FETCHML_MAX_LIST_BYTES
 
     async def list_events(
         self,
@@ -81,9 +90,15 @@ class AuditService:
             if user_id is not None:
                 conds.append(col(AuditEventRow.user_id) == user_id)
             total = session.scalar(select(func.count()).select_from(AuditEventRow).where(*conds)) or 0
-            rows = session.scalars(
-                select(AuditEventRow).where(*conds).order_by(SEQ.desc()).limit(limit).offset(offset)
-            ).all()
+            sized = session.execute(
+                select(SEQ, EVENT_SIZE).where(*conds).order_by(SEQ.desc()).limit(limit).offset(offset)
+            )
+            seqs = within_budget(sized, self.list_budget)
+            rows = (
+                session.scalars(select(AuditEventRow).where(SEQ.in_(seqs)).order_by(SEQ.desc())).all()
+                if seqs
+                else []
+            )
             return AuditEventList(
                 events=[event_to_wire(r) for r in rows], total=total, limit=limit, offset=offset
             )

@@ -28,7 +28,7 @@ class Services:
             settings.ensure_data_dir()
         self.db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.writer = WriteQueue(self.db)
-        self.audit = AuditService(self.db, self.writer)
+        self.audit = AuditService(self.db, self.writer, list_budget=settings.max_list_bytes)
         self.keys = KeyService(self.db, self.writer, cache_seconds=settings.auth_cache_seconds)
         self.bus = EventBus()
         self.placer = Placer(
@@ -44,16 +44,27 @@ class Services:
             aging_rate=settings.priority_aging_per_hour,
             aging_cap=settings.priority_aging_cap,
             placer=self.placer,
+            max_datasets=settings.max_datasets_per_task,
+            list_budget=settings.max_list_bytes,
+            shared_contents=settings.shared_task_contents,
         )
         self.workers = WorkerService(self.db, self.writer, self.bus, settings, self.placer)
         self.reservations = ReservationService(self.db, self.writer)
-        self.logs = LogService(self.db, self.writer, self.bus)
+        self.logs = LogService(
+            self.db,
+            self.writer,
+            self.bus,
+            max_lines=settings.max_log_lines_per_task,
+            max_bytes=settings.max_log_bytes_per_task,
+        )
         self.artifacts = ArtifactService(self.db, self.writer, settings.data_dir, settings.max_artifact_bytes)
         self.experiments = ExperimentService(self.db, self.writer)
         self.queue = QueueService(self.db, timezone=settings.timezone)
         self.scheduler = SchedulerService(self.db)
         self.health = HealthService(self.db)
-        self.snapshots = SnapshotService(settings.data_dir, settings.max_snapshot_bytes)
+        self.snapshots = SnapshotService(
+            settings.data_dir, settings.max_snapshot_bytes, db=self.db, writer=self.writer
+        )
 
     def start(self) -> None:
         self.db.migrate()

@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from fetchml.core.enums import AuditEventType, Role
-from fetchml.core.errors import ConflictError, NotFoundError, RateLimitedError, UnauthorizedError
+from fetchml.core.errors import (
+    ConflictError,
+    NotFoundError,
+    RateLimitedError,
+    UnauthorizedError,
+    ValidationError,
+)
 from fetchml.core.models import ApiKeyInfo, CreatedKey
 from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
@@ -43,12 +49,30 @@ def _key_info(row: ApiKeyRow) -> ApiKeyInfo:
         prefix=row.prefix,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        worker_name=bound_worker_name(row),
     )
 
 
+def bound_worker_name(row: ApiKeyRow) -> str | None:
+    """The worker name a worker key may register. Keys made before names were bound (no
+    worker_name stored) are bound to their user name, the default for new keys too."""
+    if row.role != Role.WORKER.value:
+        return None
+    return row.worker_name or row.user_id
+
+
 def create_key_op(
-    user: str, role: Role, actor: Principal, ip_address: str | None = None
+    user: str,
+    role: Role,
+    actor: Principal,
+    ip_address: str | None = None,
+    *,
+    worker_name: str | None = None,
 ) -> Callable[[Tx], CreatedKey]:
+    if worker_name is not None and role is not Role.WORKER:
+        raise ValidationError("worker_name is only valid for role worker")
+    bound = (worker_name or user) if role is Role.WORKER else None
+
     def op(tx: Tx) -> CreatedKey:
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
         row = ApiKeyRow(
@@ -58,6 +82,7 @@ def create_key_op(
             user_id=user,
             role=role.value,
             created_at=utcnow(),
+            worker_name=bound,
         )
         tx.insert(ApiKeyRow, row.model_dump())
         tx.audit(
@@ -66,7 +91,12 @@ def create_key_op(
             resource=f"key:{row.id}",
             action="create",
             ip_address=ip_address,
-            metadata={"key_user": user, "role": role.value, "prefix": row.prefix},
+            metadata={
+                "key_user": user,
+                "role": role.value,
+                "prefix": row.prefix,
+                **({"worker_name": bound} if bound else {}),
+            },
         )
         return CreatedKey(**_key_info(row).model_dump(), key=raw)
 
@@ -111,19 +141,31 @@ class KeyService:
         # `fetchml run` uses for its embedded server. They die with the process.
         self._static: dict[str, Principal] = {}
 
-    def add_process_key(self, user: str, role: Role, *, key_id: str | None = None) -> str:
+    def add_process_key(
+        self, user: str, role: Role, *, key_id: str | None = None, worker_name: str | None = None
+    ) -> str:
         """`key_id` names the holder across restarts (the embedded worker re-registers under
-        the same name with a new key each time the server starts)."""
+        the same name with a new key each time the server starts). A worker key is bound to
+        `worker_name` (default: `user`), like a stored one."""
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
         self._static[hash_key(raw)] = Principal(
-            user_id=user, role=role, key_id=key_id or f"proc_{secrets.token_hex(4)}"
+            user_id=user,
+            role=role,
+            key_id=key_id or f"proc_{secrets.token_hex(4)}",
+            worker_name=(worker_name or user) if role is Role.WORKER else None,
         )
         return raw
 
     async def create(
-        self, user: str, role: Role, actor: Principal, ip_address: str | None = None
+        self,
+        user: str,
+        role: Role,
+        actor: Principal,
+        ip_address: str | None = None,
+        *,
+        worker_name: str | None = None,
     ) -> CreatedKey:
-        return await self.writer.run(create_key_op(user, role, actor, ip_address))
+        return await self.writer.run(create_key_op(user, role, actor, ip_address, worker_name=worker_name))
 
     async def list(self) -> list[ApiKeyInfo]:
         return await read(self.db, list_keys_query)
@@ -153,7 +195,12 @@ class KeyService:
                 lambda s: s.scalars(select(ApiKeyRow).where(col(ApiKeyRow.key_hash) == digest)).first(),
             )
             if row is not None and hmac.compare_digest(row.key_hash, digest) and row.revoked_at is None:
-                principal = Principal(user_id=row.user_id, role=Role(row.role), key_id=row.id)
+                principal = Principal(
+                    user_id=row.user_id,
+                    role=Role(row.role),
+                    key_id=row.id,
+                    worker_name=bound_worker_name(row),
+                )
                 if self.cache_seconds > 0:
                     if len(self._cache) > 10_000:
                         self._cache.clear()

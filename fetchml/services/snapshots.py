@@ -3,6 +3,12 @@
 An upload is written to a temporary file in the same folder while it is hashed and counted,
 then checked (the digest it claims, gzip, every member safe to unpack) and renamed into place
 in one step, so a reader never sees a partial or unverified snapshot.
+
+Who may use a snapshot: the bytes are shared (one file per digest), but the right to name a
+digest in a task is not. Every user who uploaded the content owns it (snapshot_owners: a
+second user uploading the same bytes proves they have them, and becomes an owner too); an admin
+may share a digest with every user (snapshot_shares). Admins may use any snapshot; a worker may
+download one only for an attempt it holds.
 """
 
 from __future__ import annotations
@@ -15,12 +21,56 @@ from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import BinaryIO
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
 from fetchml.core.archive import DEFAULT_MAX_MEMBERS, check_tarball
-from fetchml.core.errors import NotFoundError, PayloadTooLargeError, ValidationError
+from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role
+from fetchml.core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError, ValidationError
 from fetchml.core.snapshots_models import SnapshotInfo, check_digest
+from fetchml.core.timeutil import utcnow
+from fetchml.services.base import read
+from fetchml.services.nodes import is_live, nodes_of
+from fetchml.services.principal import Principal
+from fetchml.services.uow import Tx, WriteQueue
+from fetchml.store.db import Database
+from fetchml.store.tables import SnapshotOwnerRow, SnapshotShareRow, TaskRow
 
 GZIP_MAGIC = b"\x1f\x8b"
 _FLUSH_BYTES = 1024 * 1024
+
+
+def may_use_snapshot(session: Session, principal: Principal, digest: str) -> bool:
+    """May `principal` name snapshot `digest` in a task (or see that it exists)?"""
+    if principal.role is Role.ADMIN:
+        return True
+    if session.get(SnapshotShareRow, digest) is not None:
+        return True
+    return session.get(SnapshotOwnerRow, (digest, principal.user_id)) is not None
+
+
+def check_snapshot_use(session: Session, principal: Principal, digest: str) -> None:
+    """403 unless the principal uploaded `digest` or an admin shared it. One answer whether or
+    not the snapshot exists, so a refusal says nothing about other users' uploads."""
+    if not may_use_snapshot(session, principal, digest):
+        raise ForbiddenError(
+            f"Snapshot {digest} may not be used: upload it yourself, or ask an admin to share it"
+        )
+
+
+def _worker_holds(session: Session, worker_name: str | None, digest: str) -> bool:
+    if worker_name is None:
+        return False
+    active = [s.value for s in ACTIVE_STATUSES]
+    rows = session.scalars(
+        select(TaskRow).where(col(TaskRow.snapshot_id) == digest, col(TaskRow.status).in_(active))
+    ).all()
+    return any(
+        n.get("worker_id") == worker_name and n.get("slot_assigned") and is_live(n)
+        for row in rows
+        for n in nodes_of(row)
+    )
 
 
 async def _chunks(body: bytes | AsyncIterable[bytes]) -> AsyncIterable[bytes]:
@@ -39,7 +89,12 @@ class SnapshotService:
         *,
         max_members: int = DEFAULT_MAX_MEMBERS,
         max_unpacked_bytes: int | None = None,
+        db: Database | None = None,
+        writer: WriteQueue | None = None,
     ) -> None:
+        # Without a database (unit use of the file store) no ownership is recorded or checked.
+        self.db = db
+        self.writer = writer
         self.root = Path(data_dir) / "snapshots"
         self.max_bytes = max_bytes
         self.max_members = max_members
@@ -57,6 +112,61 @@ class SnapshotService:
         if not await asyncio.to_thread(file.is_file):
             raise NotFoundError(f"Snapshot {digest} not found")
         return file
+
+    async def check_visible(self, principal: Principal, digest: str) -> None:
+        """404 for a snapshot the caller may not use, as for one that does not exist: `fetchml
+        run` then uploads its own copy (and so becomes an owner) instead of naming another
+        user's upload."""
+        check_digest(digest)
+        if self.db is None:
+            return
+        if principal.role is Role.WORKER:
+            return  # workers may ask; what they may download is checked by check_download
+        if not await read(self.db, lambda s: may_use_snapshot(s, principal, digest)):
+            raise NotFoundError(f"Snapshot {digest} not found")
+
+    async def check_download(self, principal: Principal, digest: str) -> None:
+        """Admins download any snapshot; a worker only one that an attempt it holds runs."""
+        check_digest(digest)
+        if self.db is None or principal.role is Role.ADMIN:
+            return
+        if not await read(self.db, lambda s: _worker_holds(s, principal.worker_name, digest)):
+            raise ForbiddenError(f"Snapshot {digest} is not used by an attempt this worker holds")
+
+    async def record_owner(self, principal: Principal, digest: str) -> None:
+        if self.writer is None:
+            return
+
+        def op(tx: Tx) -> None:
+            # Under the write lock: no second writer can add the same row in between.
+            if tx.session.get(SnapshotOwnerRow, (digest, principal.user_id)) is None:
+                tx.session.add(
+                    SnapshotOwnerRow(digest=digest, user_id=principal.user_id, created_at=utcnow())
+                )
+
+        await self.writer.run(op)
+
+    async def share(self, principal: Principal, digest: str, ip_address: str | None = None) -> None:
+        """An admin lets every user name `digest` in their tasks (audited; repeating it is a no-op)."""
+        check_digest(digest)
+        await self.path(digest)  # 404 for a snapshot that was never uploaded
+        if self.writer is None:
+            return
+
+        def op(tx: Tx) -> None:
+            if tx.session.get(SnapshotShareRow, digest) is not None:
+                return
+            tx.session.add(SnapshotShareRow(digest=digest, shared_by=principal.user_id, created_at=utcnow()))
+            tx.audit(
+                AuditEventType.FILE_ACCESS,
+                user_id=principal.user_id,
+                resource=f"snapshot:{digest}",
+                action="share",
+                ip_address=ip_address,
+                metadata={},
+            )
+
+        await self.writer.run(op)
 
     async def put(self, digest: str, body: bytes | AsyncIterable[bytes]) -> SnapshotInfo:
         """Stores `body` as snapshot `digest`. Idempotent: a known digest is not rewritten (the

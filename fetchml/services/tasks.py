@@ -11,21 +11,48 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from fetchml.core.aging import aged_priority
-from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, TaskStatus
-from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
+from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role, TaskStatus
+from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from fetchml.core.lifecycle import CANCELLED_ERROR, check_transition
-from fetchml.core.models import CreateTaskRequest, DatasetSpec, NodeAssignment, Task, TaskList
+from fetchml.core.models import (
+    TASK_CONTENT_FIELDS,
+    CreateTaskRequest,
+    DatasetSpec,
+    NodeAssignment,
+    Task,
+    TaskList,
+)
+from fetchml.core.redact import redact_text, redact_url
 from fetchml.core.timeutil import utcnow
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
+from fetchml.services.budget import DEFAULT_LIST_BYTES, size_of, within_budget
 from fetchml.services.nodes import nodes_of
 from fetchml.services.placement import Placer
 from fetchml.services.principal import Principal
 from fetchml.services.progress import settle_gang
 from fetchml.services.reservations import check_task_reservation
+from fetchml.services.snapshots import check_snapshot_use
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import TaskRow
+
+# The columns whose size varies from task to task (all bounded at submission, see core/models).
+TASK_SIZE = size_of(
+    col(TaskRow.args),
+    col(TaskRow.entrypoint),
+    col(TaskRow.error),
+    col(TaskRow.output),
+    json_columns=[
+        col(TaskRow.datasets),
+        col(TaskRow.dataset_specs),
+        col(TaskRow.extra_metadata),
+        col(TaskRow.plugin_configs),
+        col(TaskRow.plugin_status),
+        col(TaskRow.node_assignments),
+        col(TaskRow.assigned_gpus),
+    ],
+)
 
 
 def effective_priority(row: TaskRow, now: datetime | None, rate: float, cap: float) -> float:
@@ -44,9 +71,18 @@ def task_to_wire(
     aging_rate: float = 0.0,
     aging_cap: float = 10.0,
     pending_reason: str | None = None,
+    contents: bool = True,
+    real_sources: bool = False,
 ) -> Task:
-    """The wire Task. Without `now` (the worker protocol's answers) nothing is aged."""
-    return Task(
+    """The wire Task. Without `now` (the worker protocol's answers) nothing is aged.
+
+    Credentials in dataset sources are redacted unless `real_sources` (only the worker's
+    assignment: it downloads with them). Without `contents` (a reader who is not the owner)
+    the task's contents are absent from the JSON."""
+    specs = [DatasetSpec.model_validate(d) for d in row.dataset_specs or []]
+    if not real_sources:
+        specs = [s.model_copy(update={"source": redact_url(s.source)}) for s in specs]
+    task = Task(
         id=row.id,
         job_name=row.job_name,
         status=TaskStatus(row.status),
@@ -55,13 +91,13 @@ def task_to_wire(
         started_at=row.started_at,
         ended_at=row.ended_at,
         worker_id=row.worker_id,
-        error=row.error,
+        error=row.error if real_sources or row.error is None else redact_text(row.error),
         output=row.output,
         entrypoint=row.entrypoint,
         args=row.args,
         snapshot_id=row.snapshot_id,
-        datasets=row.datasets or [],
-        dataset_specs=[DatasetSpec.model_validate(d) for d in row.dataset_specs or []],
+        datasets=list(row.datasets or []) if real_sources else [redact_url(d) for d in row.datasets or []],
+        dataset_specs=specs,
         cpu=row.cpu,
         memory_gb=row.memory_gb,
         gpu=row.gpu,
@@ -83,6 +119,7 @@ def task_to_wire(
         assigned_gpus=list(row.assigned_gpus or []),
         cancel_requested=bool(row.cancel_requested),
     )
+    return task if contents else task.without(TASK_CONTENT_FIELDS)
 
 
 def new_task_id() -> str:
@@ -135,6 +172,8 @@ def create_task_op(
         }
         if req.reservation_id is not None:
             check_task_reservation(tx, principal, req.reservation_id)
+        if req.snapshot_id is not None:
+            check_snapshot_use(tx.session, principal, req.snapshot_id)
         # A bulk insert, not an ORM object: the writer sends a whole batch in one executemany.
         tx.insert(TaskRow, values)
         tx.audit(
@@ -252,23 +291,53 @@ class TaskService:
         aging_rate: float = 0.0,
         aging_cap: float = 10.0,
         placer: Placer | None = None,
+        max_datasets: int = 64,
+        list_budget: int = DEFAULT_LIST_BYTES,
+        shared_contents: bool = False,
     ) -> None:
         self.db = db
+        self.shared_contents = shared_contents  # FETCHML_SHARED_TASK_CONTENTS
         self.placer = placer
+        self.max_datasets = max_datasets  # FETCHML_MAX_DATASETS_PER_TASK
+        self.list_budget = list_budget  # FETCHML_MAX_LIST_BYTES
         self.writer = writer
         self.bus = bus or EventBus()
         self.default_max_retries = default_max_retries
         self.aging_rate = aging_rate  # FETCHML_PRIORITY_AGING_PER_HOUR; 0 = no aging
         self.aging_cap = aging_cap  # FETCHML_PRIORITY_AGING_CAP
 
-    def _wire(self, row: TaskRow, now: datetime | None = None, reason: str | None = None) -> Task:
+    def _wire(
+        self,
+        row: TaskRow,
+        now: datetime | None = None,
+        reason: str | None = None,
+        viewer: Principal | None = None,
+    ) -> Task:
         return task_to_wire(
             row,
             now=now or utcnow(),
             aging_rate=self.aging_rate,
             aging_cap=self.aging_cap,
             pending_reason=reason,
+            contents=viewer is None or self.may_see_contents(viewer, row.user_id),
         )
+
+    def may_see_contents(self, viewer: Principal, owner: str) -> bool:
+        """Args, logs, artifacts... of `owner`'s task: the owner and admins, or with
+        FETCHML_SHARED_TASK_CONTENTS every user."""
+        return viewer.may_see_contents_of(owner) or (self.shared_contents and viewer.role is Role.USER)
+
+    async def check_contents(self, viewer: Principal, task_id: str) -> None:
+        """404 for an unknown task, 403 for a task whose contents `viewer` may not read."""
+
+        def q(session: Session) -> str | None:
+            return session.scalar(select(col(TaskRow.user_id)).where(col(TaskRow.id) == task_id))
+
+        owner = await read(self.db, q)
+        if owner is None:
+            raise NotFoundError(f"Task {task_id} not found")
+        if not self.may_see_contents(viewer, owner):
+            raise ForbiddenError("Only the task's owner and admins may read its logs, output and artifacts")
 
     def _reasons(self, session: Session, rows: Sequence[TaskRow], now: datetime) -> dict[str, str]:
         if self.placer is None:
@@ -278,17 +347,22 @@ class TaskService:
     async def create(
         self, principal: Principal, req: CreateTaskRequest, ip_address: str | None = None
     ) -> Task:
+        for field, items in (("dataset_specs", req.dataset_specs), ("datasets", req.datasets)):
+            if items and len(items) > self.max_datasets:
+                raise ValidationError(
+                    f"Validation failed: {field}: at most {self.max_datasets} datasets per task"
+                )
         task = await self.writer.run(create_task_op(principal, req, self.default_max_retries, ip_address))
         self.bus.publish(TASKS_TOPIC)
         return task
 
-    async def get(self, task_id: str) -> Task:
+    async def get(self, task_id: str, viewer: Principal | None = None) -> Task:
         def q(session: Session) -> Task:
             row = session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
             if row is None:
                 raise NotFoundError(f"Task {task_id} not found")
             now = utcnow()
-            return self._wire(row, now, self._reasons(session, [row], now).get(row.id))
+            return self._wire(row, now, self._reasons(session, [row], now).get(row.id), viewer)
 
         return await read(self.db, q)
 
@@ -299,6 +373,7 @@ class TaskService:
         user_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        viewer: Principal | None = None,
     ) -> TaskList:
         def q(session: Session) -> TaskList:
             conds: list[ColumnElement[bool]] = []
@@ -307,13 +382,21 @@ class TaskService:
             if user_id is not None:
                 conds.append(col(TaskRow.user_id) == user_id)
             total = session.scalar(select(func.count()).select_from(TaskRow).where(*conds)) or 0
-            rows = session.scalars(
-                select(TaskRow).where(*conds).order_by(col(TaskRow.seq).desc()).limit(limit).offset(offset)
-            ).all()
+            # The page's keys and sizes first; only the rows that fit the byte budget are loaded.
+            newest = col(TaskRow.seq).desc()
+            sized = session.execute(
+                select(col(TaskRow.seq), TASK_SIZE).where(*conds).order_by(newest).limit(limit).offset(offset)
+            )
+            seqs = within_budget(sized, self.list_budget)
+            rows = (
+                session.scalars(select(TaskRow).where(col(TaskRow.seq).in_(seqs)).order_by(newest)).all()
+                if seqs
+                else []
+            )
             now = utcnow()  # one instant for the whole page
             reasons = self._reasons(session, rows, now)
             return TaskList(
-                tasks=[self._wire(r, now, reasons.get(r.id)) for r in rows],
+                tasks=[self._wire(r, now, reasons.get(r.id), viewer) for r in rows],
                 total=total,
                 limit=limit,
                 offset=offset,

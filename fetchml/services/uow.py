@@ -31,6 +31,7 @@ from sqlmodel import col
 from fetchml.core.audit import GENESIS_HASH, event_hash
 from fetchml.core.enums import AuditEventType
 from fetchml.core.errors import FetchmlError, InternalError, ServiceUnavailableError
+from fetchml.core.redact import redact_text, redact_value
 from fetchml.core.timeutil import utcnow
 from fetchml.store.db import Database
 from fetchml.store.tables import AuditEventRow
@@ -141,8 +142,9 @@ class Tx:
             "action": action,
             "success": success,
             "ip_address": ip_address,
-            "error": error,
-            "metadata": metadata or {},
+            # Credentials inside URLs (a dataset source in an error, say) never reach the log.
+            "error": None if error is None else redact_text(error),
+            "metadata": redact_value(metadata or {}),
         }
         digest = event_hash(prev, fields)
         values = dict(fields, prev_hash=prev, event_hash=digest)

@@ -70,6 +70,9 @@ REPORTED_END = frozenset({*TERMINAL, STOPPED})
 
 
 def _owned_worker(tx: Tx, principal: Principal, worker_id: str) -> WorkerRow:
+    # The key's bound name first: a stolen key learns nothing about other workers' names.
+    if not principal.may_act_as_worker(worker_id):
+        raise ForbiddenError(f"This key may act only as worker {principal.worker_name!r}")
     row = tx.session.get(WorkerRow, worker_id)
     if row is None:
         raise NotFoundError(f"Worker {worker_id} is not registered")
@@ -124,6 +127,11 @@ class WorkerService:
 
     async def register(self, principal: Principal, req: RegisterWorkerRequest) -> RegisterWorkerResponse:
         timeout = timedelta(seconds=self.settings.heartbeat_timeout)
+        # A worker key registers only the name it was created for; admins may register any.
+        if not principal.may_act_as_worker(req.name):
+            raise ForbiddenError(
+                f"This key may register only worker {principal.worker_name!r}, not {req.name!r}"
+            )
 
         def op(tx: Tx) -> list[str]:
             now = utcnow()
@@ -239,7 +247,8 @@ class WorkerService:
                     caps = WorkerCapabilities.model_validate(head.capabilities) if head else None
                     master_addr = (caps.hostname if caps else None) or nodes[0]["worker_id"]
                 return Assignment(
-                    task=task_to_wire(task),
+                    # The worker downloads the datasets: it gets the sources as submitted.
+                    task=task_to_wire(task, real_sources=True),
                     attempt=task.attempt,
                     gpus=list(mine.get("gpus") or []),
                     node_rank=mine["node_id"],

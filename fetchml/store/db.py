@@ -7,6 +7,7 @@ audit chain's read-the-head-then-append safe across several processes sharing on
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,14 +51,31 @@ def _sqlite_engine(url: str, *, write: bool, synchronous: str) -> Engine:
     return engine
 
 
+def _private_sqlite_files(path: Path) -> None:
+    """The database file and its -wal/-shm companions readable by their owner only (0600).
+
+    Created here before SQLite opens it (SQLite would use 0644 under the usual umask; it gives
+    the -wal and -shm files the database file's mode), and tightened if an older run left them
+    readable by others."""
+    import os
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            if p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+
+
 class Database:
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
         self.url = url
         self.is_sqlite = _is_sqlite(url)
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
-            if path and path != ":memory:":
+            if path and path != ":memory:" and not path.startswith("file:"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_files(Path(path))
             self.read_engine = _sqlite_engine(url, write=False, synchronous=sqlite_synchronous)
             self.write_engine = _sqlite_engine(url, write=True, synchronous=sqlite_synchronous)
         else:

@@ -101,6 +101,22 @@ class TaskLogRow(SQLModel, table=True):
     line: str
 
 
+class TaskLogStateRow(SQLModel, table=True):
+    """Where each attempt's log stands, so an append reads one row instead of counting lines."""
+
+    __tablename__ = "task_log_state"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    attempt: int = Field(primary_key=True)
+    # Lines accepted from the worker (stored or dropped over the quota): the next start_line.
+    next_line: int = 0
+    stored_lines: int = 0  # rows in task_logs for this attempt, the quota notice not counted
+    stored_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    dropped_lines: int = 0  # over the task's quota
+    # line_no of the one quota notice of the task, when it is in this attempt's lines.
+    notice_line: int | None = None
+
+
 class ArtifactRow(SQLModel, table=True):
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("task_id", "attempt", "path", name="uq_artifacts_path"),)
@@ -136,6 +152,8 @@ class ApiKeyRow(SQLModel, table=True):
     role: str = Field(max_length=16)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     revoked_at: datetime | None = _dt()
+    # A worker key may register only this worker name (None for every other role).
+    worker_name: str | None = Field(default=None, max_length=64)
 
 
 class AuditEventRow(SQLModel, table=True):
@@ -177,3 +195,21 @@ class ReservationRow(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     # The GPUs held, picked from what was free at creation: {worker_id: [gpu index, ...]}.
     gpus: dict[str, list[int]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class SnapshotOwnerRow(SQLModel, table=True):
+    __tablename__ = "snapshot_owners"
+
+    # Content-addressed: every user who uploaded these bytes owns the digest.
+    digest: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class SnapshotShareRow(SQLModel, table=True):
+    __tablename__ = "snapshot_shares"
+
+    # An admin shared this snapshot: every user may name it in a task.
+    digest: str = Field(primary_key=True, max_length=64)
+    shared_by: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -64,7 +64,7 @@ class Cluster:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start_worker(self, name: str, *extra: str, key: str | None = None) -> subprocess.Popen[bytes]:
-        key = key or self.server.make_key(f"wk-{name}", "worker")
+        key = key or self.server.make_key(f"wk-{name}", "worker", worker_name=name)
         log = (self.tmp / f"worker-{name}.log").open("ab")
         proc = subprocess.Popen(
             [
@@ -74,8 +74,6 @@ class Cluster:
                 "worker",
                 "--server",
                 self.server.url,
-                "--api-key",
-                key,
                 "--name",
                 name,
                 "--work-dir",
@@ -85,7 +83,8 @@ class Cluster:
                 *extra,
             ],
             cwd=REPO,
-            env=self.server.env(),
+            # Never in argv: `fetchml worker` refuses --api-key (argv is world-readable).
+            env={**self.server.env(), "FETCHML_API_KEY": key},
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,

@@ -77,7 +77,7 @@ def test_graceful_worker_shutdown_kills_the_whole_group(cluster: Cluster) -> Non
 
 @pytest.mark.also_postgresql
 def test_kill9_of_a_worker_mid_task_retries_on_another_and_fences_the_old_attempt(cluster: Cluster) -> None:
-    wkey_a = cluster.server.make_key("wk-a", "worker")
+    wkey_a = cluster.server.make_key("wk-a", "worker", worker_name="wa")
     a = cluster.start_worker("wa", "--executor", "local", key=wkey_a)
     tid = cluster.submit(entrypoint="sh -c 'echo go; sleep 3; echo done'", max_retries=2)
     cluster.wait_for(lambda: "go" in cluster.logs(tid), what="attempt 1 to start on wa")
@@ -98,7 +98,7 @@ def test_kill9_of_a_worker_mid_task_retries_on_another_and_fences_the_old_attemp
 
 
 def test_dataset_sha256_mismatch_fails_clearly(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.start_worker("w1", "--executor", "local")
+    cluster.start_worker("w1", "--executor", "local", "--dataset-root", str(tmp_path))
     data = tmp_path / "data.bin"
     data.write_bytes(b"the real bytes")
     good = hashlib.sha256(data.read_bytes()).hexdigest()
@@ -108,7 +108,8 @@ def test_dataset_sha256_mismatch_fails_clearly(cluster: Cluster, tmp_path: Path)
         dataset_specs=[{"name": "d", "source": str(data), "sha256": wrong, "mount_path": "data/d.bin"}],
     )
     t = cluster.wait_status(bad, "completed", "failed")
-    assert t["status"] == "failed" and "sha256 mismatch" in t["error"], t
+    assert t["status"] == "failed" and "does not match the expected sha256" in t["error"], t
+    assert good not in t["error"]  # the real digest is never told
     ok = cluster.submit(
         entrypoint="cat data/d.bin",
         dataset_specs=[{"name": "d", "source": f"file://{data}", "sha256": good, "mount_path": "data/d.bin"}],

@@ -435,3 +435,61 @@ def test_attempt_leftover_with_the_same_name_is_replaced(
     assert [c.id for c in labelled(docker_client, "fetchml.task", spec.task_id)] == [second.id]
     assert first.id != second.id
     second.cleanup()
+
+
+@pytest.mark.docker
+def test_readonly_mounts_cannot_be_written_while_the_workspace_can(
+    tmp_path: Path, executor: DockerExecutor, worker_id: str, docker_client: Any
+) -> None:
+    cached = tmp_path / "cache" / "entry"
+    cached.parent.mkdir()
+    cached.write_bytes(b"verified dataset\n")
+    spec = spec_for(tmp_path, ["true"], worker_id)
+    (spec.workdir / "data").mkdir()
+    (spec.workdir / "data" / "d.bin").touch()  # the placeholder the worker leaves
+    script = (
+        "cat data/d.bin;"
+        "echo changed > data/d.bin && echo write-ok;"
+        "echo more >> data/d.bin && echo append-ok;"
+        "rm -f data/d.bin && echo rm-ok;"
+        "echo fine > data/other.txt && echo other-ok;"
+        "echo out > /workspace/out.txt && echo ws-ok"
+    )
+    spec = spec_for(
+        tmp_path,
+        ["sh", "-c", script],
+        worker_id,
+        readonly_mounts=((cached, "data/d.bin"),),
+        task_id=spec.task_id,
+    )
+    execution = executor.start(spec)
+    lines, status = finish(execution)
+    assert status == ExitStatus(exit_code=0), lines
+    assert lines[0] == "verified dataset"
+    assert [line for line in lines if line.endswith("-ok")] == ["other-ok", "ws-ok"], lines
+    assert sum("Read-only file system" in line for line in lines) >= 2, lines
+    mounts = {m["Destination"]: m for m in docker_client.containers.get(execution.id).attrs["Mounts"]}
+    assert mounts["/workspace/snapshot/data/d.bin"]["RW"] is False
+    assert mounts["/workspace"]["RW"] is True
+    execution.cleanup()
+    assert cached.read_bytes() == b"verified dataset\n"
+    assert (spec.workdir / "data" / "other.txt").read_text() == "fine\n"
+    assert (spec.workspace / "out.txt").read_text() == "out\n"
+
+
+@pytest.mark.parametrize("rel", ["../escape", "/etc/passwd", "a/../../x", "", "a//b", "./a"])
+def test_readonly_mount_paths_must_stay_plain_and_inside(tmp_path: Path, rel: str) -> None:
+    cached = tmp_path / "entry"
+    cached.write_bytes(b"x")
+    spec = spec_for(tmp_path, ["true"], "w", readonly_mounts=((cached, rel),))
+    with pytest.raises(ExecutorError, match="read-only mount path"):
+        DockerExecutor(client=object()).container_config(spec, TEST_IMAGE)
+
+
+def test_a_readonly_mount_over_a_link_in_the_workspace_is_refused(tmp_path: Path) -> None:
+    cached = tmp_path / "entry"
+    cached.write_bytes(b"x")
+    spec = spec_for(tmp_path, ["true"], "w", readonly_mounts=((cached, "d.bin"),))
+    (spec.workdir / "d.bin").symlink_to("/etc/passwd")  # planted by the snapshot
+    with pytest.raises(ExecutorError, match="is a link"):
+        DockerExecutor(client=object()).container_config(spec, TEST_IMAGE)

@@ -256,8 +256,50 @@ def test_cwd_and_env_are_applied(
         env={"GREETING": "hello world"},
     )
     lines, status = finish(executor.start(spec))
-    assert lines == [str(spec.workdir), "hello world", "from-worker", "key=unset"]
+    # The worker's environment is not the task's: only the allow-list and the spec's variables.
+    assert lines == [str(spec.workdir), "hello world", "", "key=unset"]
     assert status.exit_code == 0
+
+
+def test_task_environment_is_an_allow_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FETCHML_API_KEY", "fml_secret_of_the_worker")
+    monkeypatch.setenv("FETCHML_DATABASE_URL", "postgresql+psycopg://fetchml:hunter2@db/fetchml")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "worker-cloud-secret")
+    monkeypatch.setenv("OPERATOR_CHOSEN", "passed")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("CUDA_HOME", "/usr/local/cuda")
+    ex = LocalExecutor(pass_env=("OPERATOR_CHOSEN", "FETCHML_API_KEY"))
+    try:
+        spec = spec_for(tmp_path, ["env"], env={"FROM_SPEC": "1"}, gpus=(1,))
+        lines, status = finish(ex.start(spec))
+    finally:
+        ex.shutdown(0)
+    assert status.exit_code == 0
+    env = dict(line.split("=", 1) for line in lines)
+    assert set(env) == {
+        "PATH",
+        "HOME",
+        "LANG",
+        "CUDA_HOME",
+        "OPERATOR_CHOSEN",
+        "FROM_SPEC",
+        "CUDA_VISIBLE_DEVICES",
+        "CUDA_DEVICE_ORDER",
+        LABEL_WORKER,
+        LABEL_TASK,
+        LABEL_ATTEMPT,
+    } | ({"PWD"} if "PWD" in env else set())
+    assert env["HOME"] == os.environ["HOME"] and env["OPERATOR_CHOSEN"] == "passed"
+    assert env["PATH"].split(":")[0] == os.path.dirname(sys.executable)
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"
+    assert "fml_secret" not in "\n".join(lines)  # even when an operator names it
+
+
+def test_run_as_is_refused_for_root_and_unknown_users() -> None:
+    with pytest.raises(ExecutorError, match="not root"):
+        LocalExecutor(run_as="root")
+    with pytest.raises(ExecutorError, match="no such user"):
+        LocalExecutor(run_as="no-such-user-fetchml-xyz")
 
 
 def test_missing_command_is_an_executor_error(tmp_path: Path, executor: LocalExecutor) -> None:

@@ -15,7 +15,7 @@ from fetchml.client.base import ServerUnreachableError
 from fetchml.client.snapshot_pack import pack_directory
 from fetchml.core.errors import ValidationError
 from fetchml.core.models import DatasetSpec
-from fetchml.runner.datasets import DatasetCache
+from fetchml.runner.datasets import DatasetCache, DatasetPolicy
 from fetchml.runner.workspace import SnapshotCache, WorkspaceError, collect_outputs, prepare_workspace
 from tests.harness import Keys, ServerHandle, free_port
 
@@ -41,7 +41,7 @@ def dataset(
     src = tmp_path / f"{name}.src"
     src.write_bytes(data)
     spec = DatasetSpec(name=name, source=str(src), sha256=sha(data), mount_path=mount_path)
-    return spec, DatasetCache(tmp_path / "dscache").fetch(spec)
+    return spec, DatasetCache(tmp_path / "dscache", DatasetPolicy(roots=(tmp_path,))).fetch(spec)
 
 
 def test_layout_env_and_datasets(tmp_path: Path) -> None:

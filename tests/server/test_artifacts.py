@@ -44,7 +44,7 @@ def ks(srv: ServerHandle) -> K:
 
 @pytest.fixture
 def w(srv: ServerHandle, ks: K) -> Iterator[FakeWorker]:
-    worker = FakeWorker(srv, ks.w1)
+    worker = FakeWorker(srv, ks.w1, name="box-1")  # the name ks.w1 is bound to: raw uploads use it
     worker.register()
     yield worker
     worker.close()

@@ -17,8 +17,13 @@ ADMIN, USER, WORKER = "admin", "user", "worker"
 NO_SNAPSHOT = "0" * 64
 
 
-def route_table(task_id: str) -> list[tuple[str, str, Callable[[], Any] | None, set[str]]]:
-    """(method, path, body factory, roles allowed). Bodies are valid, so an allowed call is 2xx/404."""
+def route_table(
+    task_id: str, worker: str = "no-such-worker", register_as: str | None = None
+) -> list[tuple[str, str, Callable[[], Any] | None, set[str]]]:
+    """(method, path, body factory, roles allowed). Bodies are valid, so an allowed call is 2xx/404.
+
+    A worker key acts only as the worker name it is bound to: the worker protocol routes use
+    `worker` (not registered when they are called: 404) and register `register_as` last."""
     return [
         ("GET", "/v1/tasks", None, {ADMIN, USER}),
         ("POST", "/v1/tasks", lambda: {"job_name": "authz"}, {ADMIN, USER}),
@@ -34,17 +39,17 @@ def route_table(task_id: str) -> list[tuple[str, str, Callable[[], Any] | None, 
         ("POST", "/v1/keys", lambda: {"user": "matrix", "role": "user"}, {ADMIN}),
         ("DELETE", "/v1/keys/key_000000000000", None, {ADMIN}),
         ("GET", "/schema/openapi.json", None, {ADMIN, USER}),
+        ("POST", f"/v1/workers/{worker}/heartbeat", lambda: {"active": []}, {ADMIN, WORKER}),
+        ("POST", f"/v1/workers/{worker}/claim?wait=0", None, {ADMIN, WORKER}),
         (
             "POST",
             "/v1/workers/register",
             lambda: {
-                "name": f"authz-{uuid.uuid4().hex[:8]}",
+                "name": register_as or f"authz-{uuid.uuid4().hex[:8]}",
                 "capabilities": {"cpu_cores": 1, "memory_gb": 1},
             },
             {ADMIN, WORKER},
         ),
-        ("POST", "/v1/workers/no-such-worker/heartbeat", lambda: {"active": []}, {ADMIN, WORKER}),
-        ("POST", "/v1/workers/no-such-worker/claim?wait=0", None, {ADMIN, WORKER}),
         (
             "POST",
             "/v1/tasks/no-such-task/report",
@@ -57,12 +62,14 @@ def route_table(task_id: str) -> list[tuple[str, str, Callable[[], Any] | None, 
             lambda: {"attempt": 1, "start_line": 0, "lines": ["x"]},
             {ADMIN, WORKER},
         ),
-        ("GET", f"/v1/tasks/{task_id}/logs", None, {ADMIN, USER, WORKER}),
+        # alice's task: its log is hers and the admins' (tests/security/test_api1_object_access.py).
+        ("GET", f"/v1/tasks/{task_id}/logs", None, {ADMIN, USER}),
         ("GET", f"/v1/tasks/{task_id}/artifacts", None, {ADMIN, USER}),
         ("GET", f"/v1/tasks/{task_id}/artifacts/no/such/file.txt", None, {ADMIN, USER}),
         ("PUT", "/v1/tasks/no-such-task/artifacts/out.txt?attempt=1", None, {ADMIN, WORKER}),
         ("PUT", f"/v1/snapshots/{NO_SNAPSHOT}", None, {ADMIN, USER}),
         ("GET", f"/v1/snapshots/{NO_SNAPSHOT}", None, {ADMIN, WORKER}),
+        ("POST", f"/v1/snapshots/{NO_SNAPSHOT}/share", None, {ADMIN}),
         ("GET", "/v1/scheduler/status", None, {ADMIN}),
         ("GET", "/v1/scheduler/workers", None, {ADMIN}),
         ("GET", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),
@@ -242,8 +249,12 @@ def test_api_revocation_clears_even_a_long_auth_cache(long_cache_server: ServerH
 @pytest.mark.parametrize("role", [ADMIN, USER, WORKER])
 def test_role_matrix(shared_server: ServerHandle, keys: Keys, alice_task: str, role: str) -> None:
     key = {ADMIN: keys.admin, USER: keys.user, WORKER: keys.worker}[role]
+    worker = "no-such-worker"
+    if role == WORKER:
+        worker = f"matrix-{uuid.uuid4().hex[:8]}"
+        key = shared_server.make_key("matrix-box", "worker", worker_name=worker)
     failures = []
-    for method, path, body, allowed in route_table(alice_task):
+    for method, path, body, allowed in route_table(alice_task, worker, worker if role == WORKER else None):
         if role == WORKER and path.startswith("/schema"):
             continue  # the worker protocol's own routes are not part of this issue
         r = request(shared_server, key, method, path, body() if body else None)

@@ -71,6 +71,11 @@ def test_list_keys(shared_server: ServerHandle, keys: Keys) -> None:
         ({"role": "user"}, "user"),
         ({"user": "has space", "role": "user"}, "user"),
         ({"user": "u" * 65, "role": "user"}, "user"),
+        # A worker name binds worker keys only.
+        ({"user": "x", "role": "user", "worker_name": "w"}, "worker_name"),
+        ({"user": "x", "role": "admin", "worker_name": "w"}, "worker_name"),
+        ({"user": "x", "role": "worker", "worker_name": "bad name"}, "worker_name"),
+        ({"user": "x", "role": "worker", "worker_name": ""}, "worker_name"),
     ],
 )
 def test_create_validates(shared_server: ServerHandle, keys: Keys, body: dict, field: str) -> None:
@@ -119,3 +124,38 @@ def test_keys_are_admin_only(shared_server: ServerHandle, keys: Keys) -> None:
             expect_error(http.get("/v1/keys"), 403, "FORBIDDEN")
             expect_error(http.post("/v1/keys", json={"user": "evil", "role": "admin"}), 403, "FORBIDDEN")
             expect_error(http.delete("/v1/keys/anything"), 403, "FORBIDDEN")
+
+
+def test_a_worker_key_is_bound_to_its_worker_name(shared_server: ServerHandle, keys: Keys) -> None:
+    with shared_server.http(keys.admin) as http:
+        r = http.post("/v1/keys", json={"user": "rack-3", "role": "worker", "worker_name": "gpu-30"})
+        assert r.status_code == 201, r.text
+        bound = r.json()
+        default = create(shared_server, keys.admin, "gpu-31", "worker")
+        plain = create(shared_server, keys.admin, "mia", "user")
+        listed = {k["id"]: k for k in http.get("/v1/keys").json()}
+        [created] = [
+            e
+            for e in http.get("/v1/audit/events", params={"event_type": "key_created", "limit": 1000}).json()[
+                "events"
+            ]
+            if e["resource"] == f"key:{bound['id']}"
+        ]
+    assert bound["worker_name"] == "gpu-30" and listed[bound["id"]]["worker_name"] == "gpu-30"
+    assert default["worker_name"] == "gpu-31"  # default: the key's user name
+    assert "worker_name" not in plain or plain["worker_name"] is None
+    assert created["metadata"]["worker_name"] == "gpu-30"
+    caps = {"cpu_cores": 1, "memory_gb": 1}
+    with shared_server.http(bound["key"]) as http:
+        expect_error(
+            http.post("/v1/workers/register", json={"name": "rack-3", "capabilities": caps}), 403, "FORBIDDEN"
+        )
+        assert (
+            http.post("/v1/workers/register", json={"name": "gpu-30", "capabilities": caps}).status_code
+            == 200
+        )
+    with shared_server.http(default["key"]) as http:
+        assert (
+            http.post("/v1/workers/register", json={"name": "gpu-31", "capabilities": caps}).status_code
+            == 200
+        )

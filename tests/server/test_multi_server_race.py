@@ -213,7 +213,10 @@ def test_two_servers_four_workers_assign_every_task_exactly_once(tmp_path: Path)
         a = servers[0]
         admin = a.make_key("root", "admin")
         user = a.make_key("alice", "user")
-        worker_keys = [a.make_key(f"race-box-{i}", "worker") for i in range(2 * N_WORKERS_PER_SERVER)]
+        worker_keys = [
+            a.make_key(f"race-box-{i}", "worker", worker_name=f"race-w{i}")
+            for i in range(2 * N_WORKERS_PER_SERVER)
+        ]
 
         began = time.monotonic()
         race = Race(deadline=began + TIME_LIMIT)

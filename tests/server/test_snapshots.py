@@ -7,6 +7,7 @@ import io
 import random
 import tarfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from fetchml.client.base import UnexpectedResponseError
 from fetchml.core.errors import ForbiddenError
 from tests.harness import Keys, ServerHandle, expect_error
+from tests.protocol_kit import FakeWorker, submit
 
 GZ = {"Content-Type": "application/gzip"}
 
@@ -47,16 +49,33 @@ def server(shared_server: ServerHandle) -> ServerHandle:
     return shared_server
 
 
+@contextmanager
+def holding(server: ServerHandle, keys: Keys, digest: str) -> Iterator[str]:
+    """The key of a worker that holds a live attempt running snapshot `digest`: a worker may
+    download only such a snapshot."""
+    t = submit(server, keys.admin, "snap", snapshot_id=digest, priority=10)
+    w = FakeWorker(server, keys.worker)
+    try:
+        w.register()
+        assert w.must_claim().task.id == t.id
+        yield w.key
+    finally:
+        with server.http(keys.admin) as http:
+            http.delete(f"/v1/tasks/{t.id}")
+        w.close()
+
+
 def test_put_then_head_then_get_returns_identical_bytes(server: ServerHandle, keys: Keys) -> None:
     body = tarball({"train.py": b"print('train')\n", "cfg/a.yaml": b"lr: 0.1\n"})
     digest = sha(body)
-    with server.http(keys.user) as user, server.http(keys.worker) as worker:
+    with server.http(keys.user) as user:
         assert user.head(f"/v1/snapshots/{digest}").status_code == 404
         r = user.put(f"/v1/snapshots/{digest}", content=body, headers=GZ)
         assert r.status_code == 201, r.text
         assert r.json() == {"sha256": digest, "size": len(body), "existed": False}
         head = user.head(f"/v1/snapshots/{digest}")
         assert head.status_code == 200 and head.content == b""
+    with holding(server, keys, digest) as wkey, server.http(wkey) as worker:
         got = worker.get(f"/v1/snapshots/{digest}")
         assert got.status_code == 200, got.text
         assert got.content == body
@@ -158,9 +177,13 @@ def test_roles(server: ServerHandle, keys: Keys) -> None:
         assert admin.get(path).content == body
     with server.http(keys.user) as user:
         expect_error(user.get(path), 403, "FORBIDDEN")
-        assert user.head(path).status_code == 200
+        # Another user's upload, not shared: as if it did not exist (the user uploads their own).
+        assert user.head(path).status_code == 404
     with server.http(keys.worker) as worker:
         assert worker.head(path).status_code == 200
+        # A worker downloads only what an attempt it holds runs.
+        expect_error(worker.get(path), 403, "FORBIDDEN")
+    with holding(server, keys, digest) as wkey, server.http(wkey) as worker:
         assert worker.get(path).content == body
     with server.http() as anonymous:
         expect_error(anonymous.get(path), 401, "UNAUTHORIZED")
@@ -173,11 +196,16 @@ def test_the_client_uploads_checks_and_downloads(server: ServerHandle, keys: Key
     digest = sha(body)
     src = tmp_path / "snap.tar.gz"
     src.write_bytes(body)
-    with server.client(keys.user) as user, server.client(keys.worker) as worker:
+    with server.client(keys.user) as user:
         assert user.snapshots.exists(digest) is False
         info = user.snapshots.upload(digest, src)
         assert (info.sha256, info.size, info.existed) == (digest, len(body), False)
         assert user.snapshots.upload(digest, src).existed is True
+    with (
+        holding(server, keys, digest) as wkey,
+        server.client(keys.user) as user,
+        server.client(wkey) as worker,
+    ):
         assert worker.snapshots.exists(digest) is True
         dest = tmp_path / "cache" / "got.tar.gz"
         assert worker.snapshots.download(digest, dest) == dest
@@ -261,7 +289,11 @@ def test_a_download_that_does_not_match_is_not_kept(server: ServerHandle, keys: 
         body[:10] + bytes([body[10] ^ 0xFF]) + body[11:]
     )
     dest = tmp_path / "cache" / "snap.tar.gz"
-    with server.client(keys.worker) as worker, pytest.raises(UnexpectedResponseError, match="sha256"):
+    with (
+        holding(server, keys, digest) as wkey,
+        server.client(wkey) as worker,
+        pytest.raises(UnexpectedResponseError, match="sha256"),
+    ):
         worker.snapshots.download(digest, dest)
     assert list(dest.parent.iterdir()) == []
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import tarfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -46,13 +49,28 @@ def test_submit_minimal_task(shared_server: ServerHandle, keys: Keys) -> None:
     assert before - timedelta(seconds=5) <= created <= datetime.now(UTC) + timedelta(seconds=5)
 
 
+def upload_snapshot(srv: ServerHandle, key: str) -> str:
+    """A snapshot uploaded with `key`: a task may name only a snapshot its user uploaded."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = uuid.uuid4().hex.encode()
+        info = tarfile.TarInfo("train.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    with srv.http(key) as http:
+        assert http.put(f"/v1/snapshots/{digest}", content=buf.getvalue()).status_code == 201
+    return digest
+
+
 def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -> None:
+    snapshot = upload_snapshot(shared_server, keys.user)
     body = {
         "job_name": "full_Job-1",
         "priority": 9,
         "args": "--epochs 3",
         "entrypoint": "train.py",
-        "snapshot_id": "snap-123",
+        "snapshot_id": snapshot,
         "datasets": ["mnist", "cifar"],
         "dataset_specs": [
             {

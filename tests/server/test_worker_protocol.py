@@ -176,15 +176,21 @@ def test_a_name_is_bound_to_the_key_that_registered_it(
 ) -> None:
     w = worker(workers, srv, ks.w1)
     body = {"name": w.name, "capabilities": {"cpu_cores": 1, "memory_gb": 1}}
-    err = expect_error(post(srv, ks.w2, "/v1/workers/register", body), 409, "CONFLICT")
+    # A second key bound to the same name (a rebuilt machine) waits until the first is gone.
+    twin = srv.make_key("box-2", "worker", worker_name=w.name)
+    err = expect_error(post(srv, twin, "/v1/workers/register", body), 409, "CONFLICT")
     assert w.name in err["error"]
-    # The other key may not act for it either; the owner still can.
-    expect_error(post(srv, ks.w2, f"/v1/workers/{w.name}/heartbeat", {"active": []}), 403, "FORBIDDEN")
-    expect_error(post(srv, ks.w2, f"/v1/workers/{w.name}/claim", params={"wait": 0}), 403, "FORBIDDEN")
+    # A key bound to another name may not register it at all, nor act for it; the owner can.
+    expect_error(post(srv, ks.w2, "/v1/workers/register", body), 403, "FORBIDDEN")
+    for key in (twin, ks.w2):
+        expect_error(post(srv, key, f"/v1/workers/{w.name}/heartbeat", {"active": []}), 403, "FORBIDDEN")
+        expect_error(post(srv, key, f"/v1/workers/{w.name}/claim", params={"wait": 0}), 403, "FORBIDDEN")
     assert w.heartbeat().status == "active"
-    # Unknown workers: 404.
-    expect_error(post(srv, ks.w1, "/v1/workers/no-such-worker/heartbeat", {"active": []}), 404, "NOT_FOUND")
-    expect_error(post(srv, ks.w1, "/v1/workers/no-such-worker/claim", params={"wait": 0}), 404, "NOT_FOUND")
+    # Unknown workers: 404 (for a key bound to that name; any other key is refused first).
+    ghost = srv.make_key("box-9", "worker", worker_name="no-such-worker")
+    expect_error(post(srv, ghost, "/v1/workers/no-such-worker/heartbeat", {"active": []}), 404, "NOT_FOUND")
+    expect_error(post(srv, ghost, "/v1/workers/no-such-worker/claim", params={"wait": 0}), 404, "NOT_FOUND")
+    expect_error(post(srv, ks.w1, "/v1/workers/no-such-worker/heartbeat", {"active": []}), 403, "FORBIDDEN")
 
 
 def test_re_register_requeues_what_the_worker_held(
@@ -214,16 +220,16 @@ def test_re_register_requeues_what_the_worker_held(
 def test_claim_long_poll_answers_204_after_wait(srv: ServerHandle, ks: K, workers: list[FakeWorker]) -> None:
     w = worker(workers, srv, ks.w1)
     start = time.monotonic()
-    r = post(srv, ks.w1, f"/v1/workers/{w.name}/claim", params={"wait": 0})
+    r = post(srv, w.key, f"/v1/workers/{w.name}/claim", params={"wait": 0})
     assert r.status_code == 204 and r.content == b""
     assert time.monotonic() - start < 0.5
     start = time.monotonic()
-    r = post(srv, ks.w1, f"/v1/workers/{w.name}/claim", params={"wait": 1})
+    r = post(srv, w.key, f"/v1/workers/{w.name}/claim", params={"wait": 1})
     took = time.monotonic() - start
     assert r.status_code == 204 and r.content == b"", r.text
     assert 0.9 <= took < 3.0, took
     expect_error(
-        post(srv, ks.w1, f"/v1/workers/{w.name}/claim", params={"wait": -1}), 422, "VALIDATION_ERROR"
+        post(srv, w.key, f"/v1/workers/{w.name}/claim", params={"wait": -1}), 422, "VALIDATION_ERROR"
     )
 
 
@@ -346,7 +352,7 @@ def test_report_walks_the_state_machine(srv: ServerHandle, ks: K, workers: list[
     assert get_task(srv, ks.user, t.id).model_dump() == done.model_dump()
 
     # Terminal: no further report is accepted.
-    r = post(srv, ks.w1, f"/v1/tasks/{t.id}/report", {"attempt": 1, "status": "running"})
+    r = post(srv, w.key, f"/v1/tasks/{t.id}/report", {"attempt": 1, "status": "running"})
     expect_error(r, 409, "CONFLICT")
     assert len(audit_events(srv, ks.admin, "job_started", t.id)) == 1
     [completed] = audit_events(srv, ks.admin, "job_completed", t.id)
@@ -373,25 +379,25 @@ def test_illegal_transitions_stale_attempts_and_other_workers(
     a = w.must_claim()
     path = f"/v1/tasks/{t.id}/report"
     expect_error(
-        post(srv, ks.w1, path, {"attempt": 1, "status": "collecting"}), 409, "CONFLICT"
+        post(srv, w.key, path, {"attempt": 1, "status": "collecting"}), 409, "CONFLICT"
     )  # preparing->collecting
     w.report(a, "running")
-    err = expect_error(post(srv, ks.w1, path, {"attempt": 1, "status": "completed"}), 409, "CONFLICT")
+    err = expect_error(post(srv, w.key, path, {"attempt": 1, "status": "completed"}), 409, "CONFLICT")
     assert "running" in err["error"] and "completed" in err["error"]
-    expect_error(post(srv, ks.w1, path, {"attempt": 2, "status": "collecting"}), 409, "CONFLICT")
-    expect_error(post(srv, ks.w1, path, {"attempt": 0, "status": "collecting"}), 422, "VALIDATION_ERROR")
-    expect_error(post(srv, ks.w1, path, {"attempt": 1, "status": "queued"}), 422, "VALIDATION_ERROR")
+    expect_error(post(srv, w.key, path, {"attempt": 2, "status": "collecting"}), 409, "CONFLICT")
+    expect_error(post(srv, w.key, path, {"attempt": 0, "status": "collecting"}), 422, "VALIDATION_ERROR")
+    expect_error(post(srv, w.key, path, {"attempt": 1, "status": "queued"}), 422, "VALIDATION_ERROR")
     for bad in (
         {"attempt": True},
         {"attempt": "1"},
         {"attempt": 1, "node_rank": "0"},
         {"attempt": 1, "exit_code": 1.0},
     ):
-        expect_error(post(srv, ks.w1, path, {"status": "collecting", **bad}), 422, "VALIDATION_ERROR")
+        expect_error(post(srv, w.key, path, {"status": "collecting", **bad}), 422, "VALIDATION_ERROR")
     expect_error(post(srv, ks.w2, path, {"attempt": 1, "status": "collecting"}), 403, "FORBIDDEN")
     expect_error(post(srv, ks.user, path, {"attempt": 1, "status": "collecting"}), 403, "FORBIDDEN")
     expect_error(
-        post(srv, ks.w1, "/v1/tasks/no-such-task/report", {"attempt": 1, "status": "running"}),
+        post(srv, w.key, "/v1/tasks/no-such-task/report", {"attempt": 1, "status": "running"}),
         404,
         "NOT_FOUND",
     )
@@ -467,9 +473,9 @@ def test_lost_lease_requeues_and_fences_the_old_attempt(
     assert (a2.task.id, a2.attempt, a2.task.retry_count) == (t.id, 2, 1)
 
     # w1 comes back late: its attempt is fenced off.
-    r = post(fast, fks.w1, f"/v1/tasks/{t.id}/report", {"attempt": 1, "status": "collecting"})
+    r = post(fast, w1.key, f"/v1/tasks/{t.id}/report", {"attempt": 1, "status": "collecting"})
     expect_error(r, 409, "CONFLICT")
-    r = post(fast, fks.w1, f"/v1/tasks/{t.id}/logs", {"attempt": 1, "start_line": 1, "lines": ["late"]})
+    r = post(fast, w1.key, f"/v1/tasks/{t.id}/logs", {"attempt": 1, "start_line": 1, "lines": ["late"]})
     expect_error(r, 409, "CONFLICT")
     hb = w1.heartbeat(a1)
     assert (hb.status, hb.commands) == ("offline", [])

@@ -9,16 +9,22 @@ GPUs: the assigned host indices go to Docker as device_ids (never "all"). Inside
 NVIDIA runtime shows only those devices, numbered from 0, so CUDA_VISIBLE_DEVICES there is
 "0,...,n-1", not the host indices (host "2,3" would hide every GPU from CUDA).
 
+Hardening (every container): all capabilities dropped but TASK_CAPABILITIES, no-new-privileges,
+a pids limit, a private IPC namespace, never privileged, no Docker socket (only the workspace and
+the read-only dataset files are mounted), the worker's network mode, and default memory/CPU
+limits when the task asks for none. The root filesystem stays writable: tasks write to /tmp.
+
 The docker SDK is imported only by this module, and only when it is used: importing fetchml.runner
 or fetchml.cli never loads it.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import logging
 import math
+import os
+import posixpath
 import re
 import threading
 import time
@@ -28,15 +34,19 @@ from pathlib import Path
 from typing import Any
 
 from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus
+from fetchml.runner.lines import LineSplitter
 
 __all__ = [
     "CONTAINER_WORKSPACE",
+    "DEFAULT_PIDS_LIMIT",
     "LABEL_ATTEMPT",
     "LABEL_TASK",
     "LABEL_WORKER",
+    "TASK_CAPABILITIES",
     "DockerExecution",
     "DockerExecutor",
     "docker_available",
+    "host_share",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,16 @@ CONTAINER_WORKSPACE = "/workspace"
 LABEL_TASK = "fetchml.task"
 LABEL_WORKER = "fetchml.worker"
 LABEL_ATTEMPT = "fetchml.attempt"
+
+# What root inside a task's container keeps of Docker's default capability set, and why:
+# CHOWN, DAC_OVERRIDE, FOWNER: manage files it does not own, above all the bind-mounted workspace,
+#   which belongs to the worker's user (without DAC_OVERRIDE root in the container cannot even
+#   write $FETCHML_OUTPUT_DIR), and package managers that chown what they unpack;
+# SETUID, SETGID: images that drop to an unprivileged user (su, gosu, apt's _apt sandbox).
+# Dropped among others: NET_RAW (no packet forging or ARP spoofing on the bridge), MKNOD (no device
+# nodes), SYS_CHROOT, SETPCAP, SETFCAP, FSETID, KILL, NET_BIND_SERVICE, AUDIT_WRITE.
+TASK_CAPABILITIES: tuple[str, ...] = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
+DEFAULT_PIDS_LIMIT = 4096  # far above any training job's processes and threads; stops fork bombs
 
 _POLL = 0.1
 _CATCH_UP = 100  # log entries read again when a follow stream ends
@@ -77,6 +97,30 @@ def memory_limit(gb: float) -> str:
     return str(int(gb * 1024**3))
 
 
+def host_share(slots: int = 1) -> tuple[float, float]:
+    """(memory GiB, CPUs) of one of `slots` equal shares of this host: 90% of its memory (the
+    rest stays with the worker, dockerd and the system) and its logical CPUs, divided by slots.
+    The default limits of a task that asks for none."""
+    import psutil
+
+    slots = max(1, slots)
+    memory = psutil.virtual_memory().total * 0.9 / slots / 1024**3
+    cpus = (psutil.cpu_count(logical=True) or os.cpu_count() or 1) / slots
+    # Whole MiB and hundredths of a CPU keep the figures readable in `docker inspect`.
+    return max(math.floor(memory * 1024) / 1024, 1 / 16), max(math.floor(cpus * 100) / 100, 0.01)
+
+
+def readonly_target(container_workdir: str, rel: str) -> str:
+    """The container path of a read-only mount `rel` (relative to the working directory); it must
+    stay below the workspace."""
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in rel.split("/")):
+        raise ExecutorError(f"read-only mount path {rel!r} must be a plain relative path")
+    target = posixpath.normpath(posixpath.join(container_workdir, rel))
+    if not target.startswith(CONTAINER_WORKSPACE + "/"):
+        raise ExecutorError(f"read-only mount path {rel!r} leaves the workspace")
+    return target
+
+
 class PathMapper:
     """Rewrites host paths under the workspace to the container's /workspace."""
 
@@ -89,25 +133,6 @@ class PathMapper:
 
     def __call__(self, value: str) -> str:
         return self._pattern.sub(CONTAINER_WORKSPACE, value)
-
-
-class _LineSplitter:
-    """Bytes in, lines out: utf-8 (invalid bytes replaced), newline (and a CR before it) removed,
-    the last partial line kept until `end()`."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-
-    def feed(self, data: bytes) -> list[str]:
-        self._pending += self._decoder.decode(data)
-        *complete, self._pending = self._pending.split("\n")
-        return [line[:-1] if line.endswith("\r") else line for line in complete]
-
-    def end(self) -> list[str]:
-        rest = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
-        return [rest] if rest else []
 
 
 def _split_entry(frame: bytes) -> tuple[bytes, bytes]:
@@ -139,7 +164,7 @@ class DockerExecution:
         Entries are told apart by their timestamps (nanoseconds)."""
         import docker.errors
 
-        splitter = _LineSplitter()
+        splitter = LineSplitter()  # lines capped as they arrive (runner.lines)
         recent: deque[tuple[bytes, bytes]] = deque(maxlen=_CATCH_UP)
         try:
             stream = self.container.logs(stream=True, follow=True, stdout=True, stderr=True, timestamps=True)
@@ -288,6 +313,11 @@ class DockerExecutor:
     Docker's init (tini) as PID 1, so SIGTERM reaches the task (a process that is PID 1 ignores it
     unless it installs a handler) and zombies are reaped. `user`: "uid:gid" to run as (default:
     the image's user, usually root, whose files in the workspace a non-root worker cannot delete).
+
+    Limits: `pids_limit` (0: none); `default_memory_gb` / `default_cpus` for tasks that ask for
+    none (None: an equal share of this host per slot, see host_share and set_slots; 0: no limit);
+    a task's own cpu / memory_gb always applies. `network`: bridge, none, host or the name of a
+    Docker network. `cap_add`: the capabilities kept (all others are dropped).
     """
 
     name = "docker"
@@ -300,7 +330,22 @@ class DockerExecutor:
         *,
         init: bool = True,
         user: str | None = None,
+        pids_limit: int = DEFAULT_PIDS_LIMIT,
+        default_memory_gb: float | None = None,
+        default_cpus: float | None = None,
+        network: str = "bridge",
+        cap_add: tuple[str, ...] = TASK_CAPABILITIES,
     ) -> None:
+        if pids_limit < 0:
+            raise ExecutorError("the pids limit must be 0 (none) or positive")
+        if (default_memory_gb is not None and default_memory_gb < 0) or (
+            default_cpus is not None and default_cpus < 0
+        ):
+            raise ExecutorError("default memory and CPU limits must be 0 (none) or positive")
+        if not network or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", network):
+            raise ExecutorError(
+                f"invalid Docker network {network!r}: use bridge, none, host or a network name"
+            )
         if client is None:
             import docker
 
@@ -313,8 +358,33 @@ class DockerExecutor:
         self.stop_grace = stop_grace
         self.init = init
         self.user = user
+        self.pids_limit = pids_limit
+        self.network = network
+        self.cap_add = tuple(cap_add)
+        self._memory_gb_setting = default_memory_gb
+        self._cpus_setting = default_cpus
+        self.default_memory_gb: float | None = None
+        self.default_cpus: float | None = None
+        self.set_slots(1)
         self._lock = threading.Lock()
         self._executions: list[DockerExecution] = []
+
+    def set_slots(self, slots: int) -> None:
+        """The worker's batch slots, known once it registers: an automatic default limit is
+        this host's share per slot."""
+        share: tuple[float, float] | None = None
+        if self._memory_gb_setting is None or self._cpus_setting is None:
+            share = host_share(slots)
+        memory = share[0] if self._memory_gb_setting is None and share else self._memory_gb_setting
+        cpus = share[1] if self._cpus_setting is None and share else self._cpus_setting
+        self.default_memory_gb = memory or None  # 0: no limit
+        self.default_cpus = cpus or None
+
+    def limits(self, spec: ExecSpec) -> tuple[float | None, float | None]:
+        """(memory GiB, CPUs) the container gets: the task's own, else the worker's default."""
+        memory = spec.memory_gb if spec.memory_gb is not None else self.default_memory_gb
+        cpus = spec.cpu if spec.cpu is not None else self.default_cpus
+        return memory, cpus
 
     # -- start ---------------------------------------------------------------------------------
     def ensure_image(self, image: str) -> None:
@@ -348,6 +418,7 @@ class DockerExecutor:
             raise ExecutorError(
                 f"the working directory {str(spec.workdir)!r} is outside the workspace {str(spec.workspace)!r}"
             ) from None
+        container_workdir = (Path(CONTAINER_WORKSPACE) / rel).as_posix()
         to_container = PathMapper(spec.workspace)
         env = {k: to_container(v) for k, v in spec.env.items()}
         # Inside the container the assigned GPUs are numbered from 0 (see the module docstring).
@@ -363,18 +434,30 @@ class DockerExecutor:
                 LABEL_ATTEMPT: str(spec.attempt),
             },
             "volumes": {str(workspace): {"bind": CONTAINER_WORKSPACE, "mode": "rw"}},
-            "working_dir": (Path(CONTAINER_WORKSPACE) / rel).as_posix(),
+            "mounts": self._readonly_mounts(spec, workspace, container_workdir),
+            "working_dir": container_workdir,
             "environment": env,
             "init": self.init,
             "stdin_open": False,
             "tty": False,
+            "privileged": False,
+            "cap_drop": ["ALL"],
+            "cap_add": list(self.cap_add),
+            # setuid binaries and file capabilities grant nothing: the capabilities above are all
+            # a task's processes can ever hold.
+            "security_opt": ["no-new-privileges"],
+            "ipc_mode": "private",
+            "network_mode": self.network,
         }
+        if self.pids_limit:
+            config["pids_limit"] = self.pids_limit
         if self.user is not None:
             config["user"] = self.user
-        if spec.cpu is not None:
-            config["nano_cpus"] = int(spec.cpu * 1e9)
-        if spec.memory_gb is not None:
-            limit = memory_limit(spec.memory_gb)
+        memory_gb, cpus = self.limits(spec)
+        if cpus is not None:
+            config["nano_cpus"] = int(cpus * 1e9)
+        if memory_gb is not None:
+            limit = memory_limit(memory_gb)
             config["mem_limit"] = limit
             config["memswap_limit"] = limit  # equal to the memory limit: no swap
         if spec.gpus:
@@ -382,6 +465,24 @@ class DockerExecutor:
                 docker.types.DeviceRequest(device_ids=[str(i) for i in spec.gpus], capabilities=[["gpu"]])
             ]
         return config
+
+    def _readonly_mounts(self, spec: ExecSpec, workspace: Path, container_workdir: str) -> list[Any]:
+        """spec.readonly_mounts as read-only binds of single files over their workspace paths."""
+        import docker.types
+
+        mounts = []
+        for host_file, rel in spec.readonly_mounts:
+            target = readonly_target(container_workdir, rel)
+            source = Path(host_file).resolve()
+            if not source.is_file():
+                raise ExecutorError(f"read-only mount {rel!r}: {str(host_file)!r} is not a file")
+            # Docker resolves the target inside the container; still, a link planted at that path
+            # in the workspace (from the snapshot) is refused rather than mounted through.
+            placeholder = workspace / target[len(CONTAINER_WORKSPACE) + 1 :]
+            if placeholder.is_symlink():
+                raise ExecutorError(f"read-only mount path {rel!r} is a link in the workspace")
+            mounts.append(docker.types.Mount(target=target, source=str(source), type="bind", read_only=True))
+        return mounts
 
     def start(self, spec: ExecSpec) -> DockerExecution:
         import docker.errors
@@ -405,7 +506,7 @@ class DockerExecutor:
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
             raise ExecutorError(f"cannot start a container from {image!r}: {_explain(exc)}") from exc
-        execution = DockerExecution(spec, container, spec.memory_gb)
+        execution = DockerExecution(spec, container, self.limits(spec)[0])
         with self._lock:
             self._executions = [e for e in self._executions if e.running]
             self._executions.append(execution)

@@ -17,17 +17,33 @@ group that can be signalled at once. What it guarantees:
 Not covered: a descendant that both leaves the group (setsid) and is orphaned before a stop; a
 process that clears its own environment escapes `remove_orphans`. Use the docker executor for
 isolation that does not rely on cooperation.
+
+What a task sees of the worker (see docs/operations.md, "Executors and what they isolate"):
+
+- An allow-listed environment, never the worker's: PATH (the worker's interpreter's folder and
+  the system folders), HOME (the user's; the attempt's workspace with `run_as`), LANG, LC_ALL,
+  TZ and the worker's CUDA_* when set, the names the operator lists with `pass_env`, then the
+  spec's own variables and the labels above.
+- With `run_as` (the worker must be root): the task runs as that unprivileged user, with no
+  supplementary groups and umask 077. It then cannot signal the worker, read the worker's
+  /proc entries (environ, memory, fds) or its files. When the main process exits, the output
+  folder is taken back (owned by the worker's user again, see `_reclaim_outputs`) before wait()
+  returns, so collecting artifacts as root cannot be turned into reading someone else's file.
+- Without `run_as`, the task runs as the worker's own user: it can signal the worker and read
+  whatever that user can. That is for a single user on their own machine only.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import logging
 import os
+import pwd
 import shlex
 import signal
+import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +51,7 @@ from collections.abc import Iterator
 import psutil
 
 from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus
+from fetchml.runner.lines import READ_SIZE, iter_lines
 
 __all__ = ["LABEL_ATTEMPT", "LABEL_TASK", "LABEL_WORKER", "LocalExecution", "LocalExecutor"]
 
@@ -45,8 +62,15 @@ LABEL_WORKER = "FETCHML_LABEL_WORKER"
 LABEL_TASK = "FETCHML_LABEL_TASK"
 LABEL_ATTEMPT = "FETCHML_LABEL_ATTEMPT"
 
-# Never handed to a task: the worker's own credentials.
-_SECRET_ENV = ("FETCHML_API_KEY",)
+# A task's PATH when the operator does not pass the worker's own (--pass-env PATH).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Taken from the worker's environment when set: locale and time zone only, nothing that may
+# carry a secret. Anything else must be named by the operator (pass_env).
+_PASSED_BY_DEFAULT = ("LANG", "LC_ALL", "TZ")
+# Never handed to a task, even when an operator names them.
+_SECRET_ENV = ("FETCHML_API_KEY", "FETCHML_API_KEY_FD")
+# What a task run as another user may create (files 0600, folders 0700).
+_TASK_UMASK = 0o077
 
 _POLL = 0.05
 
@@ -95,8 +119,9 @@ class LocalExecution:
     """One attempt started by LocalExecutor. Thread-safe: lines(), wait() and stop() may be
     called from different threads."""
 
-    def __init__(self, spec: ExecSpec, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, spec: ExecSpec, proc: subprocess.Popen[bytes], *, task_uid: int | None = None) -> None:
         self.spec = spec
+        self._task_uid = task_uid
         self.pid = proc.pid
         self.pgid = proc.pid  # start_new_session: the child leads its own session and group
         self._proc = proc
@@ -124,6 +149,11 @@ class LocalExecution:
         if not stopping:
             # The main process is gone: what it left running in its group goes with it.
             _signal_group(self.pgid, signal.SIGKILL)
+        if self._task_uid is not None:
+            try:
+                _reclaim_outputs(self.spec, self._task_uid)
+            except OSError as exc:  # collection then finds less; the attempt still ends
+                log.warning("task %s: could not take back its output folder: %s", self.spec.task_id, exc)
         code = self._proc.wait()
         self._finish(code)
 
@@ -152,18 +182,10 @@ class LocalExecution:
             self._lines_taken = True
         stream = self._proc.stdout
         assert stream is not None
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
-            for raw in iter(stream.readline, b""):
-                text = decoder.decode(raw)
-                if text.endswith("\n"):
-                    text = text[:-1]
-                    if text.endswith("\r"):
-                        text = text[:-1]
-                yield text
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                yield tail
+            # Bounded reads: a line without end must not grow the worker (see runner.lines).
+            read1 = stream.read1  # type: ignore[attr-defined]  # a BufferedReader (Popen bufsize -1)
+            yield from iter_lines(lambda: read1(READ_SIZE))
         finally:
             stream.close()
 
@@ -227,6 +249,56 @@ class LocalExecution:
         return not self._done.is_set()
 
 
+def _reclaim_outputs(spec: ExecSpec, task_uid: int) -> None:
+    """Make the attempt's workspace and output folder the worker's again before the worker
+    (root) reads them for upload.
+
+    A process of the task's user may outlive the attempt (it left the group). Each folder is
+    first made the worker's, mode 0700, and only then listed: from then on the task's user can
+    no longer add, rename or swap entries in it, so what is listed is what is read. The
+    workspace goes first, so `output` itself cannot be swapped for a link afterwards; an
+    `output` that is not a real folder is removed. Files stay the task's (their content is its
+    own); a file it does not own (a hard link to someone else's file) is removed, never
+    uploaded. Links are never followed.
+    """
+    me, my_group = os.geteuid(), os.getegid()
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    output = spec.env.get("FETCHML_OUTPUT_DIR") or os.path.join(spec.workspace, "output")
+    if os.path.dirname(os.path.abspath(output)) != os.path.abspath(spec.workspace):
+        raise OSError(f"output folder {output} is not directly inside the workspace {spec.workspace}")
+    name = os.path.basename(output)
+    try:
+        ws = os.open(spec.workspace, flags)
+    except FileNotFoundError:
+        return
+    try:
+        os.fchown(ws, me, my_group)
+        os.fchmod(ws, 0o700)
+        try:
+            st = os.stat(name, dir_fd=ws, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=ws)
+            return
+        pending = [os.open(name, flags, dir_fd=ws)]
+    finally:
+        os.close(ws)
+    while pending:
+        fd = pending.pop()
+        try:
+            os.fchown(fd, me, my_group)
+            os.fchmod(fd, 0o700)
+            for entry in os.scandir(fd):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append(os.open(entry.name, flags, dir_fd=fd))
+                elif stat.S_ISREG(st.st_mode) and st.st_uid != task_uid:
+                    os.unlink(entry.name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+
 def _pgid(proc: psutil.Process) -> int | None:
     try:
         return os.getpgid(proc.pid)
@@ -234,18 +306,61 @@ def _pgid(proc: psutil.Process) -> int | None:
         return None
 
 
+def task_user(name: str) -> pwd.struct_passwd:
+    """The account `run_as` names: it must exist, must not be root, and only root may switch to it."""
+    try:
+        user = pwd.getpwnam(name) if not name.isdigit() else pwd.getpwuid(int(name))
+    except KeyError:
+        raise ExecutorError(
+            f"--run-as {name}: no such user on this machine (create one: useradd --system {name})"
+        ) from None
+    if user.pw_uid == 0 or user.pw_gid == 0:
+        raise ExecutorError(
+            f"--run-as {name}: tasks must run as an unprivileged user, not root or the root group"
+        )
+    if os.geteuid() != 0:
+        raise ExecutorError(
+            f"--run-as {name} needs the worker to run as root (it is uid {os.geteuid()}); "
+            "without root, leave --run-as out and tasks run as the worker's own user"
+        )
+    return user
+
+
 class LocalExecutor:
     """Runs attempts as local processes. See the module docstring for what it guarantees."""
 
     name = "local"
 
-    def __init__(self, stop_grace: float = 10.0) -> None:
+    def __init__(
+        self, stop_grace: float = 10.0, *, run_as: str | None = None, pass_env: tuple[str, ...] = ()
+    ) -> None:
         self.stop_grace = stop_grace
+        self.pass_env = tuple(pass_env)
+        self.run_as = run_as
+        self._user: pwd.struct_passwd | None = task_user(run_as) if run_as is not None else None
         self._lock = threading.Lock()
         self._executions: list[LocalExecution] = []
 
+    @property
+    def task_owner(self) -> tuple[int, int] | None:
+        """(uid, gid) tasks run as, or None when they run as the worker's own user."""
+        return (self._user.pw_uid, self._user.pw_gid) if self._user is not None else None
+
     def environment(self, spec: ExecSpec) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+        # The worker's interpreter's folder first: `python`, `pip`, `torchrun` of the environment
+        # fetchml runs in, as `.py` entry points get. HOME: the user's own when tasks run as the
+        # worker's user (nothing to hide from them), the workspace when they run as another.
+        bindir = os.path.dirname(sys.executable) if sys.executable else ""
+        env = {
+            "PATH": f"{bindir}:{DEFAULT_PATH}" if bindir else DEFAULT_PATH,
+            "HOME": os.environ.get("HOME", "") if self._user is None else "",
+        }
+        env["HOME"] = env["HOME"] or str(spec.workspace)
+        for name, value in os.environ.items():
+            if name in _PASSED_BY_DEFAULT or name.startswith("CUDA_") or name in self.pass_env:
+                env[name] = value
+        for name in _SECRET_ENV:
+            env.pop(name, None)
         env.update(spec.env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpus)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML does
@@ -258,8 +373,17 @@ class LocalExecutor:
         if not spec.command:
             raise ExecutorError("cannot start the task: its command is empty")
         shown = shlex.join(spec.command)
+        as_user: dict[str, object] = {}
+        if self._user is not None:
+            # extra_groups=[]: none of root's supplementary groups (docker, disk, ...) carry over.
+            as_user = {
+                "user": self._user.pw_uid,
+                "group": self._user.pw_gid,
+                "extra_groups": [],
+                "umask": _TASK_UMASK,
+            }
         try:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # type: ignore[call-overload]
                 spec.command,
                 cwd=spec.workdir,
                 env=self.environment(spec),
@@ -268,12 +392,13 @@ class LocalExecutor:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                **as_user,
             )
         except OSError as exc:  # FileNotFoundError, PermissionError, NotADirectoryError, ...
             reason = exc.strerror or str(exc)
             where = f": {exc.filename}" if exc.filename else ""
             raise ExecutorError(f"cannot start {shown}: {reason}{where}") from exc
-        execution = LocalExecution(spec, proc)
+        execution = LocalExecution(spec, proc, task_uid=self._user.pw_uid if self._user else None)
         with self._lock:
             self._executions = [e for e in self._executions if e.running]
             self._executions.append(execution)

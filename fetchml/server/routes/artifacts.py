@@ -17,6 +17,7 @@ class ArtifactController(Controller):
 
     @get("/", guards=USERS, summary="List a task's artifacts (all attempts, newest attempt first)")
     async def list_artifacts(self, request: Request[Any, Any, Any], task_id: str) -> list[Artifact]:
+        await services_of(request).tasks.check_contents(principal_of(request), task_id)
         return await services_of(request).artifacts.list(task_id)
 
     @put(
@@ -45,6 +46,8 @@ class ArtifactController(Controller):
         path: str,
         attempt: Annotated[int | None, Parameter(ge=1, le=2**31 - 1)] = None,
     ) -> File:
+        # Only the owner and admins: 403 before anything about the file is looked up.
+        await services_of(request).tasks.check_contents(principal_of(request), task_id)
         art, file = await services_of(request).artifacts.open_for_download(
             principal_of(request), task_id, path.lstrip("/"), attempt, client_ip(request)
         )

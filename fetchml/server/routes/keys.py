@@ -21,7 +21,7 @@ class KeyController(Controller):
     @post("/", summary="Create an API key; the key is in this response only")
     async def create_key(self, request: Request[Any, Any, Any], data: CreateKeyRequest) -> CreatedKey:
         return await services_of(request).keys.create(
-            data.user, data.role, principal_of(request), client_ip(request)
+            data.user, data.role, principal_of(request), client_ip(request), worker_name=data.worker_name
         )
 
     @delete("/{key_id:str}", summary="Revoke an API key")

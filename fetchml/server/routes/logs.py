@@ -8,7 +8,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from fetchml.core.errors import ValidationError
-from fetchml.core.protocol import LogChunk, LogPage
+from fetchml.core.protocol import LOG_NEXT_LINE_HEADER, LOG_QUOTA_HEADER, LogChunk, LogPage
 from fetchml.server.context import principal_of, services_of
 from fetchml.server.security import READERS, WORKERS
 
@@ -17,9 +17,28 @@ class LogController(Controller):
     path = "/v1/tasks/{task_id:str}/logs"
     tags = ["Logs"]
 
-    @post("/", status_code=204, guards=WORKERS, summary="Append log lines of an attempt (worker)")
-    async def append(self, request: Request[Any, Any, Any], task_id: str, data: LogChunk) -> None:
-        await services_of(request).logs.append(principal_of(request), task_id, data)
+    @post(
+        "/",
+        status_code=204,
+        guards=WORKERS,
+        summary="Append log lines of an attempt (worker)",
+        description=(
+            "204 without a body. `X-Fetchml-Log-Next-Line` is the attempt's next line number; "
+            "`X-Fetchml-Log-Quota: reached` says the task's log quota is spent (later lines are "
+            "acknowledged and dropped). A gap (`start_line` past the next line) is 422, a stale "
+            "attempt 409."
+        ),
+    )
+    async def append(self, request: Request[Any, Any, Any], task_id: str, data: LogChunk) -> Response[None]:
+        result = await services_of(request).logs.append(principal_of(request), task_id, data)
+        return Response(
+            content=None,
+            status_code=204,
+            headers={
+                LOG_NEXT_LINE_HEADER: str(result.next_line),
+                LOG_QUOTA_HEADER: "reached" if result.quota_reached else "ok",
+            },
+        )
 
     @get(
         "/",
@@ -41,6 +60,8 @@ class LogController(Controller):
     ) -> Response[LogPage]:
         if offset is not None and tail is not None:
             raise ValidationError("offset and tail: give one or the other")
+        # A task's log is its owner's (and admins'): 404 for no such task, else 403.
+        await services_of(request).tasks.check_contents(principal_of(request), task_id)
         logs = services_of(request).logs
         if not follow:
             return Response(content=await logs.page(task_id, offset=offset, tail=tail))

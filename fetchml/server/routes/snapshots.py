@@ -1,15 +1,16 @@
-"""Content-addressed snapshots: users upload, everyone may ask whether one exists, workers fetch."""
+"""Content-addressed snapshots: users upload (and so own what they uploaded), ask whether one
+they may use exists, admins share one with every user; workers fetch those their attempts run."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, Response, Router, get, head, put
+from litestar import Controller, Request, Response, Router, get, head, post, put
 from litestar.response import File
 
 from fetchml.core.snapshots_models import SnapshotInfo
-from fetchml.server.context import services_of
-from fetchml.server.security import READERS, USERS, WORKERS
+from fetchml.server.context import client_ip, principal_of, services_of
+from fetchml.server.security import ADMIN_ONLY, READERS, USERS, WORKERS
 
 
 class SnapshotController(Controller):
@@ -23,17 +24,41 @@ class SnapshotController(Controller):
         summary="Upload a snapshot (gzip tarball) under its SHA-256; 200 if it was already stored",
     )
     async def put_snapshot(self, request: Request[Any, Any, Any], sha256: str) -> Response[SnapshotInfo]:
-        info = await services_of(request).snapshots.put(sha256, request.stream())
+        snapshots = services_of(request).snapshots
+        info = await snapshots.put(sha256, request.stream())
+        # The uploader proved they hold these bytes: they may name the digest in their tasks.
+        await snapshots.record_owner(principal_of(request), sha256)
         return Response(info, status_code=200 if info.existed else 201)
 
-    @head("/{sha256:str}", guards=READERS, summary="Does this snapshot exist? 200 or 404")
+    @head(
+        "/{sha256:str}",
+        guards=READERS,
+        summary="Does this snapshot exist for me? 200, or 404 (also for another user's unshared upload)",
+    )
     async def head_snapshot(self, request: Request[Any, Any, Any], sha256: str) -> None:
-        await services_of(request).snapshots.path(sha256)
+        snapshots = services_of(request).snapshots
+        await snapshots.check_visible(principal_of(request), sha256)
+        await snapshots.path(sha256)
 
-    @get("/{sha256:str}", guards=WORKERS, summary="Download a snapshot (workers)")
+    @get(
+        "/{sha256:str}",
+        guards=WORKERS,
+        summary="Download a snapshot (admins; a worker only for an attempt it holds)",
+    )
     async def get_snapshot(self, request: Request[Any, Any, Any], sha256: str) -> File:
-        file = await services_of(request).snapshots.path(sha256)
+        snapshots = services_of(request).snapshots
+        file = await snapshots.path(sha256)
+        await snapshots.check_download(principal_of(request), sha256)
         return File(path=file, filename=f"{sha256}.tar.gz", media_type="application/gzip")
+
+    @post(
+        "/{sha256:str}/share",
+        guards=ADMIN_ONLY,
+        status_code=204,
+        summary="Share a snapshot with every user (admin): any task may then name it",
+    )
+    async def share_snapshot(self, request: Request[Any, Any, Any], sha256: str) -> None:
+        await services_of(request).snapshots.share(principal_of(request), sha256, client_ip(request))
 
 
 def snapshot_router(max_bytes: int) -> Router:

@@ -25,8 +25,9 @@ class TaskController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 50,
         offset: Annotated[int, Parameter(ge=0, le=MAX_INT32)] = 0,
     ) -> TaskList:
+        # Everyone sees the queue; a task's contents only its owner and admins (see TaskService).
         return await services_of(request).tasks.list(
-            status=status, user_id=user_id, limit=limit, offset=offset
+            status=status, user_id=user_id, limit=limit, offset=offset, viewer=principal_of(request)
         )
 
     @post("/", summary="Submit a task")
@@ -35,7 +36,7 @@ class TaskController(Controller):
 
     @get("/{task_id:str}", summary="Get a task")
     async def get_task(self, request: Request[Any, Any, Any], task_id: str) -> Task:
-        return await services_of(request).tasks.get(task_id)
+        return await services_of(request).tasks.get(task_id, viewer=principal_of(request))
 
     @delete("/{task_id:str}", summary="Cancel a task")
     async def cancel_task(self, request: Request[Any, Any, Any], task_id: str) -> None:
