@@ -235,7 +235,7 @@ def test_artifacts_table_and_json(
         "metrics.json": b'{"acc": 0.9}',
         "notes [draft].txt": b"x",
     }
-    upload(shared_server, keys.worker, running, tmp_path, files)
+    upload(shared_server, w.key, running, tmp_path, files)
     tid = running.task.id
 
     out = assert_ok(cli(["artifacts", tid], keys.user)).stdout.splitlines()
@@ -266,13 +266,13 @@ def test_artifacts_download_takes_the_newest_attempt(
 ) -> None:
     w.report(running, "collecting")
     upload(
-        shared_server, keys.worker, running, tmp_path, {"old-only.txt": b"old", "shared.txt": b"attempt 1"}
+        shared_server, w.key, running, tmp_path, {"old-only.txt": b"old", "shared.txt": b"attempt 1"}
     )
     assert w.register().lost_tasks == [running.task.id]  # the worker restarts; attempt 2 runs
     a2 = w.must_claim()
     w.run_to(a2, "running", "collecting")
     new = {"shared.txt": b"attempt 2", "deep/er/ckpt.pt": os.urandom(20000)}
-    upload(shared_server, keys.worker, a2, tmp_path, new)
+    upload(shared_server, w.key, a2, tmp_path, new)
     w.report(a2, "completed", exit_code=0)
 
     dest = tmp_path / "results" / "run1"
