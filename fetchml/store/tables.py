@@ -213,3 +213,36 @@ class SnapshotShareRow(SQLModel, table=True):
     digest: str = Field(primary_key=True, max_length=64)
     shared_by: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AuditCheckpointRow(SQLModel, table=True):
+    __tablename__ = "audit_checkpoints"
+
+    # A signed statement "the chain up to and including `sequence_num` has head `root`": it
+    # makes a truncated tail or a rewritten chain detectable by whoever holds the public key.
+    sequence_num: int = Field(sa_column=Column(BIGINT_PK, primary_key=True, autoincrement=False))
+    root: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    key_id: str = Field(max_length=64)
+    signature: str = Field(max_length=256)
+
+
+class ServerMetaRow(SQLModel, table=True):
+    __tablename__ = "server_meta"
+
+    # Facts about the installation as a whole (shared by every server process on one database),
+    # e.g. its id, which workers stamp on what they start so cleanup never crosses servers.
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=1024)
+
+
+class IdempotencyKeyRow(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)
+
+    # Per user: two users may pick the same key without seeing each other's tasks.
+    user_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)
+    task_id: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
