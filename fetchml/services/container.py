@@ -24,8 +24,8 @@ from fetchml.store.db import Database
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        if settings.database_url is None:
-            settings.ensure_data_dir()
+        # Always, PostgreSQL too: snapshots, artifacts and the embedded worker live there.
+        settings.ensure_data_dir()
         self.db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
         self.writer = WriteQueue(self.db)
         self.audit = AuditService(self.db, self.writer, list_budget=settings.max_list_bytes)

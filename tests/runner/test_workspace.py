@@ -153,19 +153,21 @@ def test_snapshot_cache_downloads_once(shared_server: ServerHandle, keys: Keys, 
     with shared_server.client(keys.user) as user:
         user.snapshots.upload(digest, tarball)
     cache_dir = tmp_path / "snapcache"
-    with shared_server.client(keys.worker) as worker:
+    # An admin key: a worker key may download only the snapshot of an attempt it holds (tested
+    # in tests/security/test_api1_object_access.py); this test is about the cache.
+    with shared_server.client(keys.admin) as worker:
         got = SnapshotCache(cache_dir, worker).get(digest)
     assert got == cache_dir / f"{digest}.tar.gz"
     assert got.read_bytes() == tarball.read_bytes()
     # Cached: a client that cannot reach any server still gets it.
-    with FetchmlClient(f"http://127.0.0.1:{free_port()}", keys.worker, timeout=2) as offline:
+    with FetchmlClient(f"http://127.0.0.1:{free_port()}", keys.admin, timeout=2) as offline:
         assert SnapshotCache(cache_dir, offline).get(digest) == got
         # A damaged cache entry is not trusted: it is fetched again (here: and fails, offline).
         got.write_bytes(b"damaged")
         with pytest.raises(ServerUnreachableError, match="Cannot reach"):
             SnapshotCache(cache_dir, offline).get(digest)
     assert not got.exists()
-    with shared_server.client(keys.worker) as worker:
+    with shared_server.client(keys.admin) as worker:
         assert SnapshotCache(cache_dir, worker).get(digest).read_bytes() == tarball.read_bytes()
         ws = prepare_workspace(tmp_path / "ws", snapshot_tarball=got, datasets=[])
     assert (ws.snapshot_dir / "pkg" / "model.py").read_text() == "M = 1\n"

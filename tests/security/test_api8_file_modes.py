@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerHandle, run_cli
+from tests.backends import SQLITE
+from tests.harness import ServerHandle, ServerPool, run_cli
 
 
 def mode(path: Path) -> int:
@@ -19,17 +20,26 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture
-def sqlite_only(backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("file modes of the SQLite store; PostgreSQL keeps no database file here")
+def sqlite_server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
+    """SQLite servers only, not parametrised over backends: these are the SQLite file's modes
+    (a PostgreSQL server keeps no database file in its data dir)."""
+    pool = ServerPool(SQLITE)
+
+    def make(data_dir: Path | None = None, **env: str) -> ServerHandle:
+        return pool.handle(data_dir or tmp_path / "data", env).start()
+
+    try:
+        yield make
+    finally:
+        pool.close()
 
 
 def test_new_data_dir_and_database_are_owner_only(
-    sqlite_only: None, server_factory: Callable[..., ServerHandle], tmp_path: Path
+    sqlite_server_factory: Callable[..., ServerHandle], tmp_path: Path
 ) -> None:
     old = os.umask(0o022)  # the usual umask, under which files come out world-readable
     try:
-        srv = server_factory(tmp_path / "fresh" / "data")
+        srv = sqlite_server_factory(tmp_path / "fresh" / "data")
     finally:
         os.umask(old)
     assert mode(srv.data_dir) == 0o700
@@ -43,16 +53,16 @@ def test_new_data_dir_and_database_are_owner_only(
 
 
 def test_loose_modes_left_by_an_older_version_are_tightened_at_start(
-    sqlite_only: None, server_factory: Callable[..., ServerHandle], tmp_path: Path
+    sqlite_server_factory: Callable[..., ServerHandle], tmp_path: Path
 ) -> None:
-    first = server_factory(tmp_path / "data")
+    first = sqlite_server_factory(tmp_path / "data")
     first.stop()
     db = first.data_dir / "fetchml.db"
     os.chmod(first.data_dir, 0o755)
     for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         if p.exists():
             os.chmod(p, 0o644)
-    again = server_factory(first.data_dir)
+    again = sqlite_server_factory(first.data_dir)
     assert mode(again.data_dir) == 0o700
     for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         if p.exists():
