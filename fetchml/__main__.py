@@ -1,3 +1,5 @@
 from fetchml.cli.main import main
 
-main()
+# Guarded: a multiprocessing child started with "spawn" imports __main__ again.
+if __name__ == "__main__":
+    main()

@@ -67,6 +67,7 @@ def _one_line_validation(exc: Any) -> str:
 
 _HINTS = {
     "SERVER_UNREACHABLE": " — is `fetchml serve` running? Set --server or FETCHML_SERVER_URL.",
+    "SERVER_TIMEOUT": " — the server is up but busy; FETCHML_TIMEOUT sets how long to wait.",
     "UNAUTHORIZED": " — set --api-key, FETCHML_API_KEY or `fetchml config set api_key KEY`.",
 }
 

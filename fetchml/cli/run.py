@@ -64,6 +64,7 @@ def run(
 
     from fetchml.cli.tasks import parse_dataset
     from fetchml.client import FetchmlClient, ServerUnreachableError, resolve
+    from fetchml.client.base import ServerTimeoutError
     from fetchml.client.snapshot_pack import pack_directory
     from fetchml.core.models import CreateTaskRequest
 
@@ -90,8 +91,9 @@ def run(
     try:
         try:
             client.health()
-        except ServerUnreachableError:
-            if not embedded:
+        except ServerUnreachableError as exc:
+            # A server that answers slowly is there: a second one on the same data would not help.
+            if not embedded or isinstance(exc, ServerTimeoutError):
                 raise
             client.close()
             _say(f"no server at {config.server_url}; running an embedded server and local worker")

@@ -50,7 +50,19 @@ def worker(
         None, "--work-dir", help="Caches and workspaces (default: <user cache dir>/fetchml/worker-NAME)."
     ),
     stop_grace: float = typer.Option(
-        10.0, "--stop-grace", help="Seconds between SIGTERM and SIGKILL when a task is cancelled."
+        10.0,
+        "--stop-grace",
+        min=0,
+        help="Seconds between SIGTERM and SIGKILL when a task is stopped; also how long running "
+        "tasks may go on finishing when the worker gets SIGTERM/SIGINT before they are stopped and "
+        "requeued (a second signal ends that grace at once).",
+    ),
+    connect_timeout: float = typer.Option(
+        None,
+        "--connect-timeout",
+        min=0,
+        help="Give up when the server cannot be reached for this many seconds at start "
+        "(default: keep retrying, backing off up to 30 s).",
     ),
     pids_limit: int = typer.Option(
         4096,
@@ -133,6 +145,7 @@ def worker(
         gpu_type=gpu_type,
         default_image=default_image,
         stop_grace=stop_grace,
+        connect_timeout=connect_timeout,
         dataset_roots=tuple(dataset_root or ()),
         allow_private_datasets=allow_private_datasets,
         max_dataset_bytes=max_dataset_bytes or DEFAULT_MAX_DATASET_BYTES,
@@ -150,8 +163,10 @@ def worker(
     except (ExecutorError, ValueError) as exc:
         fail(str(exc), 2)
         return
-    signal.signal(signal.SIGTERM, lambda *_: w.stop())
-    signal.signal(signal.SIGINT, lambda *_: w.stop())
+    # A graceful stop: no new work, running tasks get --stop-grace to finish, then are requeued
+    # (without spending a retry); a second signal ends the grace, a third stops report retries.
+    signal.signal(signal.SIGTERM, lambda *_: w.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: w.request_stop())
     try:
         w.run()
     except FetchmlError as exc:

@@ -4,7 +4,8 @@ from datetime import datetime
 from typing import Any
 
 from fetchml.client.base import DomainClient, parse
-from fetchml.core.models import AuditEventList, ChainRoot, VerificationResult
+from fetchml.core.audit import AuditCheckpointList, AuditPublicKey, CheckpointedVerification
+from fetchml.core.models import AuditEventList, ChainRoot
 
 
 class AuditClient(DomainClient):
@@ -17,8 +18,11 @@ class AuditClient(DomainClient):
         user_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        after_seq: int | None = None,
     ) -> AuditEventList:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if after_seq is not None:
+            params["after_seq"] = after_seq
         if start is not None:
             params["from"] = start.isoformat()
         if end is not None:
@@ -29,8 +33,19 @@ class AuditClient(DomainClient):
             params["user_id"] = user_id
         return parse(self._t.request("GET", "/v1/audit/events", params=params), AuditEventList)
 
-    def verify(self) -> VerificationResult:
-        return parse(self._t.request("POST", "/v1/audit/verify"), VerificationResult)
+    def verify(self) -> CheckpointedVerification:
+        return parse(self._t.request("POST", "/v1/audit/verify"), CheckpointedVerification)
+
+    def checkpoints(
+        self, *, after: int | None = None, limit: int = 100, offset: int = 0
+    ) -> AuditCheckpointList:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if after is not None:
+            params["after"] = after
+        return parse(self._t.request("GET", "/v1/audit/checkpoints", params=params), AuditCheckpointList)
+
+    def public_key(self) -> AuditPublicKey:
+        return parse(self._t.request("GET", "/v1/audit/public-key"), AuditPublicKey)
 
     def chain_root(self) -> ChainRoot:
         return parse(self._t.request("GET", "/v1/audit/chain-root"), ChainRoot)

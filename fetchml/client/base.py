@@ -23,6 +23,15 @@ class ServerUnreachableError(FetchmlError):
     default_message = "Server unreachable"
 
 
+class ServerTimeoutError(ServerUnreachableError):
+    """The server took the connection (or the request) but sent no answer in time: it is up but
+    stalled, so a write it got may still happen. A kind of ServerUnreachableError for callers
+    that treat both alike."""
+
+    code = "SERVER_TIMEOUT"
+    default_message = "The server did not answer in time"
+
+
 class UnexpectedResponseError(FetchmlError):
     """A 2xx answer that is not the contract's shape: not a fetchml server, or a mismatched one."""
 
@@ -56,13 +65,23 @@ class Transport:
         if api_key:
             headers["X-API-Key"] = api_key
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def _transport_error(self, exc: httpx.TransportError, what: str) -> ServerUnreachableError:
+        if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+            # Connected, sent (part of) the request, then silence: not "unreachable".
+            return ServerTimeoutError(
+                f"The fetchml server at {self.base_url} accepted the connection but did not answer "
+                f"within {self.timeout:g}s"
+            )
+        return ServerUnreachableError(f"{what} {self.base_url}: {exc}")
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ServerUnreachableError(f"Cannot reach fetchml server at {self.base_url}: {exc}") from exc
+            raise self._transport_error(exc, "Cannot reach fetchml server at") from exc
         if resp.status_code >= 400:
             _raise_for_envelope(resp)
         return resp
@@ -77,7 +96,7 @@ class Transport:
                     _raise_for_envelope(resp)
                 yield resp
         except httpx.TransportError as exc:
-            raise ServerUnreachableError(f"Lost the fetchml server at {self.base_url}: {exc}") from exc
+            raise self._transport_error(exc, "Lost the fetchml server at") from exc
 
     def close(self) -> None:
         self.http.close()

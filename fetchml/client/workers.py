@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fetchml.client.base import DomainClient, parse, segment
 from fetchml.core.models import Task
 from fetchml.core.protocol import (
@@ -20,9 +22,19 @@ class WorkersClient(DomainClient):
         resp = self._t.request("POST", "/v1/workers/register", json=request.model_dump(mode="json"))
         return parse(resp, RegisterWorkerResponse)
 
-    def heartbeat(self, worker_id: str, active: list[ActiveAttempt]) -> HeartbeatResponse:
-        body = HeartbeatRequest(active=active).model_dump(mode="json")
-        resp = self._t.request("POST", f"/v1/workers/{segment(worker_id)}/heartbeat", json=body)
+    def heartbeat(
+        self,
+        worker_id: str,
+        active: list[ActiveAttempt],
+        *,
+        stopping: bool = False,
+        timeout: float | None = None,
+    ) -> HeartbeatResponse:
+        """`stopping`: the worker shuts down and takes no new work. `timeout`: seconds for this
+        request (default: the client's)."""
+        body = HeartbeatRequest(active=active, stopping=stopping).model_dump(mode="json")
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        resp = self._t.request("POST", f"/v1/workers/{segment(worker_id)}/heartbeat", json=body, **extra)
         return parse(resp, HeartbeatResponse)
 
     def claim(self, worker_id: str, wait: float) -> Assignment | None:

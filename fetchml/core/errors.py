@@ -82,6 +82,19 @@ class ServiceUnavailableError(FetchmlError):
     status = 503
     default_message = "Service unavailable"
 
+    def __init__(self, message: str | None = None, *, retry_after: int = 1, trace_id: str | None = None):
+        super().__init__(message, trace_id=trace_id)
+        self.retry_after = retry_after
+
+
+class StorageFullError(ServiceUnavailableError):
+    """The server's disk (or the database's) is full: 507 Insufficient Storage. The contract's
+    error codes are a closed enum, so the code stays SERVICE_UNAVAILABLE; the status and the
+    message tell it apart from a database that is down or busy."""
+
+    status = 507
+    default_message = "Storage is full: the server cannot record anything until space is freed"
+
 
 ERRORS_BY_CODE: dict[str, type[FetchmlError]] = {
     cls.code: cls

@@ -50,6 +50,9 @@ class RegisterWorkerResponse(Wire):
     heartbeat_timeout: float
     claim_wait: float
     lost_tasks: list[str] = []  # tasks this worker held before it re-registered; now requeued or failed
+    # The installation's id (one per database, shared by every server process on it). Workers
+    # stamp it on what they start, so orphan cleanup never touches another server's tasks.
+    server_id: str | None = None
 
 
 class ActiveAttempt(Wire):
@@ -59,6 +62,10 @@ class ActiveAttempt(Wire):
 
 class HeartbeatRequest(Wire):
     active: list[ActiveAttempt] = []
+    # The worker is shutting down (SIGTERM): it takes no new work, so the server drains it
+    # (tasks placed on it but not started go back to the queue, no retry spent) and marks it
+    # offline at the first heartbeat at which it holds nothing.
+    stopping: bool = False
 
 
 class WorkerCommand(Wire):
@@ -91,6 +98,10 @@ class StatusReport(Wire):
     exit_code: JsonInt | None = None
     error: Annotated[str, Field(max_length=4096)] | None = None
     output: Annotated[str, Field(max_length=65536)] | None = None
+    # With status failed: the attempt did not fail, the worker stopped it (a graceful worker
+    # stop past its grace, or a lost lease). The task goes back to the queue at once without
+    # spending a retry (or fails as cancelled when a cancel was asked).
+    interrupted: bool = False
 
 
 class LogChunk(Wire):

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     default_max_retries: int = Field(default=3, ge=0)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # How long a statement waits for another process's SQLite lock before answering 503 busy.
+    sqlite_busy_timeout: float = Field(default=30.0, gt=0, le=600)
+    # Idempotency-Key rows of POST /v1/tasks are kept this long, then swept.
+    idempotency_retention_hours: float = Field(default=24.0, gt=0)
     heartbeat_interval: float = Field(default=2.0, gt=0)
     heartbeat_timeout: float = Field(default=30.0, gt=0)
     claim_wait: float = Field(default=20.0, gt=0, le=120)
@@ -51,6 +55,13 @@ class Settings(BaseSettings):
     # True: every user sees every task's contents (args, logs, artifacts, ...), not only their own.
     shared_task_contents: bool = False
     log_level: str = "info"
+    # Signed audit checkpoints: one every N events or T seconds, whichever comes first, by the
+    # Ed25519 key at audit_signing_key (default <data_dir>/audit-signing-key.pem, made on first start).
+    audit_checkpoint_events: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
+    audit_signing_key: Path | None = None
+    # Chains at least this long are verified by one child process per CPU.
+    audit_verify_parallel_min_events: int = Field(default=200_000, ge=1)
 
     @field_validator("trusted_proxies")
     @classmethod

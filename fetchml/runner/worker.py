@@ -1,7 +1,25 @@
 """The worker: registers, heartbeats, long-polls for assignments and runs each attempt.
 
-It talks to the server only through fetchml.client. One thread claims, one heartbeats, and
-each running attempt has its own thread (plus a log shipper).
+It talks to the server only through fetchml.client. One thread claims, one heartbeats, one
+watches the lease, and each running attempt has its own thread (plus a log shipper).
+
+Faults (see docs/operations.md):
+
+- Server down at start: registration is retried with backoff (0.5 s doubling to 30 s, each
+  attempt logged) until it answers, `connect_timeout` passes or the worker is stopped; a
+  refused key (401/403) ends the worker at once.
+- A graceful stop (`request_stop`, SIGTERM/SIGINT): no new claims from that moment (the next
+  heartbeat, sent at once, tells the server, which drains the worker); heartbeats go on;
+  running tasks may finish within `stop_grace` seconds; then they are stopped (SIGTERM, SIGKILL
+  after another `stop_grace`) and reported *interrupted*: the server requeues them at once
+  without spending a retry. The worker exits once they are reported. A second signal ends the
+  grace at once; a third stops retrying reports.
+- Reports are retried until the server answers them, or until the worker has had no successful
+  heartbeat for two heartbeat timeouts (its lease, plus the one timeout of grace a restarted
+  server gives): by then the attempt has been requeued.
+- No successful heartbeat for longer than the heartbeat timeout the server announced: the
+  lease is lost, so running tasks are stopped (no attempt outlives its lease by more than
+  `stop_grace`) and reported interrupted if the server answers again.
 """
 
 from __future__ import annotations
@@ -14,13 +32,24 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fetchml.client.api import FetchmlClient
+from fetchml.client.base import ServerUnreachableError
 from fetchml.core.enums import TaskStatus, WorkerStatus
-from fetchml.core.errors import ConflictError, FetchmlError, NotFoundError
+from fetchml.core.errors import (
+    ConflictError,
+    FetchmlError,
+    ForbiddenError,
+    InternalError,
+    NotFoundError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+)
 from fetchml.core.protocol import (
     ActiveAttempt,
     Assignment,
@@ -45,6 +74,13 @@ from fetchml.runner.workspace import (
 
 log = logging.getLogger("fetchml.runner")
 
+# Answers to registration and reports that a later try may not get: the server is down, busy or
+# behind a proxy that failed.
+TRANSIENT = (ServerUnreachableError, ServiceUnavailableError, InternalError, RateLimitedError)
+REGISTER_BACKOFF_START = 0.5
+REGISTER_BACKOFF_MAX = 30.0
+REPORT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 5.0)
+
 
 @dataclass
 class WorkerConfig:
@@ -55,7 +91,11 @@ class WorkerConfig:
     gpus: int | None = None  # with gpu_type: override NVML detection (like Slurm's gres.conf)
     gpu_type: str | None = None
     default_image: str | None = None
+    # Seconds between SIGTERM and SIGKILL when a task is stopped, and how long running tasks may
+    # go on finishing after the worker is asked to stop (SIGTERM) before they are stopped.
     stop_grace: float = 10.0
+    # Give up registering after this many seconds of an unreachable server (None: never).
+    connect_timeout: float | None = None
     keep_workspaces: bool = False
     python: str = field(default_factory=lambda: sys.executable)
     # Local executor only: the unprivileged user tasks run as (the worker must be root), and
@@ -134,7 +174,9 @@ def prepare_work_dir(work_dir: Path, name: str, task_owner: tuple[int, int] | No
     else:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
         workspaces = Path(tempfile.mkdtemp(prefix=f"fetchml-{safe}-workspaces-"))
-        log.info("tasks run as another user: workspaces in %s (%s is not reachable by it)", workspaces, work_dir)
+        log.info(
+            "tasks run as another user: workspaces in %s (%s is not reachable by it)", workspaces, work_dir
+        )
     os.chmod(workspaces, 0o711)
     return workspaces
 
@@ -151,11 +193,24 @@ class _Attempt:
         self.execution: Execution | None = None
         self.shipper: LogShipper | None = None
         self.cancelled = threading.Event()
+        # Why the worker stopped this attempt itself (it is reported interrupted, not failed).
+        self.interrupted: str | None = None
         self.lock = threading.Lock()
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.assignment.task.id, self.assignment.attempt)
+
+    def interrupt(self, reason: str, grace: float) -> None:
+        """Stop the attempt because the worker stops or lost its lease: its log is kept and it
+        is reported interrupted (requeued without spending a retry)."""
+        with self.lock:
+            if self.interrupted is None and not self.cancelled.is_set():
+                self.interrupted = reason
+            execution = self.execution
+        self.cancelled.set()
+        if execution is not None:
+            execution.stop(grace)
 
     def cancel(self, grace: float) -> None:
         self.cancelled.set()
@@ -194,7 +249,16 @@ class Worker:
         )
         self.gpu_provider = gpu_provider or gpu_provider_for(cfg)
         self.worker_id = cfg.name
+        self.server_id: str | None = None
         self.stop_event = threading.Event()
+        # request_stop(): a graceful stop is under way (no claims; running tasks get a grace).
+        self.stopping = threading.Event()
+        self._stop_requests = 0
+        self._drain_deadline = 0.0
+        self._hurry = threading.Event()  # a second stop request: no more grace
+        self._give_up = threading.Event()  # a third: stop retrying reports
+        self._hb_wake = threading.Event()
+        self._report_until: float | None = None  # set when the worker exits: reports stop then
         self._attempts: dict[tuple[str, int], _Attempt] = {}
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
@@ -212,6 +276,9 @@ class Worker:
             ),
         )
         self.heartbeat_interval = 2.0
+        self.heartbeat_timeout = 30.0
+        self._last_contact = time.monotonic()  # the last successful heartbeat (or registration)
+        self._lease_lost = False
         self.claim_wait = 20.0
         self.slots = 1
         self.registered = threading.Event()  # set once the first registration succeeded or failed
@@ -228,15 +295,21 @@ class Worker:
             )
         )
         self.worker_id = resp.worker_id
+        self.server_id = resp.server_id
         self.heartbeat_interval = resp.heartbeat_interval
+        self.heartbeat_timeout = resp.heartbeat_timeout
         self.claim_wait = resp.claim_wait
+        self._last_contact = time.monotonic()
+        self._lease_lost = False
         self.slots = slots
         set_slots = getattr(self.executor, "set_slots", None)
         if set_slots is not None:  # docker: default limits are a share of the host per slot
             set_slots(slots)
         with self._lock:
             live = set(self._attempts)
-        removed = self.executor.remove_orphans(self.worker_id, live)
+        # Only what this worker name started for this server: another server's worker of the
+        # same name on this host keeps its tasks.
+        removed = self.executor.remove_orphans(self.worker_id, live, self.server_id)
         if removed:
             log.warning(
                 "removed %d orphaned execution(s) of an earlier run: %s", len(removed), ", ".join(removed)
@@ -249,10 +322,43 @@ class Worker:
             caps["gpu_count"],
         )
 
+    def register_until_up(self) -> bool:
+        """Register, retrying with backoff while the server cannot be reached or is unavailable.
+        False when the worker was stopped first. Raises at once for a refused key (401/403) or
+        any other definite answer, and once `connect_timeout` has passed."""
+        delay = REGISTER_BACKOFF_START
+        started = time.monotonic()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                self.register()
+                return True
+            except (UnauthorizedError, ForbiddenError):
+                raise
+            except TRANSIENT as exc:
+                waited = time.monotonic() - started
+                limit = self.cfg.connect_timeout
+                if limit is not None and waited + delay > limit:
+                    raise ServerUnreachableError(
+                        f"gave up registering after {waited:.0f}s (--connect-timeout {limit:g}): {exc.message}"
+                    ) from exc
+                log.warning(
+                    "cannot register with the server (attempt %d): %s; retrying in %.1fs",
+                    tries,
+                    exc.message,
+                    delay,
+                )
+            if self.stop_event.wait(delay) or self.stopping.is_set():
+                log.info("stopped before the server could be reached")
+                return False
+            delay = min(delay * 2, REGISTER_BACKOFF_MAX)
+
     def run(self) -> None:
-        """Serve until stop() (or a drain completes)."""
+        """Serve until stop() or request_stop() (or an operator's drain completes)."""
         try:
-            self.register()
+            if not self.register_until_up():
+                return
         except Exception as exc:
             self.registration_error = str(exc)
             raise
@@ -260,21 +366,87 @@ class Worker:
             self.registered.set()
         hb = threading.Thread(target=self._heartbeat_loop, name="fetchml-heartbeat", daemon=True)
         hb.start()
+        watch = threading.Thread(target=self._lease_watch, name="fetchml-lease", daemon=True)
+        watch.start()
         try:
             self._claim_loop()
+            if self.stopping.is_set() and not self.stop_event.is_set():
+                self._drain()
         finally:
-            self.stop_event.set()
-            self.executor.shutdown(self.cfg.stop_grace)
+            # Whatever still runs (a hard stop()) is interrupted, not failed: reported as such
+            # for a few seconds while the executor stops it.
+            self._report_until = time.monotonic() + 10.0
+            with self._lock:
+                left = list(self._attempts.values())
+            for a in left:
+                with a.lock:
+                    if a.interrupted is None and not a.cancelled.is_set():
+                        a.interrupted = "the worker stopped"
+                a.cancelled.set()
+            grace = 0.0 if self._hurry.is_set() else self.cfg.stop_grace
+            self.executor.shutdown(grace)
             for t in self._threads():
-                t.join(timeout=self.cfg.stop_grace + 30)
+                t.join(timeout=grace + 30)
+            if self.stopping.is_set():
+                self.heartbeat_once()  # holding nothing now: the server marks it offline
+            self.stop_event.set()
+            self._hb_wake.set()
             hb.join(timeout=5)
+            watch.join(timeout=5)
             if self.workspaces_dir.parent != self.cfg.work_dir:  # a temp folder of this run (run_as)
                 with contextlib.suppress(OSError):
                     self.workspaces_dir.rmdir()
 
     def stop(self) -> None:
+        """Stop now: running tasks are stopped (and reported interrupted for a few seconds)."""
         self.stop_event.set()
         self._slot_freed.set()
+        self._hb_wake.set()
+
+    def request_stop(self) -> None:
+        """A graceful stop (SIGTERM, SIGINT): see the module docstring. Safe in a signal
+        handler (it only sets flags); a second call ends the grace, a third gives up reports."""
+        self._stop_requests += 1
+        if self._stop_requests == 1:
+            self._drain_deadline = time.monotonic() + self.cfg.stop_grace
+            self.stopping.set()
+            if not self.registered.is_set():
+                self.stop_event.set()  # nothing runs yet: no grace needed
+        elif self._stop_requests == 2:
+            self._hurry.set()
+        else:
+            self._give_up.set()
+        self._slot_freed.set()
+        self._hb_wake.set()
+
+    def _drain(self) -> None:
+        with self._lock:
+            n = len(self._attempts)
+        grace = self.cfg.stop_grace
+        if n:
+            log.info("stopping: %d running task(s) may finish within %gs; taking no new work", n, grace)
+        while not self._hurry.is_set() and time.monotonic() < self._drain_deadline:
+            with self._lock:
+                if not self._attempts:
+                    break
+            self._slot_freed.wait(0.2)
+            self._slot_freed.clear()
+        with self._lock:
+            left = list(self._attempts.values())
+        if left:
+            kill_grace = 0.0 if self._hurry.is_set() else grace
+            log.warning(
+                "stopping %d task(s) still running after the grace; they are requeued without spending a retry",
+                len(left),
+            )
+            for a in left:
+                threading.Thread(
+                    target=a.interrupt, args=("the worker was stopped", kill_grace), daemon=True
+                ).start()
+        # Each attempt ends with its report (bounded: see _report_gives_up).
+        end = time.monotonic() + grace + 2 * self.heartbeat_timeout + 15
+        for t in self._threads():
+            t.join(timeout=max(0.0, end - time.monotonic()))
 
     def _threads(self) -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name.startswith("fetchml-attempt-")]
@@ -282,7 +454,7 @@ class Worker:
     # -- claiming -----------------------------------------------------------------------------
 
     def _claim_loop(self) -> None:
-        while not self.stop_event.is_set():
+        while not self.stop_event.is_set() and not self.stopping.is_set():
             with self._lock:
                 busy = len(self._attempts)
             if self._draining or busy >= self.slots:
@@ -300,9 +472,11 @@ class Worker:
                 self.stop_event.wait(1.0)
                 continue
             if assignment is not None:
-                self._start_attempt(assignment)
+                attempt = self._start_attempt(assignment)
+                if self.stopping.is_set():  # claimed as the stop came: hand it straight back
+                    attempt.interrupt("the worker is stopping", 0.0)
 
-    def _start_attempt(self, assignment: Assignment) -> None:
+    def _start_attempt(self, assignment: Assignment) -> _Attempt:
         attempt = _Attempt(assignment)
         with self._lock:
             self._attempts[attempt.key] = attempt
@@ -312,22 +486,62 @@ class Worker:
             name=f"fetchml-attempt-{assignment.task.id[:8]}-{assignment.attempt}",
             daemon=True,
         ).start()
+        return attempt
 
     # -- heartbeats ---------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        while not self.stop_event.wait(self.heartbeat_interval):
+        while not self.stop_event.is_set():
+            # A stop request wakes it: the server hears at once that this worker takes no work.
+            self._hb_wake.wait(self.heartbeat_interval)
+            self._hb_wake.clear()
+            if self.stop_event.is_set():
+                return
             self.heartbeat_once()
+
+    def _lease_watch(self) -> None:
+        """No successful heartbeat for longer than the heartbeat timeout: the server has
+        requeued (or is about to requeue) what this worker runs, so it is stopped here."""
+        while not self.stop_event.wait(0.25):
+            silent = time.monotonic() - self._last_contact
+            if self._lease_lost or silent <= self.heartbeat_timeout:
+                continue
+            with self._lock:
+                attempts = list(self._attempts.values())
+            self._lease_lost = True
+            if not attempts:
+                continue
+            log.warning(
+                "no contact with the server for %.0fs (heartbeat timeout %gs): stopping %d running "
+                "task(s); the server requeues them",
+                silent,
+                self.heartbeat_timeout,
+                len(attempts),
+            )
+            for a in attempts:
+                threading.Thread(
+                    target=a.interrupt,
+                    args=("the worker lost contact with the server", self.cfg.stop_grace),
+                    daemon=True,
+                ).start()
 
     def heartbeat_once(self) -> None:
         with self._lock:
             attempts = dict(self._attempts)
         active = [ActiveAttempt(task_id=t, attempt=a) for t, a in attempts]
+        # Bounded, so a hung request never hides a lost lease for long.
+        timeout = max(2.0, min(self.heartbeat_timeout / 2, 15.0))
         try:
-            resp = self.client.workers.heartbeat(self.worker_id, active)
+            resp = self.client.workers.heartbeat(
+                self.worker_id, active, stopping=self.stopping.is_set(), timeout=timeout
+            )
         except FetchmlError as exc:
             log.warning("heartbeat failed: %s", exc.message)
             return
+        self._last_contact = time.monotonic()
+        if self._lease_lost:
+            log.info("contact with the server is back")
+            self._lease_lost = False
         for cmd in resp.commands:
             target = attempts.get((cmd.task_id, cmd.attempt))
             if cmd.type == "cancel" and target is not None and not target.cancelled.is_set():
@@ -337,6 +551,8 @@ class Worker:
             log.info("draining: finishing %d running task(s), taking no new ones", len(attempts))
             self._draining = True
         if resp.status is WorkerStatus.OFFLINE:
+            if self.stopping.is_set():
+                return  # stopping and holding nothing: offline is what it asked for
             if self._draining:
                 log.info("drained; worker is offline")
                 self.stop()
@@ -344,7 +560,7 @@ class Worker:
             # The server gave up on us (a long pause): what we run was handed to others.
             log.warning("server marked this worker offline; stopping its tasks and registering again")
             for a in attempts.values():
-                a.cancel(self.cfg.stop_grace)
+                a.interrupt("the server marked the worker offline", self.cfg.stop_grace)
             try:
                 self.register()
             except FetchmlError as exc:
@@ -352,10 +568,23 @@ class Worker:
 
     # -- one attempt --------------------------------------------------------------------------
 
+    def _report_gives_up(self) -> str | None:
+        """Why a report stops being retried, or None to go on (see the module docstring)."""
+        now = time.monotonic()
+        if self._give_up.is_set():
+            return "the worker is exiting"
+        if self._report_until is not None and now > self._report_until:
+            return "the worker is exiting"
+        if now - self._last_contact > 2 * self.heartbeat_timeout:
+            return f"no heartbeat got through for {now - self._last_contact:.0f}s: the lease is lost"
+        return None
+
     def _report(self, a: _Attempt, status: TaskStatus, **kw: Any) -> bool:
-        """Report; False when the server says this attempt is no longer ours (stale)."""
+        """Report, retrying transient failures until the lease is lost; False when the server
+        says this attempt is no longer ours (stale), or when the report could not be made."""
         task_id = a.assignment.task.id
-        for delay in (0.5, 1, 2, 4, 8):
+        tries = 0
+        while True:
             try:
                 self.client.workers.report(
                     task_id,
@@ -367,11 +596,36 @@ class Worker:
             except (ConflictError, NotFoundError) as exc:
                 log.warning("task %s attempt %d: %s", task_id, a.assignment.attempt, exc.message)
                 return False
-            except FetchmlError as exc:
-                log.warning("report for %s failed (%s); retrying", task_id, exc.message)
-                if self.stop_event.wait(delay):
-                    break
-        return False
+            except TRANSIENT as exc:
+                why = self._report_gives_up()
+                if why is not None:
+                    log.warning(
+                        "giving up the %s report for %s (%s): %s", status.value, task_id, exc.message, why
+                    )
+                    return False
+                delay = REPORT_BACKOFF[min(tries, len(REPORT_BACKOFF) - 1)]
+                tries += 1
+                log.warning("report for %s failed (%s); retrying in %gs", task_id, exc.message, delay)
+                if self._give_up.wait(delay):
+                    return False
+            except FetchmlError as exc:  # a definite refusal: a retry gets the same answer
+                log.warning("report for %s refused: %s", task_id, exc.message)
+                return False
+
+    def _report_interrupted(
+        self, a: _Attempt, exit_code: int | None = None, output: str | None = None
+    ) -> None:
+        log.info(
+            "task %s attempt %d interrupted: %s", a.assignment.task.id, a.assignment.attempt, a.interrupted
+        )
+        self._report(
+            a,
+            TaskStatus.FAILED,
+            exit_code=exit_code,
+            error=f"interrupted: {a.interrupted}",
+            output=output,
+            interrupted=True,
+        )
 
     def _run_attempt(self, a: _Attempt) -> None:
         try:
@@ -425,7 +679,10 @@ class Worker:
             command = build_command(task.entrypoint, task.args, python=python)
         except (DatasetError, WorkspaceError, ValueError, FetchmlError) as exc:
             msg = exc.message if isinstance(exc, FetchmlError) else str(exc)
-            self._report(a, TaskStatus.FAILED, error=msg)
+            if a.interrupted is not None:  # e.g. a download cut short by the stop
+                self._report_interrupted(a)
+            else:
+                self._report(a, TaskStatus.FAILED, error=msg)
             shutil.rmtree(root, ignore_errors=True)
             return
         env = {
@@ -453,9 +710,14 @@ class Worker:
             memory_gb=task.memory_gb,
             gpus=tuple(a.assignment.gpus),
             readonly_mounts=ws.readonly_mounts,
+            server_id=self.server_id,
         )
         if a.cancelled.is_set():
-            self._report(a, TaskStatus.FAILED, error="cancelled")
+            if a.interrupted is not None:
+                self._report_interrupted(a)
+            else:
+                self._report(a, TaskStatus.FAILED, error="cancelled")
+            shutil.rmtree(root, ignore_errors=True)
             return
         try:
             execution = self.executor.start(spec)
@@ -472,7 +734,7 @@ class Worker:
         )
         with a.lock:
             a.shipper = shipper
-        if a.cancelled.is_set():
+        if a.cancelled.is_set() and a.interrupted is None:
             shipper.cancel()
         try:
             if not self._report(a, TaskStatus.RUNNING):
@@ -485,6 +747,16 @@ class Worker:
         assert status is not None
         if shipper.stale:
             execution.cleanup()
+            return
+        if status.runtime_lost and a.interrupted is None and not a.cancelled.is_set():
+            a.interrupted = status.error or "the executor's runtime went away"
+        if a.interrupted is not None and (status.cancelled or status.runtime_lost):
+            # Stopped by the worker (a stop past the grace, a lost lease): requeued, no retry
+            # spent. A task that ended on its own before the stop is reported as usual.
+            self._report_interrupted(a, status.exit_code, shipper.output())
+            execution.cleanup()
+            if not self.cfg.keep_workspaces:
+                shutil.rmtree(root, ignore_errors=True)
             return
         if not self._report(a, TaskStatus.COLLECTING):
             execution.cleanup()

@@ -16,7 +16,7 @@ from fetchml.core.ratelimit import TokenBuckets
 from fetchml.server.errors import handle_exception
 from fetchml.server.middleware import TraceMiddleware
 from fetchml.server.routes.artifacts import ArtifactController
-from fetchml.server.routes.audit import AuditController
+from fetchml.server.routes.audit import AuditController, audit_public_key
 from fetchml.server.routes.experiments import ExperimentController
 from fetchml.server.routes.health import health
 from fetchml.server.routes.keys import KeyController
@@ -32,17 +32,19 @@ from fetchml.services.container import Services
 
 
 def _background(services: Services) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """The lease sweeper runs for the life of the app, on its event loop."""
+    """The lease sweeper and the audit checkpointer run for the life of the app, on its event loop."""
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         stop = asyncio.Event()
         sweeper = asyncio.create_task(services.workers.run_sweeper(stop), name="fetchml-lease-sweeper")
+        checkpointer = asyncio.create_task(services.checkpoints.run(stop), name="fetchml-audit-checkpoints")
         try:
             yield
         finally:
             stop.set()
             await sweeper
+            await checkpointer
 
     return lifespan
 
@@ -60,6 +62,7 @@ def create_app(services: Services) -> Litestar:
             queue_stats,
             ExperimentController,
             AuditController,
+            audit_public_key,
             KeyController,
             snapshot_router(settings.max_snapshot_bytes),
             WorkerProtocolController,

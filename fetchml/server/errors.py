@@ -9,8 +9,10 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
-from fetchml.core.errors import FetchmlError, RateLimitedError
+from fetchml.core.errors import FetchmlError, RateLimitedError, ServiceUnavailableError
 from fetchml.server.context import trace_id_of
+from fetchml.server.middleware import log_safe
+from fetchml.services.uow import describe_fault, storage_error
 
 log = logging.getLogger("fetchml.server")
 
@@ -74,8 +76,24 @@ def _validation_message(request: Request[Any, Any, Any], exc: ValidationExceptio
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     trace_id = trace_id_of(request.scope)
+    if not isinstance(exc, FetchmlError) and (mapped := storage_error(exc)) is not None:
+        # A read (or the key lookup) met a database that is down, full or locked: an outage the
+        # client should wait out, not a bug. One line in the log, no traceback per request.
+        log.warning(
+            "%s %s: %s (%s) trace_id=%s",
+            log_safe(request.method),
+            log_safe(request.url.path),
+            mapped.message,
+            describe_fault(exc),
+            trace_id,
+        )
+        exc = mapped
     if isinstance(exc, FetchmlError):
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
+        headers = (
+            {"Retry-After": str(exc.retry_after)}
+            if isinstance(exc, (RateLimitedError, ServiceUnavailableError))
+            else None
+        )
         return envelope(exc.status, exc.code, exc.message, trace_id, headers)
     if isinstance(exc, ValidationException):
         return envelope(422, "VALIDATION_ERROR", _validation_message(request, exc), trace_id)

@@ -8,12 +8,13 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from fetchml.core.audit import GENESIS_HASH, verify_chain
+from fetchml.core.audit import GENESIS_HASH, ChainCheck, CheckpointedVerification, verify_chain
 from fetchml.core.enums import AuditEventType
-from fetchml.core.models import AuditEvent, AuditEventList, ChainRoot, VerificationResult
+from fetchml.core.models import AuditEvent, AuditEventList, ChainRoot
 from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.budget import DEFAULT_LIST_BYTES, size_of, within_budget
+from fetchml.services.checkpoints import CheckpointService
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
@@ -64,10 +65,18 @@ def _row_fields(row: AuditEventRow) -> dict[str, Any]:
 
 
 class AuditService:
-    def __init__(self, db: Database, writer: WriteQueue, *, list_budget: int = DEFAULT_LIST_BYTES) -> None:
+    def __init__(
+        self,
+        db: Database,
+        writer: WriteQueue,
+        *,
+        list_budget: int = DEFAULT_LIST_BYTES,
+        checkpoints: CheckpointService | None = None,
+    ) -> None:
         self.db = db
         self.writer = writer
         self.list_budget = list_budget  # FETCHML_MAX_LIST_BYTES
+        self.checkpoints = checkpoints
 
     async def list_events(
         self,
@@ -78,9 +87,16 @@ class AuditService:
         user_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        after_seq: int | None = None,
     ) -> AuditEventList:
+        """Newest first; with after_seq, only events past it and oldest first: a cursor that
+        new appends do not shift, for reading the whole chain page by page."""
+        order = SEQ.desc() if after_seq is None else SEQ.asc()
+
         def q(session: Session) -> AuditEventList:
             conds: list[ColumnElement[bool]] = []
+            if after_seq is not None:
+                conds.append(col(AuditEventRow.sequence_num) > after_seq)
             if start is not None:
                 conds.append(col(AuditEventRow.timestamp) >= start)
             if end is not None:
@@ -91,11 +107,11 @@ class AuditService:
                 conds.append(col(AuditEventRow.user_id) == user_id)
             total = session.scalar(select(func.count()).select_from(AuditEventRow).where(*conds)) or 0
             sized = session.execute(
-                select(SEQ, EVENT_SIZE).where(*conds).order_by(SEQ.desc()).limit(limit).offset(offset)
+                select(SEQ, EVENT_SIZE).where(*conds).order_by(order).limit(limit).offset(offset)
             )
             seqs = within_budget(sized, self.list_budget)
             rows = (
-                session.scalars(select(AuditEventRow).where(SEQ.in_(seqs)).order_by(SEQ.desc())).all()
+                session.scalars(select(AuditEventRow).where(SEQ.in_(seqs)).order_by(order)).all()
                 if seqs
                 else []
             )
@@ -114,18 +130,25 @@ class AuditService:
 
         return await read(self.db, q)
 
-    async def verify(self, principal: Principal, ip_address: str | None = None) -> VerificationResult:
-        def walk(session: Session) -> Any:
-            def events() -> Iterator[dict[str, Any]]:
-                for row in session.scalars(
-                    select(AuditEventRow).order_by(SEQ).execution_options(yield_per=2000)
-                ):
-                    yield _row_fields(row)
-
-            return verify_chain(events())
-
-        check = await read(self.db, walk)
+    async def verify(self, principal: Principal, ip_address: str | None = None) -> CheckpointedVerification:
+        """The hash chain, then the signed checkpoints. A broken chain is reported first (its
+        first bad sequence number); otherwise the first bad checkpoint, as first_tampered (the
+        sequence number it covers, or for a truncated tail the first missing one) and
+        bad_checkpoint."""
+        if self.checkpoints is None:
+            check = await read(self.db, _walk_orm)
+            cps = None
+        else:
+            check = await self.checkpoints.verify_chain()
+            cps = await self.checkpoints.verify_checkpoints()
         verified_at = utcnow()
+        valid, first, reason = check.valid, check.first_tampered, check.reason
+        bad_cp: int | None = None
+        if valid and cps is not None and cps.bad is not None:
+            valid, first, reason, bad_cp = False, cps.first_tampered, cps.reason, cps.bad
+        meta: dict[str, Any] = {"total_events": check.total_events, "first_tampered": first}
+        if bad_cp is not None:
+            meta["bad_checkpoint"] = bad_cp
 
         def record(tx: Tx) -> None:
             tx.audit(
@@ -133,18 +156,31 @@ class AuditService:
                 user_id=principal.user_id,
                 resource="audit_chain",
                 action="verify",
-                success=check.valid,
+                success=valid,
                 ip_address=ip_address,
-                error=check.reason,
-                metadata={"total_events": check.total_events, "first_tampered": check.first_tampered},
+                error=reason,
+                metadata=meta,
             )
 
         await self.writer.run(record)
-        return VerificationResult(
-            valid=check.valid,
+        return CheckpointedVerification(
+            valid=valid,
             total_events=check.total_events,
-            first_tampered=check.first_tampered,
+            first_tampered=first,
             chain_root_hash=check.root_hash,
             verified_at=verified_at,
-            reason=check.reason,
+            reason=reason,
+            checkpoints_verified=cps.checked if cps else 0,
+            bad_checkpoint=bad_cp,
+            latest_checkpoint=cps.latest if cps else None,
         )
+
+
+def _walk_orm(session: Session) -> ChainCheck:
+    """The reference walk over ORM rows (no checkpoint service: tools and tests)."""
+
+    def events() -> Iterator[dict[str, Any]]:
+        for row in session.scalars(select(AuditEventRow).order_by(SEQ).execution_options(yield_per=2000)):
+            yield _row_fields(row)
+
+    return verify_chain(events())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fetchml.core.settings import Settings
 from fetchml.events.bus import EventBus
 from fetchml.services.artifacts import ArtifactService
 from fetchml.services.audit import AuditService
+from fetchml.services.checkpoints import CheckpointService
 from fetchml.services.experiments import ExperimentService
 from fetchml.services.health import HealthService
 from fetchml.services.keys import KeyService
@@ -24,11 +27,29 @@ from fetchml.store.db import Database
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # Always, PostgreSQL too: snapshots, artifacts and the embedded worker live there.
+        # Always, PostgreSQL too: snapshots, artifacts, the audit signing key and the embedded
+        # worker live there.
         settings.ensure_data_dir()
-        self.db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
-        self.writer = WriteQueue(self.db)
-        self.audit = AuditService(self.db, self.writer, list_budget=settings.max_list_bytes)
+        self.db = Database(
+            settings.resolved_database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            sqlite_busy_timeout=settings.sqlite_busy_timeout,
+        )
+        # A stall of a quarter of the lease already eats into the margin heartbeats leave, so
+        # it counts as one: the sweeper then gives every lease a full timeout from its end.
+        self.writer = WriteQueue(self.db, stall_threshold=settings.heartbeat_timeout / 4)
+        self.checkpoints = CheckpointService(
+            self.db,
+            self.writer,
+            data_dir=settings.data_dir,
+            key_path=settings.audit_signing_key,
+            every_events=settings.audit_checkpoint_events,
+            every_seconds=settings.audit_checkpoint_seconds,
+            parallel_min_events=settings.audit_verify_parallel_min_events,
+        )
+        self.audit = AuditService(
+            self.db, self.writer, list_budget=settings.max_list_bytes, checkpoints=self.checkpoints
+        )
         self.keys = KeyService(self.db, self.writer, cache_seconds=settings.auth_cache_seconds)
         self.bus = EventBus()
         self.placer = Placer(
@@ -47,6 +68,7 @@ class Services:
             max_datasets=settings.max_datasets_per_task,
             list_budget=settings.max_list_bytes,
             shared_contents=settings.shared_task_contents,
+            idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
         )
         self.workers = WorkerService(self.db, self.writer, self.bus, settings, self.placer)
         self.reservations = ReservationService(self.db, self.writer)
@@ -61,7 +83,7 @@ class Services:
         self.experiments = ExperimentService(self.db, self.writer)
         self.queue = QueueService(self.db, timezone=settings.timezone)
         self.scheduler = SchedulerService(self.db)
-        self.health = HealthService(self.db)
+        self.health = HealthService(self.db, self.writer)
         self.snapshots = SnapshotService(
             settings.data_dir, settings.max_snapshot_bytes, db=self.db, writer=self.writer
         )

@@ -13,6 +13,12 @@ its processes may still hold them:
 
 A node that fails after its gang was told to stop is recorded as ``stopped``: the failure it
 reports is the stop, not a cause of its own.
+
+A report of ``failed`` with ``interrupted`` says the worker stopped the attempt itself (a
+graceful worker stop past its grace, or a worker that lost contact with the server): nothing
+is wrong with the task, so it goes back to the queue at once without spending a retry (a gang:
+once its other nodes have stopped). The attempt number moves on at the next placement, so
+late reports of the interrupted attempt answer 409.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ from fetchml.store.tables import TaskRow
 WORKER_LOST_ERROR = "worker lost"
 
 
-def lose_task(tx: Tx, row: TaskRow, reason: str, now: datetime) -> None:
-    """The attempt is gone as a whole: retry the task, or fail it once retries run out."""
+def lose_task(tx: Tx, row: TaskRow, reason: str, now: datetime, *, spend_retry: bool = True) -> None:
+    """The attempt is gone as a whole: retry the task, or fail it once retries run out.
+    `spend_retry=False` (an interrupted attempt): back to the queue whatever the retries left."""
     current = TaskStatus(row.status)
     if row.cancel_requested:
         new, error = TaskStatus.FAILED, CANCELLED_ERROR
-    elif row.retry_count < row.max_retries:
+    elif not spend_retry or row.retry_count < row.max_retries:
         new, error = TaskStatus.QUEUED, None
     else:
         new, error = TaskStatus.FAILED, WORKER_LOST_ERROR
@@ -47,10 +54,18 @@ def lose_task(tx: Tx, row: TaskRow, reason: str, now: datetime) -> None:
     row.assigned_gpus = []
     row.node_assignments = []
     if new is TaskStatus.QUEUED:
-        row.retry_count += 1
+        if spend_retry:
+            row.retry_count += 1
         row.worker_id = None
         row.started_at = None
         row.error = None
+        metadata: dict[str, Any] = {
+            "attempt": row.attempt,
+            "retry_count": row.retry_count,
+            "worker_id": previous_worker,
+        }
+        if not spend_retry:
+            metadata["interrupted"] = True
         tx.audit(
             AuditEventType.JOB_QUEUED,
             user_id=row.user_id,
@@ -58,7 +73,7 @@ def lose_task(tx: Tx, row: TaskRow, reason: str, now: datetime) -> None:
             action="requeue",
             success=True,
             error=reason,
-            metadata={"attempt": row.attempt, "retry_count": row.retry_count, "worker_id": previous_worker},
+            metadata=metadata,
         )
     else:
         row.ended_at = now
@@ -119,7 +134,11 @@ def settle_gang(tx: Tx, row: TaskRow, nodes: list[dict[str, Any]], now: datetime
             row.error = CANCELLED_ERROR
         _finish(tx, row, TaskStatus.FAILED, now, exit_code=exit_code)
     else:
-        lose_task(tx, row, reason, now)
+        # Interrupted nodes (their workers stopped them) cost the task no retry; a lost one does.
+        spend = any(
+            n["status"] == LOST and n.get("slot_assigned") and not n.get("interrupted") for n in nodes
+        )
+        lose_task(tx, row, reason, now, spend_retry=spend)
 
 
 def _advance(row: TaskRow, to: TaskStatus) -> None:
@@ -199,6 +218,9 @@ def apply_report(
 ) -> None:
     new = TaskStatus(rep.status)
     row.lease_expires_at = now + lease
+    if rep.interrupted and new is TaskStatus.FAILED:
+        _interrupted(tx, row, nodes, node, rep, now)
+        return
     if node["status"] == new.value:
         return  # a repeated report renews the lease and changes nothing
     if len(nodes) == 1:
@@ -251,6 +273,20 @@ def apply_report(
     ):
         _advance(row, TaskStatus.COLLECTING)
     settle_gang(tx, row, nodes, now, f"node {rep.node_rank} stopped")
+
+
+def _interrupted(
+    tx: Tx, row: TaskRow, nodes: list[dict[str, Any]], node: dict[str, Any], rep: StatusReport, now: datetime
+) -> None:
+    """The worker stopped this node's attempt itself: requeue without spending a retry."""
+    reason = f"interrupted on worker {node['worker_id']}: {rep.error or 'the worker stopped'}"
+    if len(nodes) == 1:
+        lose_task(tx, row, reason, now, spend_retry=False)
+        return
+    node["status"] = LOST
+    node["interrupted"] = True
+    node["exit_code"] = rep.exit_code
+    settle_gang(tx, row, nodes, now, reason)
 
 
 def lose_node(tx: Tx, row: TaskRow, worker_id: str, reason: str, now: datetime) -> None:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -35,7 +37,7 @@ from fetchml.services.reservations import check_task_reservation
 from fetchml.services.snapshots import check_snapshot_use
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
-from fetchml.store.tables import TaskRow
+from fetchml.store.tables import IdempotencyKeyRow, TaskRow
 
 # The columns whose size varies from task to task (all bounded at submission, see core/models).
 TASK_SIZE = size_of(
@@ -189,6 +191,80 @@ def create_task_op(
     return op
 
 
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def check_idempotency_key(key: str) -> str:
+    """An Idempotency-Key header: 1-255 printable ASCII characters (422 otherwise)."""
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not all(0x20 <= ord(c) < 0x7F for c in key):
+        raise ValidationError(
+            f"Validation failed: Idempotency-Key: 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+        )
+    return key
+
+
+def request_digest(req: CreateTaskRequest) -> str:
+    """The same submission in whatever key order or spelling of defaults hashes the same."""
+    canonical = json.dumps(req.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit_task_op(
+    principal: Principal,
+    req: CreateTaskRequest,
+    default_max_retries: int,
+    ip_address: str | None,
+    idempotency_key: str | None,
+    retention: timedelta,
+) -> Callable[[Tx], tuple[Task, bool]]:
+    """create_task_op, once per (user, Idempotency-Key): the key's row is inserted in the same
+    transaction as the task, so both commit or neither does. Writes are serialised database-wide
+    (see store/db), so two requests with one key never both get past the lookup: the second
+    sees the first's row and replays its task. Returns (task, replayed)."""
+    create = create_task_op(principal, req, default_max_retries, ip_address)
+    if idempotency_key is None:
+        return lambda tx: (create(tx), False)
+    digest = request_digest(req)
+
+    def op(tx: Tx) -> tuple[Task, bool]:
+        now = utcnow()
+        # tx.session sends the earlier ops' pending rows first: a duplicate in the same batch
+        # finds the row its twin just queued.
+        seen = tx.session.get(IdempotencyKeyRow, (principal.user_id, idempotency_key))
+        if seen is not None and _aware(seen.created_at) >= now - retention:
+            if seen.request_hash != digest:
+                raise ConflictError("Idempotency-Key was already used with a different request body")
+            row = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == seen.task_id)).first()
+            if row is not None:
+                return task_to_wire(row), True
+        if seen is not None:  # expired (not swept yet), or its task is gone: the key is free
+            tx.session.delete(seen)
+            tx.session.flush()
+        task = create(tx)
+        tx.insert(
+            IdempotencyKeyRow,
+            {
+                "user_id": principal.user_id,
+                "key": idempotency_key,
+                "request_hash": digest,
+                "task_id": task.id,
+                "created_at": now,
+            },
+        )
+        return task, False
+
+    return op
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def expire_idempotency_keys(tx: Tx, before: datetime) -> None:
+    """Idempotency-Keys older than the retention period (FETCHML_IDEMPOTENCY_RETENTION_HOURS)."""
+    tx.session.execute(delete(IdempotencyKeyRow).where(col(IdempotencyKeyRow.created_at) < before))
+
+
 def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -> Callable[[Tx], Task]:
     def op(tx: Tx) -> Task:
         row = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
@@ -294,6 +370,7 @@ class TaskService:
         max_datasets: int = 64,
         list_budget: int = DEFAULT_LIST_BYTES,
         shared_contents: bool = False,
+        idempotency_retention: timedelta = timedelta(hours=24),
     ) -> None:
         self.db = db
         self.shared_contents = shared_contents  # FETCHML_SHARED_TASK_CONTENTS
@@ -305,6 +382,7 @@ class TaskService:
         self.default_max_retries = default_max_retries
         self.aging_rate = aging_rate  # FETCHML_PRIORITY_AGING_PER_HOUR; 0 = no aging
         self.aging_cap = aging_cap  # FETCHML_PRIORITY_AGING_CAP
+        self.idempotency_retention = idempotency_retention  # FETCHML_IDEMPOTENCY_RETENTION_HOURS
 
     def _wire(
         self,
@@ -347,14 +425,37 @@ class TaskService:
     async def create(
         self, principal: Principal, req: CreateTaskRequest, ip_address: str | None = None
     ) -> Task:
+        task, _ = await self.submit(principal, req, ip_address)
+        return task
+
+    async def submit(
+        self,
+        principal: Principal,
+        req: CreateTaskRequest,
+        ip_address: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Task, bool]:
+        """A new task, or with an `idempotency_key` seen before (same user, same body) the task
+        it created: (task, replayed). The same key with another body is a ConflictError."""
         for field, items in (("dataset_specs", req.dataset_specs), ("datasets", req.datasets)):
             if items and len(items) > self.max_datasets:
                 raise ValidationError(
                     f"Validation failed: {field}: at most {self.max_datasets} datasets per task"
                 )
-        task = await self.writer.run(create_task_op(principal, req, self.default_max_retries, ip_address))
-        self.bus.publish(TASKS_TOPIC)
-        return task
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+        op = submit_task_op(
+            principal,
+            req,
+            self.default_max_retries,
+            ip_address,
+            idempotency_key,
+            self.idempotency_retention,
+        )
+        task, replayed = await self.writer.run(op)
+        if not replayed:
+            self.bus.publish(TASKS_TOPIC)
+        return task, replayed
 
     async def get(self, task_id: str, viewer: Principal | None = None) -> Task:
         def q(session: Session) -> Task:

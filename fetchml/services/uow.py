@@ -15,25 +15,26 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future as SyncFuture
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from itertools import groupby
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, event, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col
 
 from fetchml.core.audit import GENESIS_HASH, event_hash
 from fetchml.core.enums import AuditEventType
-from fetchml.core.errors import FetchmlError, InternalError, ServiceUnavailableError
+from fetchml.core.errors import FetchmlError, InternalError, ServiceUnavailableError, StorageFullError
 from fetchml.core.redact import redact_text, redact_value
 from fetchml.core.timeutil import utcnow
-from fetchml.store.db import Database
+from fetchml.store.db import Database, classify_db_error
 from fetchml.store.tables import AuditEventRow
 
 T = TypeVar("T")
@@ -63,6 +64,7 @@ class Tx:
         self._op_start = 0
         self._in_op = False
         self._savepoint: SessionTransaction | None = None
+        self.wrote = False  # rows went out: a commit of this Tx proves the storage takes writes
 
     @property
     def session(self) -> Session:
@@ -80,6 +82,7 @@ class Tx:
         items = self._pending if upto is None else self._pending[:upto]
         if not items:
             return
+        self.wrote = True
         conn = self._session.connection()
         for entity, group in groupby(items, key=lambda item: item[0]):
             table, keymap = _core_target(entity)
@@ -162,12 +165,30 @@ def run_write(db: Database, op: Callable[[Tx], T]) -> T:
         return result
 
 
+def storage_error(exc: BaseException) -> FetchmlError | None:
+    """The domain error for a storage fault (503 busy / 503 unavailable / 507 full), or None
+    when `exc` is not one."""
+    kind = classify_db_error(exc)
+    if kind == "full":
+        return StorageFullError()
+    if kind == "busy":
+        return ServiceUnavailableError("The database is busy; retry shortly", retry_after=1)
+    if kind == "unavailable":
+        return ServiceUnavailableError("The database is unavailable; retry shortly", retry_after=2)
+    return None
+
+
+def describe_fault(exc: BaseException) -> str:
+    """One short line for the log: the driver's first line, without SQL or parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [""])[0]
+    return f"{type(orig).__name__}: {first[:200]}"
+
+
 def _storage_error(exc: BaseException) -> FetchmlError:
     if isinstance(exc, FetchmlError):
         return exc
-    if isinstance(exc, OperationalError):
-        return ServiceUnavailableError("The database is busy; retry shortly")
-    return InternalError()
+    return storage_error(exc) or InternalError()
 
 
 @dataclass
@@ -176,16 +197,42 @@ class _Item:
     deliver: Callable[[Any, BaseException | None], None]
     result: Any = None
     error: BaseException | None = field(default=None)
+    queued: float = field(default_factory=time.monotonic)
 
 
 class WriteQueue:
-    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
+    """`healthy_since`: since when this process has been able to commit (so to take heartbeats)
+    without interruption. It starts at construction (a server start) and moves to "now" whenever
+    the writer sees a stall: an op that waited longer than `stall_threshold` to run, a write
+    lock that took longer than that to get, a batch that failed for a storage fault, or a gap
+    the lease sweeper noticed in its own schedule (`mark_stall`). The sweeper grants leases one
+    heartbeat timeout from it, so workers are not punished for the server's own outages."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_batch: int = 256,
+        stall_threshold: float = 5.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.stall_threshold = stall_threshold
+        self.clock = clock
+        self.healthy_since: datetime = clock()
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
+    def mark_stall(self, why: str) -> None:
+        now = self.clock()
+        if now > self.healthy_since:
+            self.healthy_since = now
+        log.warning("write stall (%s): leases get one heartbeat timeout of grace from now", why)
+
     def start(self) -> None:
+        # Grace counts from when this process can take heartbeats, not from its construction.
+        self.healthy_since = max(self.healthy_since, self.clock())
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="fetchml-writer", daemon=True)
             self._thread.start()
@@ -234,10 +281,21 @@ class WriteQueue:
                     stop = True
                     break
                 batch.append(nxt)
+            waited = time.monotonic() - first.queued
+            if waited > self.stall_threshold:
+                self.mark_stall(f"a write waited {waited:.1f}s in the queue")
             try:
                 self._commit_group(batch)
             except BaseException as exc:  # the writer thread must outlive any one batch
-                log.exception("write batch of %d failed", len(batch))
+                kind = classify_db_error(exc)
+                if kind is None:
+                    log.exception("write batch of %d failed", len(batch))
+                else:
+                    # An outage, not a bug: one line per batch, no traceback per request.
+                    log.warning(
+                        "write batch of %d failed: database %s (%s)", len(batch), kind, describe_fault(exc)
+                    )
+                    self.mark_stall(f"database {kind}")
                 for item in batch:
                     item.result, item.error = None, (item.error or _storage_error(exc))
             for item in batch:
@@ -248,9 +306,9 @@ class WriteQueue:
     def _commit_group(self, batch: list[_Item]) -> None:
         try:
             self._commit(batch)
-        except OperationalError:
-            raise  # the database itself is unavailable: every op would fail the same way
-        except Exception:
+        except Exception as exc:
+            if classify_db_error(exc) is not None:
+                raise  # the database itself is down, full or locked: every op would fail alike
             if len(batch) == 1:
                 raise
             # Some op's rows broke the shared commit (a constraint, a value the driver rejects).
@@ -264,16 +322,30 @@ class WriteQueue:
                     item.result, item.error = None, (item.error or _storage_error(exc))
 
     def _commit(self, batch: list[_Item]) -> None:
+        asked = time.monotonic()
         with self.db.write() as session:
+            session.connection()  # BEGIN IMMEDIATE now, so the wait for the write lock is timed here
+            took = time.monotonic() - asked
+            if took > self.stall_threshold:
+                # Another process (or server) held the write lock: heartbeats could not commit.
+                self.mark_stall(f"the write lock took {took:.1f}s")
             tx = Tx(session)
+            flushed: list[bool] = []
+            event.listen(session, "after_flush", lambda *_: flushed.append(True))
             for item in batch:
                 try:
                     item.result = tx.run_op(item.op)
                 except Exception as exc:
-                    if not isinstance(exc, FetchmlError):
+                    if classify_db_error(exc) is not None:
+                        log.warning("write op failed: %s", describe_fault(exc))
+                    elif not isinstance(exc, FetchmlError):
                         log.exception("write op failed")
                     item.error = _storage_error(exc)
             tx.flush()
+            wrote = tx.wrote or bool(flushed or session.new or session.dirty or session.deleted)
+        if wrote and self.db.storage_full:
+            self.db.storage_full = False
+            log.warning("storage accepts writes again")
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -26,7 +27,7 @@ from fetchml.core.enums import (
     TaskStatus,
     WorkerStatus,
 )
-from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
+from fetchml.core.errors import ConflictError, FetchmlError, ForbiddenError, NotFoundError
 from fetchml.core.protocol import (
     Assignment,
     HeartbeatRequest,
@@ -57,16 +58,28 @@ from fetchml.services.placement import Placer
 from fetchml.services.principal import Principal
 from fetchml.services.progress import apply_report, find_node, lose_node, lose_task, unplace
 from fetchml.services.reservations import expire_reservations
-from fetchml.services.tasks import task_to_wire
+from fetchml.services.tasks import expire_idempotency_keys, task_to_wire
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
-from fetchml.store.tables import TaskRow, WorkerRow
+from fetchml.store.tables import ServerMetaRow, TaskRow, WorkerRow
 
 log = logging.getLogger("fetchml.workers")
 
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 REPORTED_END = frozenset({*TERMINAL, STOPPED})
+SERVER_ID_KEY = "server_id"
+
+
+def server_id_op(tx: Tx) -> str:
+    """The installation's id, created by the first writer that needs it. Writes hold the
+    database-wide write lock (see store.db), so two servers starting at once agree on one."""
+    row = tx.session.get(ServerMetaRow, SERVER_ID_KEY)
+    if row is None:
+        row = ServerMetaRow(key=SERVER_ID_KEY, value=uuid.uuid4().hex)
+        tx.session.add(row)
+        tx.session.flush()
+    return row.value
 
 
 def _owned_worker(tx: Tx, principal: Principal, worker_id: str) -> WorkerRow:
@@ -79,6 +92,26 @@ def _owned_worker(tx: Tx, principal: Principal, worker_id: str) -> WorkerRow:
     if principal.role is not Role.ADMIN and row.key_id != principal.key_id:
         raise ForbiddenError(f"Worker {worker_id} belongs to another key")
     return row
+
+
+def _self_drain(
+    tx: Tx, user_id: str | None, worker: WorkerRow, held: list[tuple[TaskRow, dict[str, Any]]], now: datetime
+) -> None:
+    worker.status = WorkerStatus.DRAINING.value
+    for task, node in held:
+        if node.get("slot_assigned"):
+            continue
+        if task.node_count <= 1 or not any(n.get("slot_assigned") for n in nodes_of(task)):
+            unplace(tx, task, f"worker {worker.id} is stopping")
+        else:
+            lose_node(tx, task, worker.id, f"worker {worker.id} is stopping", now)
+    tx.audit(
+        AuditEventType.SCHEDULER_DRAIN,
+        user_id=user_id,
+        resource=f"worker:{worker.id}",
+        action="drain",
+        metadata={"previous_status": WorkerStatus.ACTIVE.value, "reason": "worker stopping"},
+    )
 
 
 def _unique(rows: Iterable[TaskRow]) -> list[TaskRow]:
@@ -122,6 +155,7 @@ class WorkerService:
         self.bus = bus
         self.settings = settings
         self.placer = placer
+        self._next_key_sweep = datetime.min.replace(tzinfo=UTC)  # expired Idempotency-Keys
 
     # -- registration -------------------------------------------------------------------------
 
@@ -133,8 +167,9 @@ class WorkerService:
                 f"This key may register only worker {principal.worker_name!r}, not {req.name!r}"
             )
 
-        def op(tx: Tx) -> list[str]:
+        def op(tx: Tx) -> tuple[list[str], str]:
             now = utcnow()
+            server_id = server_id_op(tx)
             row = tx.session.get(WorkerRow, req.name)
             lost: list[str] = []
             if row is None:
@@ -161,9 +196,9 @@ class WorkerService:
             row.service_total = req.service_slots
             row.connected_at = now
             row.last_heartbeat = now
-            return lost
+            return lost, server_id
 
-        lost = await self.writer.run(op)
+        lost, server_id = await self.writer.run(op)
         self.bus.publish(TASKS_TOPIC, *(task_topic(t) for t in lost))
         return RegisterWorkerResponse(
             worker_id=req.name,
@@ -171,6 +206,7 @@ class WorkerService:
             heartbeat_timeout=self.settings.heartbeat_timeout,
             claim_wait=self.settings.claim_wait,
             lost_tasks=lost,
+            server_id=server_id,
         )
 
     # -- heartbeats ---------------------------------------------------------------------------
@@ -216,6 +252,11 @@ class WorkerService:
                 # the server gave up on (lost: its nodes were cleared) must stop.
                 for task_id, attempt in sorted(stale - ended):
                     commands.append(WorkerCommand(type="cancel", task_id=task_id, attempt=attempt))
+            if req.stopping and worker.status == WorkerStatus.ACTIVE.value:
+                # A worker shutting down (SIGTERM) drains itself: what was placed on it but
+                # not started goes back to the queue, no retry spent.
+                _self_drain(tx, principal.user_id, worker, held_here, now)
+                held_here = [(t, n) for t, n in held_here if n.get("slot_assigned")]
             draining = worker.status == WorkerStatus.DRAINING.value
             if draining and not held_here:
                 worker.status = WorkerStatus.OFFLINE.value
@@ -323,12 +364,25 @@ class WorkerService:
 
     async def sweep(self) -> list[str]:
         """Workers silent past the heartbeat timeout go offline; tasks whose lease ran out are
-        retried (retry_count + 1) or failed as "worker lost"."""
+        retried (retry_count + 1) or failed as "worker lost".
+
+        Grace: nothing is expired until one heartbeat timeout after `writer.healthy_since` (the
+        start of this process, or the end of the last stall it saw). A lease or heartbeat that
+        ran out while this server could not take heartbeats says nothing about the worker.
+        With several servers on one database each sweeper uses its own: a restart of one does
+        not pause the others' sweeps, so their workers get no pass; a database-wide stall (a
+        lock, PostgreSQL away) is seen by every server, and each grants the grace."""
         timeout = timedelta(seconds=self.settings.heartbeat_timeout)
+        retention = timedelta(hours=self.settings.idempotency_retention_hours)
 
         def op(tx: Tx) -> list[str]:
-            now = utcnow()
+            now = self.writer.clock()
             changed = expire_reservations(tx, now)
+            if now >= self._next_key_sweep:
+                expire_idempotency_keys(tx, now - retention)
+                self._next_key_sweep = now + timedelta(minutes=1)
+            if now < self.writer.healthy_since + timeout:
+                return changed  # in the grace period after a start or a stall
             stale_workers = tx.session.scalars(
                 select(WorkerRow).where(
                     col(WorkerRow.status) != WorkerStatus.OFFLINE.value,
@@ -358,11 +412,21 @@ class WorkerService:
         return lost
 
     async def run_sweeper(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while not stop.is_set():
+            # The loop itself stalled (the process was stopped, the event loop blocked): nobody
+            # could heartbeat meanwhile either.
+            gap = loop.time() - last
+            if gap > self.settings.sweep_interval + self.writer.stall_threshold:
+                self.writer.mark_stall(f"the sweeper did not run for {gap:.1f}s")
             try:
                 await self.sweep()
+            except FetchmlError as exc:  # the database is down, full or busy: already logged
+                log.warning("lease sweep failed: %s", exc.message)
             except Exception:
                 log.exception("lease sweep failed")
+            last = loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.sweep_interval)
 

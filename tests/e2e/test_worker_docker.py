@@ -88,11 +88,18 @@ def test_a_missing_image_fails_naming_it(docker_cluster: Cluster) -> None:
 def test_orphaned_containers_are_removed_when_the_worker_restarts(
     cluster: Cluster, docker_client: Any
 ) -> None:
+    # The installation's id, as the server would create it: orphans must carry it to be removed.
+    cluster.server.db_exec("INSERT INTO server_meta (key, value) VALUES ('server_id', 'srv-e2e-dw2')")
     orphan = docker_client.containers.run(
         TEST_IMAGE,
         ["sleep", "1000"],
         detach=True,
-        labels={"fetchml.task": "t-orphan", "fetchml.worker": "dw2", "fetchml.attempt": "1"},
+        labels={
+            "fetchml.task": "t-orphan",
+            "fetchml.worker": "dw2",
+            "fetchml.attempt": "1",
+            "fetchml.server": "srv-e2e-dw2",
+        },
     )
     other = docker_client.containers.run(
         TEST_IMAGE,
@@ -100,16 +107,31 @@ def test_orphaned_containers_are_removed_when_the_worker_restarts(
         detach=True,
         labels={"fetchml.task": "t-other", "fetchml.worker": "someone-else", "fetchml.attempt": "1"},
     )
+    # Same worker name, another server on this host: not ours either.
+    foreign = docker_client.containers.run(
+        TEST_IMAGE,
+        ["sleep", "1000"],
+        detach=True,
+        labels={
+            "fetchml.task": "t-foreign",
+            "fetchml.worker": "dw2",
+            "fetchml.attempt": "1",
+            "fetchml.server": "srv-another-one",
+        },
+    )
     try:
         cluster.start_worker("dw2", "--executor", "docker", "--default-image", TEST_IMAGE)
         cluster.wait_for(
-            lambda: not docker_client.containers.list(all=True, filters={"label": "fetchml.worker=dw2"}),
+            lambda: not docker_client.containers.list(
+                all=True, filters={"label": ["fetchml.worker=dw2", "fetchml.server=srv-e2e-dw2"]}
+            ),
             timeout=20,
             what="the orphan's removal",
         )
-        other.reload()
-        assert other.status == "running"  # another worker's containers are not ours to touch
+        for ctr in (other, foreign):
+            ctr.reload()
+            assert ctr.status == "running"  # another worker's containers are not ours to touch
     finally:
-        for ctr in (orphan, other):
+        for ctr in (orphan, other, foreign):
             with contextlib.suppress(Exception):
                 ctr.remove(force=True)

@@ -169,6 +169,7 @@ def test_container_is_labelled_named_and_limited(
             "fetchml.task": spec.task_id,
             "fetchml.worker": worker_id,
             "fetchml.attempt": "3",
+            "fetchml.server": "",  # the spec names no server id
         }
         assert container.name == f"fetchml-{spec.task_id[:12]}-3"
         host = container.attrs["HostConfig"]

@@ -20,6 +20,7 @@ import pytest
 from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus
 from fetchml.runner.executors.local import (
     LABEL_ATTEMPT,
+    LABEL_SERVER,
     LABEL_TASK,
     LABEL_WORKER,
     LocalExecution,
@@ -286,6 +287,7 @@ def test_task_environment_is_an_allow_list(tmp_path: Path, monkeypatch: pytest.M
         "CUDA_VISIBLE_DEVICES",
         "CUDA_DEVICE_ORDER",
         LABEL_WORKER,
+        LABEL_SERVER,
         LABEL_TASK,
         LABEL_ATTEMPT,
     } | ({"PWD"} if "PWD" in env else set())

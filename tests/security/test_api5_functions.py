@@ -68,6 +68,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v1/audit/events"): ADMIN,
     ("POST", "/v1/audit/verify"): ADMIN,
     ("GET", "/v1/audit/chain-root"): ADMIN,
+    ("GET", "/v1/audit/checkpoints"): ADMIN,
+    # The checkpoint public key is not secret: any valid key reads it.
+    ("GET", "/v1/audit/public-key"): ANON,
     ("GET", "/v1/keys"): ADMIN,
     ("POST", "/v1/keys"): (401, 401, 403, 403, 201),
     ("DELETE", "/v1/keys/{key_id}"): (401, 401, 403, 403, 204),

@@ -35,6 +35,8 @@ def route_table(
         ("GET", "/v1/audit/events", None, {ADMIN}),
         ("POST", "/v1/audit/verify", None, {ADMIN}),
         ("GET", "/v1/audit/chain-root", None, {ADMIN}),
+        ("GET", "/v1/audit/checkpoints", None, {ADMIN}),
+        ("GET", "/v1/audit/public-key", None, {ADMIN, USER, WORKER}),
         ("GET", "/v1/keys", None, {ADMIN}),
         ("POST", "/v1/keys", lambda: {"user": "matrix", "role": "user"}, {ADMIN}),
         ("DELETE", "/v1/keys/key_000000000000", None, {ADMIN}),

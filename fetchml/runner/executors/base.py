@@ -30,6 +30,9 @@ class ExecSpec:
     # path relative to `workdir`). Docker bind-mounts each read-only over that path; the local
     # executor ignores this (the workspace already holds a private or read-only copy there).
     readonly_mounts: tuple[tuple[Path, str], ...] = ()
+    # The id of the server (installation) the attempt belongs to, stamped on the container or
+    # process next to the worker name: orphan cleanup touches only what carries both.
+    server_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class ExitStatus:
     error: str | None = None  # why it failed, in words a user understands; None on exit 0
     oom_killed: bool = False
     cancelled: bool = False
+    # The executor lost its runtime mid-run (the Docker daemon restarted and stopped the
+    # container): not the task's fault, so the worker reports the attempt interrupted.
+    runtime_lost: bool = False
 
 
 class Execution(Protocol):
@@ -71,9 +77,13 @@ class Executor(Protocol):
         (missing image that cannot be pulled, no such command, ...)."""
         ...
 
-    def remove_orphans(self, worker_id: str, live: set[tuple[str, int]]) -> list[str]:
-        """Remove leftovers labelled for this worker whose (task_id, attempt) is not in `live`.
-        Returns what was removed (container ids or pids). Called when a worker starts."""
+    def remove_orphans(
+        self, worker_id: str, live: set[tuple[str, int]], server_id: str | None = None
+    ) -> list[str]:
+        """Remove leftovers labelled for this worker of this server (both labels must match; a
+        `server_id` of None matches only leftovers without a server label) whose
+        (task_id, attempt) is not in `live`. Returns what was removed (container ids or pids).
+        Called when a worker registers."""
         ...
 
     def shutdown(self, grace: float | None = None) -> None:

@@ -2,8 +2,10 @@
 
 The attempt's workspace is bind-mounted read-write at /workspace; host paths under it, in the
 command and in the environment, are rewritten to their /workspace equivalent. Containers carry the
-labels fetchml.task / fetchml.worker / fetchml.attempt, by which a restarted worker finds and
-removes the ones it no longer owns (`remove_orphans`).
+labels fetchml.task / fetchml.worker / fetchml.attempt / fetchml.server (the id of the server the
+worker registered with), by which a restarted worker finds and removes the ones it no longer owns
+(`remove_orphans`): only containers of the same worker name AND the same server, so workers of two
+servers that share a name on one host never remove each other's containers.
 
 GPUs: the assigned host indices go to Docker as device_ids (never "all"). Inside the container the
 NVIDIA runtime shows only those devices, numbered from 0, so CUDA_VISIBLE_DEVICES there is
@@ -35,11 +37,13 @@ from typing import Any
 
 from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus
 from fetchml.runner.lines import LineSplitter
+from fetchml.runner.watchdog import Watchdog
 
 __all__ = [
     "CONTAINER_WORKSPACE",
     "DEFAULT_PIDS_LIMIT",
     "LABEL_ATTEMPT",
+    "LABEL_SERVER",
     "LABEL_TASK",
     "LABEL_WORKER",
     "TASK_CAPABILITIES",
@@ -55,6 +59,7 @@ CONTAINER_WORKSPACE = "/workspace"
 LABEL_TASK = "fetchml.task"
 LABEL_WORKER = "fetchml.worker"
 LABEL_ATTEMPT = "fetchml.attempt"
+LABEL_SERVER = "fetchml.server"
 
 # What root inside a task's container keeps of Docker's default capability set, and why:
 # CHOWN, DAC_OVERRIDE, FOWNER: manage files it does not own, above all the bind-mounted workspace,
@@ -68,6 +73,16 @@ DEFAULT_PIDS_LIMIT = 4096  # far above any training job's processes and threads;
 
 _POLL = 0.1
 _CATCH_UP = 100  # log entries read again when a follow stream ends
+# How long an attempt waits for a restarting Docker daemon before giving its container up.
+DAEMON_RETURN_WAIT = 120.0
+RUNTIME_LOST = "the Docker daemon restarted while the task ran"
+
+
+def _daemon_unreachable(exc: BaseException) -> bool:
+    """A broken connection to the daemon (it stopped or restarted), not an answer from it."""
+    import requests
+
+    return isinstance(exc, requests.exceptions.RequestException)
 
 
 def docker_available(timeout: float = 3.0) -> bool:
@@ -145,8 +160,11 @@ class DockerExecution:
     """One attempt running in a container. lines(), wait() and stop() may run in different
     threads. Read lines() and wait() before cleanup(): cleanup removes the container."""
 
-    def __init__(self, spec: ExecSpec, container: Any, memory_gb: float | None) -> None:
+    def __init__(
+        self, spec: ExecSpec, container: Any, memory_gb: float | None, watchdog: Watchdog | None = None
+    ) -> None:
         self.spec = spec
+        self._watchdog = watchdog
         self.container = container
         self.id: str = container.id
         self.name: str = container.name
@@ -156,6 +174,21 @@ class DockerExecution:
         self._cancelled = False
         self._status: ExitStatus | None = None
         self._removed = False
+        # Set when a call to the daemon broke mid-run: a daemon restart stops every container
+        # (without live-restore), which says nothing about the task itself.
+        self._daemon_lost = False
+
+    def _await_daemon(self) -> bool:
+        """Wait (bounded) for the daemon to answer again after a broken connection."""
+        self._daemon_lost = True
+        deadline = time.monotonic() + DAEMON_RETURN_WAIT
+        while time.monotonic() < deadline:
+            try:
+                self.container.client.ping()
+                return True
+            except Exception:  # any failure means "not back yet"
+                time.sleep(0.5)
+        return False
 
     def lines(self) -> Iterator[str]:
         """Follows the container's log. Docker may end a follow stream when the container stops
@@ -177,6 +210,10 @@ class DockerExecution:
                 yield from splitter.feed(entry[1])
         except docker.errors.NotFound:  # removed while streaming
             pass
+        except Exception as exc:
+            if not _daemon_unreachable(exc):
+                raise
+            self._daemon_lost = True
         finally:
             with contextlib.suppress(Exception):
                 stream.close()
@@ -195,6 +232,11 @@ class DockerExecution:
             entries = [_split_entry(frame) for frame in tail]
         except docker.errors.DockerException:
             return []
+        except Exception as exc:
+            if not _daemon_unreachable(exc):
+                raise
+            self._daemon_lost = True
+            return []
         seen = set(recent)
         # Only entries after the last one seen: older ones were shown (or fell out of `recent`).
         last = recent[-1] if recent else None
@@ -208,10 +250,25 @@ class DockerExecution:
         return state
 
     def wait(self, timeout: float | None = None) -> ExitStatus | None:
-        import docker.errors
 
         if self._status is not None:
             return self._status
+        for _ in range(3):  # a daemon that restarts again and again is given up on
+            try:
+                return self._wait(timeout)
+            except Exception as exc:
+                if not _daemon_unreachable(exc):
+                    raise
+                log.warning("task %s: lost the Docker daemon; waiting for it to return", self.spec.task_id)
+                if not self._await_daemon():
+                    break
+        status = ExitStatus(exit_code=None, error=RUNTIME_LOST, runtime_lost=True)
+        self._status = status
+        return status
+
+    def _wait(self, timeout: float | None) -> ExitStatus | None:
+        import docker.errors
+
         try:
             if timeout is not None:
                 deadline = time.monotonic() + timeout
@@ -229,6 +286,8 @@ class DockerExecution:
             return status
         code = result.get("StatusCode", state.get("ExitCode"))
         status = self._exit_status(int(code) if code is not None else None, state)
+        if self._daemon_lost and not status.cancelled and not (code == 0 and status.error is None):
+            status = ExitStatus(exit_code=status.exit_code, error=RUNTIME_LOST, runtime_lost=True)
         self._status = status
         return status
 
@@ -297,6 +356,8 @@ class DockerExecution:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
         self._removed = True
+        if self._watchdog is not None:
+            self._watchdog.forget_container(self.id)
         if self._status is None:
             self._status = ExitStatus(exit_code=None, error="removed before it finished")
 
@@ -368,6 +429,8 @@ class DockerExecutor:
         self.set_slots(1)
         self._lock = threading.Lock()
         self._executions: list[DockerExecution] = []
+        # Removes this worker's containers if the worker dies without stopping them.
+        self._watchdog = Watchdog()
 
     def set_slots(self, slots: int) -> None:
         """The worker's batch slots, known once it registers: an automatic default limit is
@@ -432,6 +495,7 @@ class DockerExecutor:
                 LABEL_TASK: spec.task_id,
                 LABEL_WORKER: spec.worker_id,
                 LABEL_ATTEMPT: str(spec.attempt),
+                LABEL_SERVER: spec.server_id or "",
             },
             "volumes": {str(workspace): {"bind": CONTAINER_WORKSPACE, "mode": "rw"}},
             "mounts": self._readonly_mounts(spec, workspace, container_workdir),
@@ -506,7 +570,8 @@ class DockerExecutor:
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
             raise ExecutorError(f"cannot start a container from {image!r}: {_explain(exc)}") from exc
-        execution = DockerExecution(spec, container, self.limits(spec)[0])
+        self._watchdog.watch_container(container.id)
+        execution = DockerExecution(spec, container, self.limits(spec)[0], self._watchdog)
         with self._lock:
             self._executions = [e for e in self._executions if e.running]
             self._executions.append(execution)
@@ -534,11 +599,12 @@ class DockerExecutor:
             except docker.errors.NotFound:
                 return self.client.containers.create(**config)
             labels = old.labels or {}
-            if (labels.get(LABEL_WORKER), labels.get(LABEL_TASK), labels.get(LABEL_ATTEMPT)) != (
-                spec.worker_id,
-                spec.task_id,
-                str(spec.attempt),
-            ):
+            if (
+                labels.get(LABEL_WORKER),
+                labels.get(LABEL_TASK),
+                labels.get(LABEL_ATTEMPT),
+                labels.get(LABEL_SERVER, ""),
+            ) != (spec.worker_id, spec.task_id, str(spec.attempt), spec.server_id or ""):
                 raise
             log.warning("replacing leftover container %s", old.name)
             old.remove(force=True)
@@ -556,16 +622,22 @@ class DockerExecutor:
             t.start()
         for t in threads:
             t.join()
+        self._watchdog.close_if_idle()
 
-    def remove_orphans(self, worker_id: str, live: set[tuple[str, int]]) -> list[str]:
-        """Remove (force) every container labelled fetchml.worker=<worker_id>, running or not,
-        whose (fetchml.task, fetchml.attempt) is not in `live`. Returns their ids."""
+    def remove_orphans(
+        self, worker_id: str, live: set[tuple[str, int]], server_id: str | None = None
+    ) -> list[str]:
+        """Remove (force) every container labelled fetchml.worker=<worker_id> and
+        fetchml.server=<server_id>, running or not, whose (fetchml.task, fetchml.attempt) is not
+        in `live`. Returns their ids."""
         import docker.errors
 
         removed: list[str] = []
         containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_WORKER}={worker_id}"})
         for c in containers:
             labels = c.labels or {}
+            if labels.get(LABEL_SERVER, "") != (server_id or ""):
+                continue  # another server's worker of the same name
             try:
                 attempt = int(labels.get(LABEL_ATTEMPT, ""))
             except ValueError:

@@ -8,11 +8,17 @@ group that can be signalled at once. What it guarantees:
 - `stop(grace)` sends SIGTERM to the group (and to descendants that left it with setsid), waits
   up to `grace` seconds for them all to exit, then SIGKILLs what is left.
 - `LocalExecutor.shutdown()` stops every attempt it started, all at once (worker shutdown).
-- If the worker itself dies without a shutdown (SIGKILL, power cut of the worker process),
-  its attempts would live on, since setsid detaches them. Every attempt therefore carries
-  FETCHML_LABEL_WORKER / _TASK / _ATTEMPT in its environment (inherited by its children, like
-  Docker labels), and `remove_orphans()`, called when a worker starts, kills the process groups
-  labelled for that worker whose (task, attempt) it no longer owns.
+- If the worker itself dies without a shutdown (SIGKILL, OOM kill of the worker process), its
+  attempts would live on, since setsid detaches them. Two things stop them:
+  - a watchdog (fetchml/runner/watchdog.py): a small process of the worker's user (root with
+    `run_as`, so it may signal the task's user) in a session of its own, holding the read end
+    of a pipe whose write end only the worker holds. The executor tells it each attempt's
+    process group; when the pipe closes (the worker is gone, however it died) it SIGKILLs them
+    all and exits. It ignores SIGTERM/SIGINT/SIGHUP, so it never outlives the worker either.
+  - every attempt carries FETCHML_LABEL_WORKER / _SERVER / _TASK / _ATTEMPT in its environment
+    (inherited by its children, like Docker labels), and `remove_orphans()`, called when a
+    worker registers, kills the process groups labelled for that worker name AND that server
+    whose (task, attempt) it no longer owns (a watchdog killed along with the worker).
 
 Not covered: a descendant that both leaves the group (setsid) and is orphaned before a stop; a
 process that clears its own environment escapes `remove_orphans`. Use the docker executor for
@@ -52,8 +58,9 @@ import psutil
 
 from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus
 from fetchml.runner.lines import READ_SIZE, iter_lines
+from fetchml.runner.watchdog import Watchdog
 
-__all__ = ["LABEL_ATTEMPT", "LABEL_TASK", "LABEL_WORKER", "LocalExecution", "LocalExecutor"]
+__all__ = ["LABEL_ATTEMPT", "LABEL_SERVER", "LABEL_TASK", "LABEL_WORKER", "LocalExecution", "LocalExecutor"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,7 @@ log = logging.getLogger(__name__)
 LABEL_WORKER = "FETCHML_LABEL_WORKER"
 LABEL_TASK = "FETCHML_LABEL_TASK"
 LABEL_ATTEMPT = "FETCHML_LABEL_ATTEMPT"
+LABEL_SERVER = "FETCHML_LABEL_SERVER"
 
 # A task's PATH when the operator does not pass the worker's own (--pass-env PATH).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -119,8 +127,16 @@ class LocalExecution:
     """One attempt started by LocalExecutor. Thread-safe: lines(), wait() and stop() may be
     called from different threads."""
 
-    def __init__(self, spec: ExecSpec, proc: subprocess.Popen[bytes], *, task_uid: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: ExecSpec,
+        proc: subprocess.Popen[bytes],
+        *,
+        task_uid: int | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self.spec = spec
+        self._watchdog = watchdog
         self._task_uid = task_uid
         self.pid = proc.pid
         self.pgid = proc.pid  # start_new_session: the child leads its own session and group
@@ -154,6 +170,8 @@ class LocalExecution:
                 _reclaim_outputs(self.spec, self._task_uid)
             except OSError as exc:  # collection then finds less; the attempt still ends
                 log.warning("task %s: could not take back its output folder: %s", self.spec.task_id, exc)
+        if self._watchdog is not None:  # while the zombie still holds the group id
+            self._watchdog.forget(self.pgid)
         code = self._proc.wait()
         self._finish(code)
 
@@ -340,6 +358,7 @@ class LocalExecutor:
         self._user: pwd.struct_passwd | None = task_user(run_as) if run_as is not None else None
         self._lock = threading.Lock()
         self._executions: list[LocalExecution] = []
+        self._watchdog = Watchdog()
 
     @property
     def task_owner(self) -> tuple[int, int] | None:
@@ -365,6 +384,7 @@ class LocalExecutor:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpus)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML does
         env[LABEL_WORKER] = spec.worker_id
+        env[LABEL_SERVER] = spec.server_id or ""
         env[LABEL_TASK] = spec.task_id
         env[LABEL_ATTEMPT] = str(spec.attempt)
         return env
@@ -398,7 +418,10 @@ class LocalExecutor:
             reason = exc.strerror or str(exc)
             where = f": {exc.filename}" if exc.filename else ""
             raise ExecutorError(f"cannot start {shown}: {reason}{where}") from exc
-        execution = LocalExecution(spec, proc, task_uid=self._user.pw_uid if self._user else None)
+        self._watchdog.watch(proc.pid)  # start_new_session: its pid is its group id
+        execution = LocalExecution(
+            spec, proc, task_uid=self._user.pw_uid if self._user else None, watchdog=self._watchdog
+        )
         with self._lock:
             self._executions = [e for e in self._executions if e.running]
             self._executions.append(execution)
@@ -417,10 +440,14 @@ class LocalExecutor:
             t.start()
         for t in threads:
             t.join()
+        self._watchdog.close_if_idle()
 
-    def remove_orphans(self, worker_id: str, live: set[tuple[str, int]]) -> list[str]:
-        """Kill the process groups labelled for `worker_id` (FETCHML_LABEL_* in their environment)
-        whose (task, attempt) is not in `live`. Returns the pids that were signalled, as strings.
+    def remove_orphans(
+        self, worker_id: str, live: set[tuple[str, int]], server_id: str | None = None
+    ) -> list[str]:
+        """Kill the process groups labelled for `worker_id` and `server_id` (FETCHML_LABEL_* in
+        their environment; None matches only processes without a server label) whose
+        (task, attempt) is not in `live`. Returns the pids that were signalled, as strings.
 
         Processes this executor started itself are never touched (they are this run's, not
         leftovers). Processes whose environment cannot be read (another user's) are skipped.
@@ -435,8 +462,8 @@ class LocalExecutor:
                 env = proc.environ()
             except (psutil.Error, OSError):
                 continue
-            if env.get(LABEL_WORKER) != worker_id:
-                continue
+            if env.get(LABEL_WORKER) != worker_id or env.get(LABEL_SERVER, "") != (server_id or ""):
+                continue  # another worker's, or a worker of the same name serving another server
             try:
                 attempt = int(env.get(LABEL_ATTEMPT, ""))
             except ValueError:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from fetchml.core.enums import TaskStatus
@@ -30,9 +30,31 @@ class TaskController(Controller):
             status=status, user_id=user_id, limit=limit, offset=offset, viewer=principal_of(request)
         )
 
-    @post("/", summary="Submit a task")
-    async def create_task(self, request: Request[Any, Any, Any], data: CreateTaskRequest) -> Task:
-        return await services_of(request).tasks.create(principal_of(request), data, client_ip(request))
+    @post("/", summary="Submit a task", status_code=201)
+    async def create_task(
+        self,
+        request: Request[Any, Any, Any],
+        data: CreateTaskRequest,
+        idempotency_key: Annotated[
+            str | None,
+            Parameter(
+                header="Idempotency-Key",
+                required=False,
+                description="Up to 255 printable ASCII characters. A retry with the same key and "
+                "body returns the task the first request created (header Idempotent-Replayed: "
+                "true); the same key with another body is 409. Kept for "
+                "FETCHML_IDEMPOTENCY_RETENTION_HOURS (default 24).",
+            ),
+        ] = None,
+    ) -> Task:
+        task, replayed = await services_of(request).tasks.submit(
+            principal_of(request), data, client_ip(request), idempotency_key
+        )
+        # A replay answers as the original did (201): a client that lost the first answer
+        # cannot tell the difference, except by the header.
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        # Declared as Task (the documented schema); a Response passes through Litestar unchanged.
+        return Response(task, status_code=201, headers=headers)  # type: ignore[return-value]
 
     @get("/{task_id:str}", summary="Get a task")
     async def get_task(self, request: Request[Any, Any, Any], task_id: str) -> Task:
