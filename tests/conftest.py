@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import drop_all_created, require_backend, selected_backends
+from tests.backends import SQLITE, drop_all_created, require_backend, selected_backends
 from tests.harness import Keys, ServerHandle, ServerPool, make_keys
 
 __all__ = ["Keys"]
@@ -54,6 +54,23 @@ def server_factory(server_pool: ServerPool, tmp_path: Path) -> Callable[..., Ser
         return server_pool.handle(data_dir, env).start()
 
     return make
+
+
+@pytest.fixture
+def sqlite_server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
+    """Like server_factory, on SQLite only and not parametrised over backends: for tests of what
+    only SQLite has (its file, an external lock on it) or where the database is not the point.
+    They run once, instead of skipping their PostgreSQL variant."""
+    pool = ServerPool(SQLITE)
+
+    def make(data_dir: Path | None = None, **env: str) -> ServerHandle:
+        data_dir = data_dir or tmp_path / f"sqlite-srv{len(pool.handles)}"
+        return pool.handle(data_dir, env).start()
+
+    try:
+        yield make
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="module")

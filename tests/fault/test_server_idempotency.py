@@ -15,7 +15,6 @@ import httpx
 import psutil
 import pytest
 
-from tests.backends import SQLITE
 from tests.fault.server_kit import SqliteLock, is_envelope, wait_for
 from tests.harness import REPO, ServerHandle, run_cli
 
@@ -121,12 +120,11 @@ def test_cli_sends_a_key(srv: ServerHandle) -> None:
     uuid.UUID(rows[0][1])  # a fresh uuid4 per submit
 
 
-def test_cli_retries_once_after_a_timeout_and_gets_the_original(backend: str, srv: ServerHandle) -> None:
+def test_cli_retries_once_after_a_timeout_and_gets_the_original(sqlite_server_factory: Callable[..., ServerHandle]) -> None:
     """The server takes the request but cannot commit (another process holds the SQLite write
     lock) for longer than the CLI's timeout: the CLI retries with the same key; once the lock
     goes, the first request creates the task and the retry returns that same task."""
-    if backend != SQLITE:
-        pytest.skip("the stall is an external SQLite lock")
+    srv = sqlite_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="1000000")  # the stall is an SQLite lock
     key = srv.make_key("alice", "user")
     env = {**srv.env(), "FETCHML_SERVER_URL": srv.url, "FETCHML_API_KEY": key, "FETCHML_TIMEOUT": "1.5"}
     lock = SqliteLock(srv.db_path).acquire()
@@ -163,9 +161,8 @@ def test_cli_retries_once_after_a_timeout_and_gets_the_original(backend: str, sr
     assert len(posts) == 2, posts  # the first (its client gone) and the replay
 
 
-def test_cli_says_the_task_may_exist_when_both_attempts_time_out(backend: str, srv: ServerHandle) -> None:
-    if backend != SQLITE:
-        pytest.skip("the stall is an external SQLite lock")
+def test_cli_says_the_task_may_exist_when_both_attempts_time_out(sqlite_server_factory: Callable[..., ServerHandle]) -> None:
+    srv = sqlite_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="1000000")  # the stall is an SQLite lock
     key = srv.make_key("alice", "user")
     env = {**srv.env(), "FETCHML_SERVER_URL": srv.url, "FETCHML_API_KEY": key, "FETCHML_TIMEOUT": "0.7"}
     with SqliteLock(srv.db_path):

@@ -8,10 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import pytest
-
 from fetchml.core.protocol import Assignment
-from tests.backends import SQLITE
 from tests.fault.server_kit import HEARTBEAT_ENV, SqliteLock, wait_for
 from tests.harness import ServerHandle
 from tests.protocol_kit import FakeWorker
@@ -79,10 +76,8 @@ def test_grace_after_a_restart_longer_than_the_timeout(
     keeper.close()
 
 
-def test_grace_after_a_write_stall(backend: str, server_factory: Callable[..., ServerHandle]) -> None:
-    if backend != SQLITE:
-        pytest.skip("the stall is an external SQLite lock")
-    srv = server_factory(**HEARTBEAT_ENV)
+def test_grace_after_a_write_stall(sqlite_server_factory: Callable[..., ServerHandle]) -> None:
+    srv = sqlite_server_factory(**HEARTBEAT_ENV)  # the stall is an external SQLite lock
     keeper, a, _silent, b = _two_running(srv)
     with SqliteLock(srv.db_path):
         # Nothing commits meanwhile: not the sweep, not a heartbeat.

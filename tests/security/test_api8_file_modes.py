@@ -6,32 +6,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from tests.backends import SQLITE
-from tests.harness import ServerHandle, ServerPool, run_cli
+from tests.harness import ServerHandle, run_cli
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-@pytest.fixture
-def sqlite_server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
-    """SQLite servers only, not parametrised over backends: these are the SQLite file's modes
-    (a PostgreSQL server keeps no database file in its data dir)."""
-    pool = ServerPool(SQLITE)
-
-    def make(data_dir: Path | None = None, **env: str) -> ServerHandle:
-        return pool.handle(data_dir or tmp_path / "data", env).start()
-
-    try:
-        yield make
-    finally:
-        pool.close()
 
 
 def test_new_data_dir_and_database_are_owner_only(
