@@ -291,14 +291,19 @@ class CheckpointService:
         workers = _worker_count()
         if n < self.parallel_min_events or workers == 1:
             return stitch([await asyncio.to_thread(scan_range, self.db.url, lo, hi)])
-        # One range per CPU: a child's start (imports) costs more than uneven ranges would.
+        # One range per CPU: a child's start costs more than uneven ranges would. This process
+        # checks the first range itself (in a thread) instead of idling while the children work.
         step = -(-(hi - lo + 1) // workers)
         spans = [(a, min(hi, a + step - 1)) for a in range(lo, hi + 1, step)]
         limit = asyncio.Semaphore(workers)
         # Plain child processes, not multiprocessing: its spawn start method would re-run
-        # `python -m fetchml` (the server's own command line) in every child.
-        results = await asyncio.gather(*(self._scan_in_child(a, b, limit) for a, b in spans))
-        return stitch(results)
+        # `python -m fetchml` (the server's own command line) in every child. gather starts its
+        # tasks in order: the children are spawned before the busy thread begins.
+        *rest, own = await asyncio.gather(
+            *(self._scan_in_child(a, b, limit) for a, b in spans[1:]),
+            asyncio.to_thread(scan_range, self.db.url, *spans[0]),
+        )
+        return stitch([own, *rest])
 
     async def _scan_in_child(self, lo: int, hi: int, limit: asyncio.Semaphore) -> RangeCheck:
         import json
