@@ -16,7 +16,7 @@ import functools
 import os
 import threading
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy.engine import URL, make_url
@@ -67,6 +67,19 @@ def pg_unavailable_reason() -> str | None:
     return None
 
 
+def in_ci() -> bool:
+    """Whether this is a CI run: any non-empty CI other than 0/false (CI systems spell it
+    differently), where a missing service is a failure, never a skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip on a laptop without the service; fail under CI, where the suite must run whole."""
+    if in_ci():
+        pytest.fail(f"required in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_backend(backend: str) -> None:
     """Skip (fail under CI=true) when the backend cannot be used here."""
     if backend != POSTGRESQL:
@@ -74,9 +87,7 @@ def require_backend(backend: str) -> None:
     reason = pg_unavailable_reason()
     if reason is None:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL is required in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+    skip_or_fail(f"PostgreSQL: {reason}")
 
 
 _created: set[str] = set()

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.backends import skip_or_fail
+
 TEST_IMAGE = "fetchml-test-busybox:latest"
 MISSING_IMAGE = "fetchml-test-missing:never"  # no registry has it; pulling fails fast offline
 BUSYBOX = "/bin/busybox"
@@ -78,17 +80,12 @@ def docker_or_skip() -> Any:
         client = docker.from_env(timeout=30)
         client.ping()
     except Exception as exc:
-        message = f"Docker is not reachable ({exc}); run .ci/docker.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Docker is required in CI: {message}")
-        pytest.skip(message)
+        skip_or_fail(f"Docker is not reachable ({exc}); run .ci/docker.sh")
     try:
         ensure_test_image(client)
     except Exception as exc:
         client.close()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Docker is required in CI: cannot build {TEST_IMAGE}: {exc}")
-        pytest.skip(f"cannot build {TEST_IMAGE}: {exc}")
+        skip_or_fail(f"Docker: cannot build {TEST_IMAGE}: {exc}")
     return client
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
+from tests.backends import skip_or_fail
 from tests.harness import die_with_parent, free_port
 
 HEARTBEAT_ENV = {
@@ -122,9 +122,7 @@ def require_pg_binaries() -> Path:
     found = pg_bin_dir()
     if found is None or os.geteuid() != 0:
         reason = "PostgreSQL binaries (initdb, pg_ctl) and root are needed for a private instance"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI requires them: {reason}", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason)
     return found
 
 
@@ -203,9 +201,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 @contextlib.contextmanager
 def small_tmpfs(size_mb: int) -> Iterator[Path]:
     if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("mounting a tmpfs needs root", pytrace=False)
-        pytest.skip("mounting a tmpfs needs root")
+        skip_or_fail("mounting a tmpfs needs root")
     mnt = Path(tempfile.mkdtemp(prefix="fml-tmpfs-", dir="/tmp"))
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(mnt)], check=True

@@ -29,6 +29,7 @@ import pytest
 
 from fetchml.runner.executors.base import ExecSpec
 from fetchml.runner.executors.local import LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER, LocalExecutor
+from tests.backends import skip_or_fail
 from tests.e2e.conftest import FAST_LEASES, Cluster
 from tests.harness import REPO, ServerHandle, ServerPool, die_with_parent, free_port, run_cli
 
@@ -40,9 +41,7 @@ MARKER = "FETCHML_ISOLATION_MARKER_7f3c"
 def task_user() -> pwd.struct_passwd:
     """The unprivileged account tasks run as; created when missing (needs root)."""
     if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the isolation tests need root (to create users and switch to them)", pytrace=False)
-        pytest.skip("needs root: the worker switches to another user")
+        skip_or_fail("needs root: the worker switches to another user")
     try:
         return pwd.getpwnam(TASK_USER)
     except KeyError:

@@ -25,7 +25,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backends import POSTGRESQL, create_database, drop_database, require_backend, selected_backends
+from tests.backends import (
+    POSTGRESQL,
+    create_database,
+    drop_database,
+    require_backend,
+    selected_backends,
+    skip_or_fail,
+)
 from tests.harness import ServerHandle
 
 pytestmark = pytest.mark.slow
@@ -197,7 +204,7 @@ def _utc(value: Any) -> datetime:
 
 def test_two_servers_four_workers_assign_every_task_exactly_once(tmp_path: Path) -> None:
     if POSTGRESQL not in selected_backends():
-        pytest.skip("FETCHML_TEST_BACKENDS leaves PostgreSQL out")
+        skip_or_fail("FETCHML_TEST_BACKENDS leaves PostgreSQL out")
     require_backend(POSTGRESQL)
     url = create_database()
     servers = [

@@ -25,6 +25,7 @@ from tests.backends import (
     drop_database,
     require_backend,
     selected_backends,
+    skip_or_fail,
 )
 from tests.harness import REPO, die_with_parent
 
@@ -225,7 +226,7 @@ def test_database_file_is_in_wal_mode_on_disk(sqlite_db: Database, tmp_path: Pat
 @pytest.fixture
 def pg_db() -> Iterator[Database]:
     if POSTGRESQL not in selected_backends():
-        pytest.skip(f"{BACKENDS_ENV} leaves PostgreSQL out")
+        skip_or_fail(f"{BACKENDS_ENV} leaves PostgreSQL out")
     require_backend(POSTGRESQL)
     url = create_database()
     database = Database(url)
