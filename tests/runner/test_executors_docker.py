@@ -100,7 +100,10 @@ def test_probe(docker_client):
 """
 
 
-@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [("true", "1 error"), ("1", "1 error"), ("yes", "1 error"), ("", "1 skipped"), ("false", "1 skipped"), ("0", "1 skipped")],
+)
 def test_docker_client_fixture_fails_in_ci_and_skips_elsewhere(tmp_path: Path, ci: str, outcome: str) -> None:
     (tmp_path / "test_probe.py").write_text(FIXTURE_PROBE)
     env = {k: v for k, v in os.environ.items() if k != "CI"}
@@ -110,8 +113,8 @@ def test_docker_client_fixture_fails_in_ci_and_skips_elsewhere(tmp_path: Path, c
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert outcome in proc.stdout, proc.stdout
-    if ci:
-        assert "Docker is required in CI" in proc.stdout
+    if outcome == "1 error":
+        assert "required in CI: Docker is not reachable" in proc.stdout
 
 
 # -- with a daemon -------------------------------------------------------------------------------
