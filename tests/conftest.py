@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,30 @@ BACKENDS = selected_backends()
 def _drop_leftover_test_databases() -> Iterator[None]:
     yield
     drop_all_created()
+
+
+# Tests may run in several processes at once (pytest -n, the README's command). One test restarts
+# the Docker daemon, which would break a Docker test running beside it: Docker tests hold this
+# lock shared, that test exclusively. The file lives in /tmp so every xdist worker sees it.
+DOCKERD_LOCK = Path("/tmp/fetchml-tests-dockerd.lock")
+
+
+@pytest.fixture(autouse=True)
+def _dockerd_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    node = request.node
+    if node.get_closest_marker("dockerd_restart") is not None:
+        mode = fcntl.LOCK_EX
+    elif node.get_closest_marker("docker") is not None or "docker_client" in request.fixturenames:
+        mode = fcntl.LOCK_SH
+    else:
+        yield
+        return
+    with DOCKERD_LOCK.open("a") as f:
+        fcntl.flock(f, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

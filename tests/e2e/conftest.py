@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from tests.backends import POSTGRESQL
 from tests.dockerutil import docker_client
 from tests.harness import REPO, ServerHandle, ServerPool, die_with_parent
 
@@ -29,30 +28,6 @@ FAST_LEASES = {
     # wait on it: the server answers a waiting claim as soon as a task fits.
     "FETCHML_CLAIM_WAIT": "1",
 }
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """End-to-end tests run on SQLite; on PostgreSQL only those marked `also_postgresql` (the
-    kill -9 / lease test and one happy path per executor): the rest exercise the worker and its
-    executors, whose database is the server's business, covered on both backends by
-    tests/server and tests/cli. Keeps the whole suite's time in check."""
-    here = Path(__file__).parent
-    keep: list[pytest.Item] = []
-    dropped: list[pytest.Item] = []
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        on_pg = callspec is not None and callspec.params.get("backend") == POSTGRESQL
-        if (
-            on_pg
-            and here in Path(str(item.path)).parents
-            and item.get_closest_marker("also_postgresql") is None
-        ):
-            dropped.append(item)
-        else:
-            keep.append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
 
 
 @dataclass

@@ -74,7 +74,6 @@ def test_aging_lets_an_old_low_priority_task_overtake(aging_cluster: Cluster) ->
     assert c.task(old)["priority_aged"] == 1  # a task that left the queue shows its own priority
 
 
-@pytest.mark.also_postgresql
 def test_gpus_across_workers_are_never_shared_and_cuda_visible_devices_matches(cluster: Cluster) -> None:
     local_worker(cluster, "box-a", gpus=2, slots=4)
     local_worker(cluster, "box-b", gpus=2, slots=4)
@@ -95,7 +94,6 @@ def test_gpus_across_workers_are_never_shared_and_cuda_visible_devices_matches(c
         assert cluster.logs(i)[0] == f"rank=0 nodes=1 cvd={t['assigned_gpus'][0]}"
 
 
-@pytest.mark.also_postgresql
 def test_a_gang_runs_all_nodes_at_once_with_rank_and_master(cluster: Cluster) -> None:
     local_worker(cluster, "node-a", gpus=1)
     local_worker(cluster, "node-b", gpus=1)
@@ -149,7 +147,6 @@ def test_a_failing_node_fails_the_whole_gang_and_stops_the_others(cluster: Clust
         cluster.wait_status(a, "completed")
 
 
-@pytest.mark.also_postgresql
 def test_reservations_withhold_capacity_and_release_it_on_expiry(cluster: Cluster) -> None:
     local_worker(cluster, "box", gpus=2, slots=4)
     bob = cluster.server.make_key("bob", "user")

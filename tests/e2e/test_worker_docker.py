@@ -25,7 +25,6 @@ def docker_cluster(cluster: Cluster, docker_client: Any) -> Cluster:
     return cluster
 
 
-@pytest.mark.also_postgresql
 def test_a_container_task_completes_with_its_output_and_is_removed(
     docker_cluster: Cluster, docker_client: Any
 ) -> None:

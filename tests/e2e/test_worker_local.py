@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from tests.e2e.conftest import Cluster
 from tests.harness import REPO, base_env, free_port
@@ -28,7 +27,6 @@ def procs_of(task_id: str) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.also_postgresql
 def test_task_completes_with_its_output_logs_and_artifacts(cluster: Cluster) -> None:
     cluster.start_worker("w1", "--executor", "local")
     tid = cluster.submit(
@@ -75,7 +73,6 @@ def test_graceful_worker_shutdown_kills_the_whole_group(cluster: Cluster) -> Non
     cluster.wait_for(lambda: not procs_of(tid), timeout=10, what="the task's processes to exit")
 
 
-@pytest.mark.also_postgresql
 def test_kill9_of_a_worker_mid_task_retries_on_another_and_fences_the_old_attempt(cluster: Cluster) -> None:
     wkey_a = cluster.server.make_key("wk-a", "worker", worker_name="wa")
     a = cluster.start_worker("wa", "--executor", "local", key=wkey_a)

@@ -26,7 +26,7 @@ from tests.dockerutil import TEST_IMAGE
 from tests.e2e.conftest import FAST_LEASES, Cluster
 from tests.harness import ServerPool
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.dockerd_restart]
 
 # Long on attempt 1 only; busybox sh as PID 1 ignores SIGTERM, so the daemon kills it.
 TASK = "sh -c 'echo go; if [ \"$FETCHML_ATTEMPT\" = 1 ]; then sleep 120; fi; echo done'"
