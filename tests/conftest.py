@@ -23,6 +23,14 @@ def _drop_leftover_test_databases() -> Iterator[None]:
     drop_all_created()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test go first, each file's own order kept. The README runs the suite
+    in parallel processes by file (pytest -n, --dist loadfile): started last, one long file would
+    leave the other processes idle at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 # Tests may run in several processes at once (pytest -n, the README's command). One test restarts
 # the Docker daemon, which would break a Docker test running beside it: Docker tests hold this
 # lock shared, that test exclusively. The file lives in /tmp so every xdist worker sees it.

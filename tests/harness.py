@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from fetchml.client import FetchmlClient
+from fetchml.core.clock import write_offset_file
 from fetchml.core.enums import Role
 from fetchml.services.keys import create_key_op
 from fetchml.services.principal import LOCAL_OPERATOR
@@ -41,7 +42,11 @@ def free_port() -> int:
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FETCHML_")}
+    # COLUMNS/LINES out too: pytest-xdist workers set COLUMNS=80, which would make the CLI under
+    # test wrap its tables instead of printing them wide, as it does when piped.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("FETCHML_") and k not in ("COLUMNS", "LINES")
+    }
     env.update(extra)
     return env
 
@@ -100,11 +105,29 @@ class ServerHandle:
             return pg_exec(self.database_url, sql, params)
         return _sqlite_file_exec(self.db_path, sql, params)
 
+    @property
+    def clock_file(self) -> Path:
+        """The server's FETCHML_CLOCK_OFFSET_FILE. In data_dir: a restart on it keeps its time."""
+        return self.data_dir / "clock-offset"
+
+    def clock_offset(self) -> float:
+        try:
+            return float(self.clock_file.read_text())
+        except FileNotFoundError:
+            return 0.0
+
+    def advance_clock(self, seconds: float) -> None:
+        """Moves the server's clock (aging, leases, reservations, rate limits) forward, at once:
+        the next request sees it. Only on a server the test owns, never on shared_server."""
+        assert seconds >= 0, seconds
+        write_offset_file(self.clock_file, self.clock_offset() + seconds)
+
     def env(self) -> dict[str, str]:
         extra = {"FETCHML_DATABASE_URL": self.database_url} if self.database_url else {}
         return base_env(
             FETCHML_DATA_DIR=str(self.data_dir),
             FETCHML_CONFIG=str(self.data_dir / "client.toml"),
+            FETCHML_CLOCK_OFFSET_FILE=str(self.clock_file),
             **extra,
             **self.env_extra,
         )

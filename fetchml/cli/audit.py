@@ -70,7 +70,13 @@ def events(
     since, until = parse_when(start, "--from"), parse_when(end, "--to")
     with client(server, api_key) as c:
         page = c.audit.events(
-            start=since, end=until, event_type=event_type, user_id=user, limit=limit, offset=offset
+            start=since,
+            end=until,
+            event_type=event_type,
+            user_id=user,
+            limit=limit,
+            offset=offset,
+            include_extended=True,  # an auditor sees every type, ours too
         )
     if as_json:
         print_json(page)
@@ -233,7 +239,8 @@ def export(
             f.write(header_line(utcnow()))
             after = 0
             while after < end:
-                batch = c.audit.events(after_seq=after, limit=page).events
+                # Every type: the export is the whole chain, with no gap in sequence numbers.
+                batch = c.audit.events(after_seq=after, limit=page, include_extended=True).events
                 if not batch:
                     break
                 for e in batch:

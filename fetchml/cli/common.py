@@ -123,11 +123,12 @@ def client(server: str | None, api_key: str | None) -> FetchmlClient:
 
 
 def plain(obj: Any) -> Any:
-    """Pydantic models, lists and dicts of them -> JSON-ready data."""
+    """Pydantic models, lists and dicts of them -> JSON-ready data; absent values are left out,
+    as the server leaves them out (never null)."""
     from pydantic import BaseModel
 
     if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
+        return obj.model_dump(mode="json", exclude_none=True)
     if isinstance(obj, list | tuple):
         return [plain(i) for i in obj]
     if isinstance(obj, dict):

@@ -19,8 +19,13 @@ class AuditClient(DomainClient):
         limit: int = 100,
         offset: int = 0,
         after_seq: int | None = None,
+        include_extended: bool = True,
     ) -> AuditEventList:
+        """Every event type by default (include_extended=true): the server returns only the
+        contract's types unless asked, and our client models know ours."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if include_extended:
+            params["include_extended"] = "true"
         if after_seq is not None:
             params["after_seq"] = after_seq
         if start is not None:

@@ -52,5 +52,20 @@ class AuditEventType(StrEnum):
     RESERVATION_EXPIRED = "reservation_expired"
 
 
+# The types the contract's closed `event_type` enum names: GET /v1/audit/events returns only
+# these unless asked for ours, so a client generated from the contract can read every page.
+CONTRACT_AUDIT_EVENT_TYPES = frozenset(
+    {
+        AuditEventType.JOB_QUEUED,
+        AuditEventType.JOB_STARTED,
+        AuditEventType.JOB_COMPLETED,
+        AuditEventType.FILE_ACCESS,
+        AuditEventType.AUTH_ATTEMPT,
+        AuditEventType.PLUGIN_CONFIGURED,
+        AuditEventType.SCHEDULER_DRAIN,
+        AuditEventType.AUDIT_VERIFIED,
+    }
+)
+
 ACTIVE_STATUSES = frozenset({TaskStatus.PREPARING, TaskStatus.RUNNING, TaskStatus.COLLECTING})
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})

@@ -10,11 +10,13 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.pydantic import PydanticPlugin
 
 from fetchml import __version__
 from fetchml.core.ratelimit import TokenBuckets
 from fetchml.server.errors import handle_exception
 from fetchml.server.middleware import TraceMiddleware
+from fetchml.server.openapi import document_errors
 from fetchml.server.routes.artifacts import ArtifactController
 from fetchml.server.routes.audit import AuditController, audit_public_key
 from fetchml.server.routes.experiments import ExperimentController
@@ -54,7 +56,7 @@ def create_app(services: Services) -> Litestar:
     buckets = TokenBuckets(settings.rate_limit_per_minute)
     # Failed authentications are limited per client address, on the same budget.
     failures = TokenBuckets(settings.rate_limit_per_minute)
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             TaskController,
@@ -72,8 +74,12 @@ def create_app(services: Services) -> Litestar:
             SchedulerController,
         ],
         lifespan=[_background(services)],
-        guards=[make_auth_guard(buckets, failures)],
+        guards=[make_auth_guard(buckets, failures, services.clock)],
         exception_handlers={Exception: handle_exception},
+        # The contract declares no nullable property: an absent value is left out of every
+        # response, never null. One setting for every model we send (values inside free-form
+        # dicts such as metadata are data, and kept as they are).
+        plugins=[PydanticPlugin(exclude_none=True)],
         state=State({"services": services}),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -94,6 +100,8 @@ def create_app(services: Services) -> Litestar:
         logging_config=None,  # fetchml.server.main configures logging once, for uvicorn too
         debug=False,
     )
+    document_errors(app)
+    return app
 
 
 def create_asgi(services: Services) -> Any:

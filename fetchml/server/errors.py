@@ -74,6 +74,29 @@ def _validation_message(request: Request[Any, Any, Any], exc: ValidationExceptio
     return "Validation failed: " + "; ".join(parts) if parts else "Validation failed"
 
 
+_PARAMETER_SOURCES = frozenset({"query", "path", "header", "cookie"})
+
+
+# Litestar's words for a required parameter that was not sent (it gives no `extra` for it).
+_MISSING_PARAMETER = re.compile(r"^Missing required (query|path|header|cookie) parameter '([^']*)'")
+
+
+def _missing_parameter(exc: ValidationException) -> str | None:
+    m = _MISSING_PARAMETER.match(str(exc.detail or ""))
+    return f"Missing required {m.group(1)} parameter '{m.group(2)}'" if m else None
+
+
+def _is_parameter_error(exc: ValidationException) -> bool:
+    """Every fault is in a parameter, none in the body (Litestar tags each with its source)."""
+    items = [i for i in exc.extra or [] if isinstance(i, dict)]
+    # ParamType is a (str, Enum): str() of it is its name, .value the source.
+    return bool(items) and all(
+        getattr(i.get("source"), "value", i.get("source")) in _PARAMETER_SOURCES
+        and not str(i.get("key", "")).startswith("data")
+        for i in items
+    )
+
+
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     trace_id = trace_id_of(request.scope)
     if not isinstance(exc, FetchmlError) and (mapped := storage_error(exc)) is not None:
@@ -96,6 +119,12 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         )
         return envelope(exc.status, exc.code, exc.message, trace_id, headers)
     if isinstance(exc, ValidationException):
+        if (missing := _missing_parameter(exc)) is not None:
+            return envelope(400, "BAD_REQUEST", missing, trace_id)
+        if _is_parameter_error(exc):
+            # The contract answers a bad query, path or header parameter with 400 BAD_REQUEST
+            # (GET /v1/tasks); 422 VALIDATION_ERROR is for a body that does not validate.
+            return envelope(400, "BAD_REQUEST", _validation_message(request, exc), trace_id)
         return envelope(422, "VALIDATION_ERROR", _validation_message(request, exc), trace_id)
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         status = exc.status_code

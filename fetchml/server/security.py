@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from fetchml.core.clock import Clock
 from fetchml.core.enums import Role
 from fetchml.core.errors import ForbiddenError, RateLimitedError
 from fetchml.core.ratelimit import TokenBuckets
@@ -20,13 +20,13 @@ Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitab
 API_KEY_HEADER = "x-api-key"
 
 
-def make_auth_guard(buckets: TokenBuckets, failures: TokenBuckets) -> Guard:
+def make_auth_guard(buckets: TokenBuckets, failures: TokenBuckets, clock: Clock) -> Guard:
     async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         if handler.opt.get("public"):
             return
         raw = connection.headers.get(API_KEY_HEADER)
         ip = client_ip(connection)
-        now = time.monotonic()
+        now = clock.monotonic()
         # Per key (or per address without one) before the lookup: one key hammering costs nothing.
         wait = buckets.take("k:" + hashlib.sha256(raw.encode()).hexdigest() if raw else f"ip:{ip}", now)
         if wait:
@@ -34,7 +34,7 @@ def make_auth_guard(buckets: TokenBuckets, failures: TokenBuckets) -> Guard:
         # Failures are also limited per address, so rotating made-up keys cannot flood the audit
         # log; valid keys from the same address are unaffected.
         principal = await services_of(connection).keys.authenticate(
-            raw, ip, failure_gate=lambda: failures.take(f"fail:{ip}", time.monotonic())
+            raw, ip, failure_gate=lambda: failures.take(f"fail:{ip}", clock.monotonic())
         )
         connection.scope[PRINCIPAL_KEY] = principal  # type: ignore[literal-required]
 

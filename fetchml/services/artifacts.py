@@ -19,7 +19,6 @@ from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role, TaskStatus
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from fetchml.core.models import check_mount_path
 from fetchml.core.protocol import Artifact
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
@@ -121,7 +120,7 @@ class ArtifactService:
                 )
             )
             row = ArtifactRow(
-                task_id=task_id, attempt=attempt, path=rel, size=size, sha256=sha, created_at=utcnow()
+                task_id=task_id, attempt=attempt, path=rel, size=size, sha256=sha, created_at=tx.clock.now()
             )
             tx.session.add(row)
             return _to_wire(row)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +12,6 @@ from sqlmodel import col
 from fetchml.core.audit import GENESIS_HASH, ChainCheck, CheckpointedVerification, verify_chain
 from fetchml.core.enums import AuditEventType
 from fetchml.core.models import AuditEvent, AuditEventList, ChainRoot
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.budget import DEFAULT_LIST_BYTES, size_of, within_budget
 from fetchml.services.checkpoints import CheckpointService
@@ -85,13 +84,15 @@ class AuditService:
         start: datetime | None = None,
         end: datetime | None = None,
         event_type: AuditEventType | None = None,
+        event_types: Collection[AuditEventType] | None = None,
         user_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
         after_seq: int | None = None,
     ) -> AuditEventList:
         """Newest first; with after_seq, only events past it and oldest first: a cursor that
-        new appends do not shift, for reading the whole chain page by page."""
+        new appends do not shift, for reading the whole chain page by page. event_types keeps
+        only those types (None: every type); total counts what the filters keep."""
         order = SEQ.desc() if after_seq is None else SEQ.asc()
 
         def q(session: Session) -> AuditEventList:
@@ -104,6 +105,8 @@ class AuditService:
                 conds.append(col(AuditEventRow.timestamp) <= end)
             if event_type is not None:
                 conds.append(col(AuditEventRow.event_type) == event_type.value)
+            if event_types is not None:
+                conds.append(col(AuditEventRow.event_type).in_(sorted(t.value for t in event_types)))
             if user_id is not None:
                 conds.append(col(AuditEventRow.user_id) == user_id)
             total = session.scalar(select(func.count()).select_from(AuditEventRow).where(*conds)) or 0
@@ -144,7 +147,7 @@ class AuditService:
             check, cps = await asyncio.gather(
                 self.checkpoints.verify_chain(), self.checkpoints.verify_checkpoints()
             )
-        verified_at = utcnow()
+        verified_at = self.writer.clock.now()
         valid, first, reason = check.valid, check.first_tampered, check.reason
         bad_cp: int | None = None
         if valid and cps is not None and cps.bad is not None:

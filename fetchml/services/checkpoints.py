@@ -39,7 +39,6 @@ from fetchml.core.audit import (
     stitch,
 )
 from fetchml.core.errors import InternalError, ServiceUnavailableError
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.uow import Tx, WriteQueue, storage_error
 from fetchml.store.auditscan import checkpoint_rows, scan_range
@@ -140,7 +139,7 @@ class CheckpointService:
         self.every_events = every_events
         self.every_seconds = every_seconds
         self.parallel_min_events = parallel_min_events
-        self._started = utcnow()
+        self._started = writer.clock.now()
 
     # --- keys ------------------------------------------------------------------------------
 
@@ -179,7 +178,7 @@ class CheckpointService:
             return False  # nothing new (or the chain is shorter than its checkpoint: never sign that)
         since = last[1] if last else self._started
         return head - (last[0] if last else 0) >= self.every_events or (
-            (utcnow() - since).total_seconds() >= self.every_seconds
+            (self.writer.clock.now() - since).total_seconds() >= self.every_seconds
         )
 
     @staticmethod
@@ -207,7 +206,7 @@ class CheckpointService:
             head, last = self._state(tx.session)
             if head is None or not self._due(head[0], last):
                 return None
-            now = utcnow()
+            now = tx.clock.now()
             sig = sign_checkpoint(self.key, head[0], head[1], now)
             tx.session.add(
                 AuditCheckpointRow(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from fetchml.core.clock import Clock, clock_from_settings
 from fetchml.core.settings import Settings
 from fetchml.events.bus import EventBus
 from fetchml.services.artifacts import ArtifactService
@@ -25,8 +26,11 @@ from fetchml.store.db import Database
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         self.settings = settings
+        # The one time source of every rule (aging, leases, reservations, rate limits): tests pass
+        # a ManualClock, or set FETCHML_CLOCK_OFFSET_FILE to move a real server's time.
+        self.clock = clock if clock is not None else clock_from_settings(settings.clock_offset_file)
         # Always, PostgreSQL too: snapshots, artifacts, the audit signing key and the embedded
         # worker live there.
         settings.ensure_data_dir()
@@ -37,7 +41,7 @@ class Services:
         )
         # A stall of a quarter of the lease already eats into the margin heartbeats leave, so
         # it counts as one: the sweeper then gives every lease a full timeout from its end.
-        self.writer = WriteQueue(self.db, stall_threshold=settings.heartbeat_timeout / 4)
+        self.writer = WriteQueue(self.db, stall_threshold=settings.heartbeat_timeout / 4, clock=self.clock)
         self.checkpoints = CheckpointService(
             self.db,
             self.writer,
@@ -81,8 +85,8 @@ class Services:
         )
         self.artifacts = ArtifactService(self.db, self.writer, settings.data_dir, settings.max_artifact_bytes)
         self.experiments = ExperimentService(self.db, self.writer)
-        self.queue = QueueService(self.db, timezone=settings.timezone)
-        self.scheduler = SchedulerService(self.db)
+        self.queue = QueueService(self.db, timezone=settings.timezone, clock=self.clock)
+        self.scheduler = SchedulerService(self.db, self.clock)
         self.health = HealthService(self.db, self.writer)
         self.snapshots = SnapshotService(
             settings.data_dir, settings.max_snapshot_bytes, db=self.db, writer=self.writer

@@ -10,7 +10,6 @@ from sqlmodel import col
 from fetchml.core.enums import AuditEventType, ExperimentStatus
 from fetchml.core.errors import ConflictError
 from fetchml.core.models import CreateExperimentRequest, Experiment
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
@@ -46,7 +45,7 @@ def create_experiment_op(
             commit_id=req.commit_id,
             status=ExperimentStatus.ACTIVE.value,
             user_id=principal.user_id,
-            created_at=utcnow(),
+            created_at=tx.clock.now(),
         )
         tx.session.add(row)
         tx.audit(

@@ -5,7 +5,6 @@ import logging
 
 from sqlalchemy import text
 
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
@@ -39,7 +38,7 @@ class HealthService:
 
         def probe(tx: Tx) -> None:
             row = tx.session.get(ServerMetaRow, PROBE_KEY)
-            stamp = utcnow().isoformat()
+            stamp = tx.clock.now().isoformat()
             if row is None:
                 tx.session.add(ServerMetaRow(key=PROBE_KEY, value=stamp))
             else:

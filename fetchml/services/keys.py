@@ -26,7 +26,6 @@ from fetchml.core.errors import (
     ValidationError,
 )
 from fetchml.core.models import ApiKeyInfo, CreatedKey
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
@@ -81,7 +80,7 @@ def create_key_op(
             prefix=raw[:12],
             user_id=user,
             role=role.value,
-            created_at=utcnow(),
+            created_at=tx.clock.now(),
             worker_name=bound,
         )
         tx.insert(ApiKeyRow, row.model_dump())
@@ -110,7 +109,7 @@ def revoke_key_op(key_id: str, actor: Principal, ip_address: str | None = None) 
             raise NotFoundError(f"No API key {key_id}")
         if row.revoked_at is not None:
             raise ConflictError(f"API key {key_id} is already revoked")
-        row.revoked_at = utcnow()
+        row.revoked_at = tx.clock.now()
         tx.audit(
             AuditEventType.KEY_REVOKED,
             user_id=actor.user_id,

@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from fetchml.core.clock import SYSTEM_CLOCK, Clock
 from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus, WorkerStatus
 from fetchml.core.models import QueueStats
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.store.db import Database
 from fetchml.store.tables import TaskRow, WorkerRow
@@ -22,12 +22,13 @@ def start_of_today(now: datetime, tz: ZoneInfo) -> datetime:
 
 
 class QueueService:
-    def __init__(self, db: Database, *, timezone: str = "UTC") -> None:
+    def __init__(self, db: Database, *, timezone: str = "UTC", clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
+        self.clock = clock
         self.tz = ZoneInfo(timezone)
 
     async def stats(self) -> QueueStats:
-        since = start_of_today(utcnow(), self.tz)
+        since = start_of_today(self.clock.now(), self.tz)
 
         def q(session: Session) -> QueueStats:
             status = col(TaskRow.status)

@@ -18,7 +18,6 @@ from sqlmodel import col
 from fetchml.core.enums import AuditEventType
 from fetchml.core.errors import ConflictError, ForbiddenError, ValidationError
 from fetchml.core.models import CreateReservationRequest, Reservation
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.placement import HELD_RESERVATION, cluster_state
 from fetchml.services.principal import Principal
@@ -50,7 +49,7 @@ def check_task_reservation(tx: Tx, principal: Principal, reservation_id: str) ->
     row = tx.session.get(ReservationRow, reservation_id)
     if row is None:
         raise ValidationError(f"Reservation {reservation_id} does not exist")
-    if row.status not in HELD_RESERVATION or row.expires_at <= utcnow():
+    if row.status not in HELD_RESERVATION or row.expires_at <= tx.clock.now():
         raise ValidationError(f"Reservation {reservation_id} has expired")
     if not principal.is_admin and row.user_id != principal.user_id:
         raise ForbiddenError(f"Reservation {reservation_id} belongs to another user")
@@ -84,7 +83,7 @@ class ReservationService:
         self, principal: Principal, req: CreateReservationRequest, ip_address: str | None = None
     ) -> Reservation:
         def op(tx: Tx) -> Reservation:
-            now = utcnow()
+            now = tx.clock.now()
             state = cluster_state(tx.session, now)
             reserved: dict[str, set[int]] = {}
             for hold in state.holds:
@@ -138,7 +137,7 @@ class ReservationService:
 
     async def list(self, *, include_expired: bool = False) -> list[Reservation]:
         def q(session: Session) -> list[Reservation]:
-            now = utcnow()
+            now = self.writer.clock.now()
             stmt = select(ReservationRow).order_by(col(ReservationRow.created_at))
             if not include_expired:
                 stmt = stmt.where(

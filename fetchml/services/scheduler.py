@@ -8,9 +8,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from fetchml.core.clock import SYSTEM_CLOCK, Clock
 from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus, WorkerStatus
 from fetchml.core.models import SchedulerStatus
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.placement import HELD_RESERVATION
 from fetchml.store.db import Database
@@ -20,8 +20,9 @@ COMPLETED_WINDOW = timedelta(hours=24)
 
 
 class SchedulerService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
+        self.clock = clock
 
     async def status(self) -> SchedulerStatus:
         """Counts at one instant (one read transaction).
@@ -33,7 +34,7 @@ class SchedulerService:
         - tasks_completed_24h: completed tasks whose ended_at is within the last 24 hours.
         - reservations_active: reservations holding capacity (active or claimed, not expired).
         """
-        now = utcnow()
+        now = self.clock.now()
 
         def q(session: Session) -> SchedulerStatus:
             workers: dict[str, int] = {

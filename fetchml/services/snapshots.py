@@ -29,7 +29,6 @@ from fetchml.core.archive import DEFAULT_MAX_MEMBERS, check_tarball
 from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role
 from fetchml.core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError, ValidationError
 from fetchml.core.snapshots_models import SnapshotInfo, check_digest
-from fetchml.core.timeutil import utcnow
 from fetchml.services.base import read
 from fetchml.services.nodes import is_live, nodes_of
 from fetchml.services.principal import Principal
@@ -141,7 +140,7 @@ class SnapshotService:
             # Under the write lock: no second writer can add the same row in between.
             if tx.session.get(SnapshotOwnerRow, (digest, principal.user_id)) is None:
                 tx.session.add(
-                    SnapshotOwnerRow(digest=digest, user_id=principal.user_id, created_at=utcnow())
+                    SnapshotOwnerRow(digest=digest, user_id=principal.user_id, created_at=tx.clock.now())
                 )
 
         await self.writer.run(op)
@@ -156,7 +155,7 @@ class SnapshotService:
         def op(tx: Tx) -> None:
             if tx.session.get(SnapshotShareRow, digest) is not None:
                 return
-            tx.session.add(SnapshotShareRow(digest=digest, shared_by=principal.user_id, created_at=utcnow()))
+            tx.session.add(SnapshotShareRow(digest=digest, shared_by=principal.user_id, created_at=tx.clock.now()))
             tx.audit(
                 AuditEventType.FILE_ACCESS,
                 user_id=principal.user_id,

@@ -25,7 +25,6 @@ from fetchml.core.models import (
     TaskList,
 )
 from fetchml.core.redact import redact_text, redact_url
-from fetchml.core.timeutil import utcnow
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.budget import DEFAULT_LIST_BYTES, size_of, within_budget
@@ -138,7 +137,7 @@ def create_task_op(
             "job_name": req.job_name,
             "status": TaskStatus.QUEUED.value,
             "priority": req.priority,
-            "created_at": utcnow(),
+            "created_at": tx.clock.now(),
             "started_at": None,
             "ended_at": None,
             "worker_id": None,
@@ -227,7 +226,7 @@ def submit_task_op(
     digest = request_digest(req)
 
     def op(tx: Tx) -> tuple[Task, bool]:
-        now = utcnow()
+        now = tx.clock.now()
         # tx.session sends the earlier ops' pending rows first: a duplicate in the same batch
         # finds the row its twin just queued.
         seen = tx.session.get(IdempotencyKeyRow, (principal.user_id, idempotency_key))
@@ -285,7 +284,7 @@ def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -
             if not row.cancel_requested:
                 row.cancel_requested = True
                 if row.node_count > 1:
-                    settle_gang(tx, row, nodes_of(row), utcnow(), "cancelled")
+                    settle_gang(tx, row, nodes_of(row), tx.clock.now(), "cancelled")
                 tx.audit(
                     AuditEventType.JOB_CANCELLED,
                     user_id=principal.user_id,
@@ -304,7 +303,7 @@ def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -
         check_transition(current, TaskStatus.FAILED)
         row.status = TaskStatus.FAILED.value
         row.error = CANCELLED_ERROR
-        row.ended_at = utcnow()
+        row.ended_at = tx.clock.now()
         row.pending_reason = None
         tx.audit(
             AuditEventType.JOB_CANCELLED,
@@ -393,7 +392,7 @@ class TaskService:
     ) -> Task:
         return task_to_wire(
             row,
-            now=now or utcnow(),
+            now=now or self.writer.clock.now(),
             aging_rate=self.aging_rate,
             aging_cap=self.aging_cap,
             pending_reason=reason,
@@ -462,7 +461,7 @@ class TaskService:
             row = session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
             if row is None:
                 raise NotFoundError(f"Task {task_id} not found")
-            now = utcnow()
+            now = self.writer.clock.now()
             return self._wire(row, now, self._reasons(session, [row], now).get(row.id), viewer)
 
         return await read(self.db, q)
@@ -494,7 +493,7 @@ class TaskService:
                 if seqs
                 else []
             )
-            now = utcnow()  # one instant for the whole page
+            now = self.writer.clock.now()  # one instant for the whole page
             reasons = self._reasons(session, rows, now)
             return TaskList(
                 tasks=[self._wire(r, now, reasons.get(r.id), viewer) for r in rows],

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future as SyncFuture
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cache
 from itertools import groupby
 from typing import Any, TypeVar
@@ -30,10 +29,10 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col
 
 from fetchml.core.audit import GENESIS_HASH, event_hash
+from fetchml.core.clock import SYSTEM_CLOCK, Clock
 from fetchml.core.enums import AuditEventType
 from fetchml.core.errors import FetchmlError, InternalError, ServiceUnavailableError, StorageFullError
 from fetchml.core.redact import redact_text, redact_value
-from fetchml.core.timeutil import utcnow
 from fetchml.store.db import Database, classify_db_error
 from fetchml.store.tables import AuditEventRow
 
@@ -57,8 +56,10 @@ class Tx:
     its neighbours; a failing insert-only op is undone by dropping its deferred rows.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, clock: Clock = SYSTEM_CLOCK) -> None:
         self._session = session
+        # The time every op in this transaction stamps and judges by (expiries, leases, aging).
+        self.clock = clock
         self.head: tuple[int, str] | None = None
         self._pending: list[tuple[type[Any], dict[str, Any]]] = []
         self._op_start = 0
@@ -138,7 +139,7 @@ class Tx:
         seq, prev = self.head
         fields: dict[str, Any] = {
             "sequence_num": seq + 1,
-            "timestamp": utcnow(),
+            "timestamp": self.clock.now(),
             "event_type": event_type.value,
             "user_id": user_id,
             "resource": resource,
@@ -156,10 +157,10 @@ class Tx:
         self.head = (seq + 1, digest)
 
 
-def run_write(db: Database, op: Callable[[Tx], T]) -> T:
+def run_write(db: Database, op: Callable[[Tx], T], clock: Clock = SYSTEM_CLOCK) -> T:
     """Run one op in its own transaction on the calling thread (CLI tools, tests)."""
     with db.write() as session:
-        tx = Tx(session)
+        tx = Tx(session, clock)
         result = tx.run_op(op)
         tx.flush()
         return result
@@ -214,25 +215,25 @@ class WriteQueue:
         *,
         max_batch: int = 256,
         stall_threshold: float = 5.0,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
         self.max_batch = max_batch
         self.stall_threshold = stall_threshold
         self.clock = clock
-        self.healthy_since: datetime = clock()
+        self.healthy_since = clock.now()
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def mark_stall(self, why: str) -> None:
-        now = self.clock()
+        now = self.clock.now()
         if now > self.healthy_since:
             self.healthy_since = now
         log.warning("write stall (%s): leases get one heartbeat timeout of grace from now", why)
 
     def start(self) -> None:
         # Grace counts from when this process can take heartbeats, not from its construction.
-        self.healthy_since = max(self.healthy_since, self.clock())
+        self.healthy_since = max(self.healthy_since, self.clock.now())
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="fetchml-writer", daemon=True)
             self._thread.start()
@@ -329,7 +330,7 @@ class WriteQueue:
             if took > self.stall_threshold:
                 # Another process (or server) held the write lock: heartbeats could not commit.
                 self.mark_stall(f"the write lock took {took:.1f}s")
-            tx = Tx(session)
+            tx = Tx(session, self.clock)
             flushed: list[bool] = []
             event.listen(session, "after_flush", lambda *_: flushed.append(True))
             for item in batch:

@@ -41,7 +41,6 @@ from fetchml.core.protocol import (
     WorkerSlots,
 )
 from fetchml.core.settings import Settings
-from fetchml.core.timeutil import utcnow
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.nodes import (
@@ -168,7 +167,7 @@ class WorkerService:
             )
 
         def op(tx: Tx) -> tuple[list[str], str]:
-            now = utcnow()
+            now = tx.clock.now()
             server_id = server_id_op(tx)
             row = tx.session.get(WorkerRow, req.name)
             lost: list[str] = []
@@ -218,7 +217,7 @@ class WorkerService:
         held = {(a.task_id, a.attempt) for a in req.active}
 
         def op(tx: Tx) -> HeartbeatResponse:
-            now = utcnow()
+            now = tx.clock.now()
             worker = _owned_worker(tx, principal, worker_id)
             if worker.status == WorkerStatus.OFFLINE.value:
                 # Declared lost: its tasks went elsewhere. It must register again.
@@ -301,7 +300,7 @@ class WorkerService:
             return None
 
         def op(tx: Tx) -> tuple[Assignment | None, set[str]]:
-            now = utcnow()
+            now = tx.clock.now()
             worker = _owned_worker(tx, principal, worker_id)
             if worker.status != WorkerStatus.ACTIVE.value:
                 return None, set()
@@ -345,7 +344,7 @@ class WorkerService:
         lease = timedelta(seconds=self.settings.heartbeat_timeout)
 
         def op(tx: Tx) -> Any:
-            now = utcnow()
+            now = tx.clock.now()
             task = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
             if task is None:
                 raise NotFoundError(f"Task {task_id} not found")
@@ -376,7 +375,7 @@ class WorkerService:
         retention = timedelta(hours=self.settings.idempotency_retention_hours)
 
         def op(tx: Tx) -> list[str]:
-            now = self.writer.clock()
+            now = tx.clock.now()
             changed = expire_reservations(tx, now)
             if now >= self._next_key_sweep:
                 expire_idempotency_keys(tx, now - retention)
@@ -457,7 +456,7 @@ class WorkerService:
                     # Placed here but not started: it goes back to the queue, no retry spent.
                     unplace(tx, task, f"worker {worker_id} is draining")
                 else:
-                    lose_node(tx, task, worker_id, f"worker {worker_id} is draining", utcnow())
+                    lose_node(tx, task, worker_id, f"worker {worker_id} is draining", tx.clock.now())
             tx.audit(
                 AuditEventType.SCHEDULER_DRAIN,
                 user_id=principal.user_id,

@@ -87,6 +87,7 @@ def assert_names(result: Result, needle: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_export_is_ordered_and_verifies_offline(exported: tuple[ServerHandle, Keys, Export]) -> None:
     srv, k, ex = exported
     assert ex.lines[0]["kind"] == "header" and ex.lines[0]["format"] == "fetchml-audit-export/v1"

@@ -102,7 +102,7 @@ def test_audit_events_bad_input(cli: Cli, keys: Any) -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: invalid --from 'last tuesday'") and result.stderr.count("\n") == 1
     assert "event_type" in assert_one_line_error(
-        cli(["audit", "events", "--type", "bogus"], keys.admin), "VALIDATION_ERROR", 1
+        cli(["audit", "events", "--type", "bogus"], keys.admin), "BAD_REQUEST", 1
     )
 
 
@@ -110,7 +110,7 @@ def test_audit_verify_and_root(cli: Cli, keys: Any) -> None:
     result = assert_ok(cli(["audit", "verify"], keys.admin))
     assert re.fullmatch(r"Audit chain valid: \d+ events, root [0-9a-f]{64}\n", result.stdout), result.stdout
     verified = json.loads(assert_ok(cli(["audit", "verify", "--json"], keys.admin)).stdout)
-    assert verified["valid"] is True and verified["first_tampered"] is None
+    assert verified["valid"] is True and "first_tampered" not in verified  # absent, not null
 
     root = json.loads(assert_ok(cli(["audit", "root", "--json"], keys.admin)).stdout)
     newest = json.loads(assert_ok(cli(["audit", "events", "--limit", "1", "--json"], keys.admin)).stdout)[

@@ -278,6 +278,7 @@ def test_broken_config_file_is_one_line(config_file: Path) -> None:
 # --- keys (straight on the database: no server needed) ---------------------------------------
 
 
+@pytest.mark.slow
 def test_keys_create_list_revoke_without_a_server(tmp_path: Path) -> None:
     env = cli_env()
     data = ["--data-dir", str(tmp_path / "data")]

@@ -104,6 +104,7 @@ def test_workers_drain(cli: Cli, shared_server: ServerHandle, keys: Keys, w: Fak
     assert [e["resource"] for e in events].count(f"worker:{w.name}") == 1
 
 
+@pytest.mark.slow
 def test_priority(cli: Cli, shared_server: ServerHandle, keys: Keys) -> None:
     t = submit(shared_server, keys.user, "cli-reprio", priority=3)
     out = assert_ok(cli(["priority", t.id, "8"], keys.user)).stdout

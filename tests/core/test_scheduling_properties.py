@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -311,6 +312,7 @@ def empty_state(workers: list[WorkerFree]) -> dict[str, Free]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario_st(), st.randoms(use_true_random=False))
+@pytest.mark.slow
 def test_decisions_replay_exactly(scenario, rnd: random.Random) -> None:
     queue, workers, reservations, kw = scenario
     d = decide(queue, workers, reservations, **kw)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import Cluster
 from tests.fault.server_kit import HEARTBEAT_ENV
@@ -59,6 +60,7 @@ def test_kill9_mid_burst_loses_no_acknowledged_task(server_factory: Callable[...
         assert http.post("/v1/tasks", json={"job_name": "after", "entrypoint": "x"}).status_code == 201
 
 
+@pytest.mark.slow
 def test_kill9_with_tasks_running_on_a_worker_runs_each_once(
     sqlite_server_factory: Callable[..., ServerHandle], tmp_path: Path
 ) -> None:

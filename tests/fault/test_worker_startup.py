@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import FAST_LEASES
 from tests.fault.conftest import spawn_worker
 from tests.harness import ServerPool
@@ -27,6 +29,7 @@ def _wait(cond: Callable[[], object], what: str, timeout: float = 30) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_a_worker_started_before_its_server_waits_and_registers(
     server_pool: ServerPool, tmp_path: Path
 ) -> None:

@@ -224,8 +224,8 @@ def test_stale_attempts_and_ended_tasks_are_refused(
 ) -> None:
     tid = collecting.task.id
     expect_error(put(srv, ks.w1, tid, "x.txt", b"x", attempt=2), 409, "CONFLICT")
-    expect_error(put(srv, ks.w1, tid, "x.txt", b"x", attempt=None), 422, "VALIDATION_ERROR")
-    expect_error(put(srv, ks.w1, tid, "x.txt", b"x", attempt=0), 422, "VALIDATION_ERROR")
+    assert "attempt" in expect_error(put(srv, ks.w1, tid, "x.txt", b"x", attempt=None), 400, "BAD_REQUEST")["error"]
+    expect_error(put(srv, ks.w1, tid, "x.txt", b"x", attempt=0), 400, "BAD_REQUEST")
     w.report(collecting, "completed", exit_code=0)
     expect_error(put(srv, ks.w1, tid, "x.txt", b"x", attempt=1), 409, "CONFLICT")
     queued = submit(srv, ks.user, "queued").id

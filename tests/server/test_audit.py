@@ -16,11 +16,13 @@ Event = dict[str, Any]
 
 
 def all_events(srv: ServerHandle, admin: str, **params: Any) -> list[Event]:
-    """Every event matching params, newest first, fetched page by page."""
+    """Every event matching params (of every type unless they say otherwise), newest first,
+    fetched page by page."""
     out: list[Event] = []
     with srv.http(admin) as http:
         while True:
-            page = http.get("/v1/audit/events", params={**params, "limit": 1000, "offset": len(out)}).json()
+            query = {"include_extended": "true", **params, "limit": 1000, "offset": len(out)}
+            page = http.get("/v1/audit/events", params=query).json()
             out += page["events"]
             if len(out) >= page["total"] or not page["events"]:
                 return out
@@ -130,7 +132,7 @@ def test_failed_authentication_is_recorded(
     evs = all_events(shared_server, keys.admin, event_type="auth_attempt")
     ev = evs[0]
     assert ev["sequence_num"] == before + 1
-    assert ev["success"] is False and ev["error"] == reason and ev["user_id"] == user
+    assert ev["success"] is False and ev["error"] == reason and ev.get("user_id") == user  # absent: None
     assert ev["ip_address"] == "127.0.0.1"
     raw = headers.get("X-API-Key")
     if raw:
@@ -172,13 +174,15 @@ def test_list_shape_order_and_pagination(quiet) -> None:
     seqs = [e["sequence_num"] for e in history]
     assert seqs == list(range(len(history), 0, -1))  # newest first, no gaps
     with srv.http(k.admin) as http:
-        page = http.get("/v1/audit/events", params={"limit": 3, "offset": 2}).json()
+        page = http.get(
+            "/v1/audit/events", params={"limit": 3, "offset": 2, "include_extended": "true"}
+        ).json()
         assert set(page) == {"events", "total", "limit", "offset"}
         assert page["limit"] == 3 and page["offset"] == 2
         assert [e["sequence_num"] for e in page["events"]] == seqs[2:5]
         default = http.get("/v1/audit/events").json()
         assert default["limit"] == 100 and default["offset"] == 0
-        expect_error(http.get("/v1/audit/events", params={"limit": 1001}), 422, "VALIDATION_ERROR")
+        expect_error(http.get("/v1/audit/events", params={"limit": 1001}), 400, "BAD_REQUEST")
     ev = history[0]
     assert set(ev) >= {
         "sequence_num",
@@ -188,12 +192,15 @@ def test_list_shape_order_and_pagination(quiet) -> None:
         "resource",
         "action",
         "success",
-        "ip_address",
-        "error",
         "prev_hash",
         "event_hash",
         "metadata",
     }
+    # Absent values are left out, never null (this cancel has no error; the server's address is
+    # 127.0.0.1 over loopback).
+    for event in history:
+        assert None not in event.values(), event
+    assert any("error" not in e for e in history)
 
 
 def test_filter_by_event_type_and_user(quiet) -> None:
@@ -201,13 +208,56 @@ def test_filter_by_event_type_and_user(quiet) -> None:
     with srv.http(k.admin) as http:
         queued = http.get("/v1/audit/events", params={"event_type": "job_queued"}).json()
         assert queued["total"] == 6 and {e["event_type"] for e in queued["events"]} == {"job_queued"}
-        alice = http.get("/v1/audit/events", params={"user_id": "alice"}).json()
+        alice = http.get("/v1/audit/events", params={"user_id": "alice", "include_extended": "true"}).json()
         assert alice["total"] == 4  # 3 submissions and a cancel
         both = http.get("/v1/audit/events", params={"user_id": "bob", "event_type": "job_queued"}).json()
         assert both["total"] == 3 and all(e["user_id"] == "bob" for e in both["events"])
         none = http.get("/v1/audit/events", params={"event_type": "job_completed"}).json()
         assert none["total"] == 0 and none["events"] == []
-        expect_error(http.get("/v1/audit/events", params={"event_type": "nope"}), 422, "VALIDATION_ERROR")
+        expect_error(http.get("/v1/audit/events", params={"event_type": "nope"}), 400, "BAD_REQUEST")
+
+
+CONTRACT_TYPES = {
+    "job_queued",
+    "job_started",
+    "job_completed",
+    "file_access",
+    "auth_attempt",
+    "plugin_configured",
+    "scheduler_drain",
+    "audit_verified",
+}
+
+
+def test_default_listing_stays_inside_the_contracts_event_types(quiet) -> None:
+    """A client generated from the contract (a closed enum) must be able to read every page; our
+    own types appear when asked for, and verification still covers them."""
+    srv, k, history = quiet
+    ours = [e for e in history if e["event_type"] not in CONTRACT_TYPES]
+    assert {e["event_type"] for e in ours} == {"job_cancelled", "key_created"}  # keys made in the db
+    with srv.http(k.admin) as http:
+        default = http.get("/v1/audit/events", params={"limit": 1000}).json()
+        assert {e["event_type"] for e in default["events"]} <= CONTRACT_TYPES
+        assert default["total"] == len(history) - len(ours) == len(default["events"])
+        alice = http.get("/v1/audit/events", params={"user_id": "alice"}).json()
+        assert alice["total"] == 3  # her submissions; her cancel is not a contract type
+        # One of ours asked for by name.
+        cancelled = http.get("/v1/audit/events", params={"event_type": "job_cancelled"}).json()
+        assert [e["sequence_num"] for e in cancelled["events"]] == [
+            e["sequence_num"] for e in ours if e["event_type"] == "job_cancelled"
+        ]
+        assert cancelled["total"] == 1
+        # Everything, on request: the same events as the history, total included.
+        everything = http.get("/v1/audit/events", params={"limit": 1000, "include_extended": "true"}).json()
+        assert everything["total"] == len(history)
+        assert [e["sequence_num"] for e in everything["events"]] == [e["sequence_num"] for e in history]
+        expect_error(
+            http.get("/v1/audit/events", params={"include_extended": "maybe"}), 400, "BAD_REQUEST"
+        )
+        root = http.get("/v1/audit/chain-root").json()
+    # The chain root and verification count every event, ours included.
+    assert root["total_events"] == history[0]["sequence_num"] == len(history)
+    assert verify(srv, k.admin)["total_events"] >= len(history)
 
 
 def test_filter_by_time_range(quiet) -> None:
@@ -229,13 +279,19 @@ def test_filter_by_time_range(quiet) -> None:
                 ts(hi["timestamp"]).astimezone(plus2).isoformat(),
             ),
         ]:
-            got = http.get("/v1/audit/events", params={"from": start, "to": end}).json()
+            got = http.get(
+                "/v1/audit/events", params={"from": start, "to": end, "include_extended": "true"}
+            ).json()
             assert sorted(e["sequence_num"] for e in got["events"]) == expected and got["total"] == len(
                 expected
             )
-        after = http.get("/v1/audit/events", params={"from": hi["timestamp"]}).json()
+        after = http.get(
+            "/v1/audit/events", params={"from": hi["timestamp"], "include_extended": "true"}
+        ).json()
         assert min(e["sequence_num"] for e in after["events"]) == hi["sequence_num"]
-        before = http.get("/v1/audit/events", params={"to": lo["timestamp"]}).json()
+        before = http.get(
+            "/v1/audit/events", params={"to": lo["timestamp"], "include_extended": "true"}
+        ).json()
         assert max(e["sequence_num"] for e in before["events"]) == lo["sequence_num"]
 
 
@@ -258,8 +314,8 @@ def test_verify_valid_chain_and_its_own_event(quiet) -> None:
     srv, k, _ = quiet
     root_before = chain_root(srv, k.admin)
     result = verify(srv, k.admin)
-    assert set(result) >= {"valid", "total_events", "first_tampered", "chain_root_hash", "verified_at"}
-    assert result["valid"] is True and result["first_tampered"] is None
+    assert set(result) >= {"valid", "total_events", "chain_root_hash", "verified_at"}
+    assert result["valid"] is True and "first_tampered" not in result  # absent, not null
     assert result["total_events"] == root_before["total_events"]
     assert result["chain_root_hash"] == root_before["root_hash"]
     assert ts(result["verified_at"]) >= ts(root_before["timestamp"])
@@ -284,7 +340,7 @@ def test_chain_root_on_an_empty_chain(server_factory: Callable[..., ServerHandle
     # ... so empty the table to see the genesis root.
     srv.db_exec("DELETE FROM audit_events")
     root = chain_root(srv, admin)
-    assert root == {"root_hash": GENESIS_HASH, "timestamp": None, "total_events": 0}
+    assert root == {"root_hash": GENESIS_HASH, "total_events": 0}  # no timestamp: absent, not null
     result = verify(srv, admin)
     assert (
         result["valid"] is True and result["total_events"] == 0 and result["chain_root_hash"] == GENESIS_HASH

@@ -81,8 +81,8 @@ def test_list_newest_first_with_pagination(shared_server: ServerHandle, keys: Ke
         first = http.get("/v1/experiments", params={"limit": 2}).json()
         second = http.get("/v1/experiments", params={"limit": 2, "offset": 2}).json()
         assert [e["id"] for e in first + second] == [e["id"] for e in listed[:4]]
-        expect_error(http.get("/v1/experiments", params={"limit": 0}), 422, "VALIDATION_ERROR")
-        expect_error(http.get("/v1/experiments", params={"limit": 1001}), 422, "VALIDATION_ERROR")
+        expect_error(http.get("/v1/experiments", params={"limit": 0}), 400, "BAD_REQUEST")
+        expect_error(http.get("/v1/experiments", params={"limit": 1001}), 400, "BAD_REQUEST")
 
 
 def test_everyone_with_access_sees_all_experiments(shared_server: ServerHandle, keys: Keys) -> None:

@@ -17,13 +17,17 @@ from fetchml.core.protocol import Assignment
 from tests.harness import ServerHandle
 from tests.protocol_kit import FakeWorker, cancel_leftovers, get_task, submit, unique
 
+LEASE = 30.0
+
 
 @pytest.fixture(scope="module")
 def fast(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
     return module_server_factory(
         FETCHML_RATE_LIMIT_PER_MINUTE="100000",
         FETCHML_HEARTBEAT_INTERVAL="0.5",
-        FETCHML_HEARTBEAT_TIMEOUT="2",
+        # Long leases, so a slow machine never loses a node by accident; the test that loses
+        # one moves the server's clock past its lease instead.
+        FETCHML_HEARTBEAT_TIMEOUT=str(LEASE),
         FETCHML_SWEEP_INTERVAL="0.2",
         FETCHML_CLAIM_WAIT="1",
     )
@@ -132,6 +136,9 @@ def test_a_lost_node_retries_the_gang_as_a_whole(
     pair[0].report(a0, "running")
     pair[1].report(a1, "running", node_rank=1)
     # pair[1] falls silent; pair[0] keeps heartbeating and is told to stop once 1 is lost.
+    for _ in range(4):
+        fast.advance_clock(LEASE / 3)
+        assert pair[0].heartbeat(a0).status == "active"
     deadline = time.monotonic() + 10
     cmds: list[Any] = []
     while time.monotonic() < deadline and not cmds:

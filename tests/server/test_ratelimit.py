@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -82,20 +81,28 @@ def test_requests_without_a_key_are_limited_too(limited: tuple[ServerHandle, Key
 
 
 def test_bucket_refills_with_time(module_server_factory: Callable[..., ServerHandle]) -> None:
-    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="60")  # one token a second
+    # One token every 12 s; the server's clock is moved instead of waiting for it.
+    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE=str(PER_MINUTE))
     key = srv.make_key("refill", "user")
     with srv.http(key) as http:
-        allowed = 0
-        while (r := http.get("/v1/queue")).status_code == 200:
-            allowed += 1
-            assert allowed <= 120, "the bucket never ran dry"
-        # A full bucket of 60, plus whatever trickled in while we were draining it.
-        assert allowed >= 60
+        assert [http.get("/v1/queue").status_code for _ in range(PER_MINUTE)] == [200] * PER_MINUTE
+        r = http.get("/v1/queue")
         expect_error(r, 429, "RATE_LIMITED")
-        assert r.headers["retry-after"] == "1"
-        time.sleep(float(r.headers["retry-after"]) + 0.2)
+        wait = int(r.headers["retry-after"])
+        assert 11 <= wait <= 12  # what trickled in while draining is far below one token
+        srv.advance_clock(wait - 2)
+        r = http.get("/v1/queue")
+        expect_error(r, 429, "RATE_LIMITED")  # the refused request took nothing: 1-2 s remain
+        assert r.headers["retry-after"] in ("1", "2"), r.headers
+        srv.advance_clock(2)
         assert http.get("/v1/queue").status_code == 200
-        expect_error(http.get("/v1/queue"), 429, "RATE_LIMITED")
+        r = http.get("/v1/queue")
+        expect_error(r, 429, "RATE_LIMITED")
+        assert int(r.headers["retry-after"]) in (11, 12)
+        # A long quiet spell refills the bucket to its capacity, not beyond.
+        srv.advance_clock(3600)
+        codes = [http.get("/v1/queue").status_code for _ in range(PER_MINUTE + 1)]
+        assert codes == [200] * PER_MINUTE + [429]
 
 
 def test_a_repeated_bad_key_is_limited_before_it_reaches_the_audit_log(

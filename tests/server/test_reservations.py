@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 
 from tests.harness import ServerHandle, expect_error
 from tests.protocol_kit import FakeWorker, cancel_leftovers, unique
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +124,14 @@ def test_tasks_may_name_only_a_live_reservation_of_their_owner(
         assert ok.status_code == 201 and ok.json()["reservation_id"] == res["id"], ok.text
         assert http.get(f"/v1/tasks/{ok.json()['id']}").json()["reservation_id"] == res["id"]
         before += 1
-    srv.db_exec("UPDATE reservations SET expires_at = created_at WHERE id = ?", (res["id"],))
+    # The server's clock moves to just before the end of the reservation: still live; then past it.
+    lifetime = (ts(res["expires_at"]) - ts(res["created_at"])).total_seconds()
+    srv.advance_clock(lifetime - 30)
+    with srv.http(keys["admin"]) as http:
+        ok = http.post("/v1/tasks", json={"job_name": "x", "reservation_id": res["id"]})
+        assert ok.status_code == 201, ok.text
+        before += 1
+    srv.advance_clock(31)
     with srv.http(keys["admin"]) as http:
         err = expect_error(
             http.post("/v1/tasks", json={"job_name": "x", "reservation_id": res["id"]}),

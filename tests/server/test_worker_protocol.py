@@ -51,14 +51,30 @@ def ks(srv: ServerHandle) -> K:
 
 @pytest.fixture(scope="module")
 def fast(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
-    """Leases of 2 s, swept every 0.2 s: lost workers are noticed within a test's patience."""
+    """Leases of 30 s, swept every 0.2 s: tests move its clock past a lease (ServerHandle.
+    advance_clock) instead of waiting, so a slow machine never expires one by accident."""
     return module_server_factory(
         FETCHML_RATE_LIMIT_PER_MINUTE="100000",
         FETCHML_HEARTBEAT_INTERVAL="0.5",
-        FETCHML_HEARTBEAT_TIMEOUT="2",
+        FETCHML_HEARTBEAT_TIMEOUT=str(FAST_LEASE),
         FETCHML_SWEEP_INTERVAL="0.2",
         FETCHML_CLAIM_WAIT="1",
     )
+
+
+FAST_LEASE = 30.0
+
+
+def pass_time(srv: ServerHandle, seconds: float, *beating: Callable[[], object]) -> None:
+    """Moves the server's clock `seconds` forward in steps of a third of a lease, calling each
+    of `beating` (heartbeats) after every step: those stay alive, everything else ages."""
+    left = seconds
+    while left > 0:
+        step = min(left, FAST_LEASE / 3)
+        srv.advance_clock(step)
+        left -= step
+        for beat in beating:
+            beat()
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +125,11 @@ def wait_until(pred: Callable[[], bool], timeout: float, tick: Callable[[], obje
         tick()
         time.sleep(0.1)
     return time.monotonic() - start
+
+
+def wait_sweeps(srv: ServerHandle) -> None:
+    """Lets the sweeper (every 0.2 s) run a few times: for checks that something did NOT happen."""
+    time.sleep(0.6)
 
 
 # --- register ---------------------------------------------------------------------------------
@@ -229,7 +250,7 @@ def test_claim_long_poll_answers_204_after_wait(srv: ServerHandle, ks: K, worker
     assert r.status_code == 204 and r.content == b"", r.text
     assert 0.9 <= took < 3.0, took
     expect_error(
-        post(srv, w.key, f"/v1/workers/{w.name}/claim", params={"wait": -1}), 422, "VALIDATION_ERROR"
+        post(srv, w.key, f"/v1/workers/{w.name}/claim", params={"wait": -1}), 400, "BAD_REQUEST"
     )
 
 
@@ -447,25 +468,27 @@ def test_lost_lease_requeues_and_fences_the_old_attempt(
     w1 = worker(workers, fast, fks.w1)
     w2 = worker(workers, fast, fks.w2)
     reg = w1.register()
-    assert (reg.heartbeat_interval, reg.heartbeat_timeout) == (0.5, 2.0)
+    assert (reg.heartbeat_interval, reg.heartbeat_timeout) == (0.5, FAST_LEASE)
     t = submit(fast, fks.user, "leased", max_retries=2)
     a1 = w1.must_claim()
     w1.report(a1, "running")
     w1.log(a1, 0, ["attempt one"])
 
-    # Heartbeats renew the lease: held well past the 2 s timeout.
+    # Heartbeats renew the lease: held well past the timeout (sweeps run meanwhile).
     first_lease = _lease(fast, t.id)
-    end = time.monotonic() + 3.0
-    while time.monotonic() < end:
+
+    def beat_w1() -> None:
         assert w1.heartbeat(a1).status == "active"
-        w2.heartbeat()
-        time.sleep(0.3)
+
+    pass_time(fast, FAST_LEASE * 2.5, beat_w1, w2.heartbeat)
+    wait_sweeps(fast)
     task = get_task(fast, fks.user, t.id)
     assert (task.status, task.attempt, task.worker_id) == ("running", 1, w1.name)
     assert (_lease(fast, t.id) or "") > (first_lease or "")
 
     # w1 goes silent (w2 keeps beating): the lease runs out and the task goes back to the queue.
-    wait_until(lambda: get_task(fast, fks.user, t.id).status == "queued", 6.0, tick=w2.heartbeat)
+    pass_time(fast, FAST_LEASE + 1, w2.heartbeat)
+    wait_until(lambda: get_task(fast, fks.user, t.id).status == "queued", 10.0, tick=w2.heartbeat)
     task = get_task(fast, fks.user, t.id)
     assert (task.retry_count, task.worker_id, task.started_at, task.assigned_gpus) == (1, None, None, [])
 
@@ -510,8 +533,11 @@ def test_lost_lease_without_retries_fails_as_worker_lost(
     t = submit(fast, fks.user, "no-retry", max_retries=0)
     a = w.must_claim()
     w.report(a, "running")
-    took = wait_until(lambda: get_task(fast, fks.user, t.id).status != "running", 6.0)
-    assert took > 1.0  # not before the 2 s lease could have run out
+    fast.advance_clock(FAST_LEASE - 2)
+    wait_sweeps(fast)
+    assert get_task(fast, fks.user, t.id).status == "running"  # not before the lease ran out
+    fast.advance_clock(3)
+    wait_until(lambda: get_task(fast, fks.user, t.id).status != "running", 10.0)
     task = get_task(fast, fks.user, t.id)
     assert (task.status, task.error, task.retry_count) == ("failed", "worker lost", 0)
     assert task.ended_at is not None
@@ -534,7 +560,8 @@ def test_cancelled_task_of_a_lost_worker_fails_as_cancelled(
     a = w.must_claim()
     with fast.http(fks.user) as http:
         assert http.delete(f"/v1/tasks/{t.id}").status_code == 204
-    wait_until(lambda: get_task(fast, fks.user, t.id).status == "failed", 6.0)
+    fast.advance_clock(FAST_LEASE + 1)
+    wait_until(lambda: get_task(fast, fks.user, t.id).status == "failed", 10.0)
     task = get_task(fast, fks.user, t.id)
     assert (task.error, task.retry_count) == ("cancelled", 0)
     with pytest.raises(ConflictError):

@@ -24,6 +24,7 @@ class ArtifactController(Controller):
         "/{path:path}",
         guards=WORKERS,
         status_code=201,
+        opt={"errors": (409, 413, 422)},
         request_max_body_size=None,  # FETCHML_MAX_ARTIFACT_BYTES is enforced while streaming
         summary="Upload one artifact file of the live attempt (worker)",
     )
@@ -38,7 +39,12 @@ class ArtifactController(Controller):
             principal_of(request), task_id, attempt, path.lstrip("/"), request.stream()
         )
 
-    @get("/{path:path}", guards=USERS, summary="Download an artifact (audited as file_access)")
+    @get(
+        "/{path:path}",
+        guards=USERS,
+        media_type="application/octet-stream",
+        summary="Download an artifact (audited as file_access)",
+    )
     async def download(
         self,
         request: Request[Any, Any, Any],

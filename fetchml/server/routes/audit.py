@@ -7,7 +7,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 
 from fetchml.core.audit import AuditCheckpointList, AuditPublicKey, CheckpointedVerification
-from fetchml.core.enums import AuditEventType
+from fetchml.core.enums import CONTRACT_AUDIT_EVENT_TYPES, AuditEventType
 from fetchml.core.models import MAX_INT32, AuditEventList, ChainRoot
 from fetchml.server.context import client_ip, principal_of, services_of
 from fetchml.server.security import ADMIN_ONLY, READERS
@@ -18,7 +18,18 @@ class AuditController(Controller):
     guards = ADMIN_ONLY
     tags = ["Audit"]
 
-    @get("/events", summary="Query audit events, newest first")
+    @get(
+        "/events",
+        summary="Query audit events, newest first",
+        description=(
+            "By default only events whose event_type is in the contract's enum, so a client "
+            "generated from the contract can read every page. Our other types (job_cancelled, "
+            "experiment_created, key_created, key_revoked, priority_changed, reservation_*) are "
+            "returned when asked for: `event_type=<one of them>`, or `include_extended=true` for "
+            "every type. `total` counts what the query returns. /v1/audit/verify and "
+            "/v1/audit/chain-root always cover every event."
+        ),
+    )
     async def events(
         self,
         request: Request[Any, Any, Any],
@@ -37,11 +48,20 @@ class AuditController(Controller):
                 "a cursor for reading the whole chain, as `fetchml audit export` does).",
             ),
         ] = None,
+        include_extended: Annotated[
+            bool,
+            Parameter(
+                required=False,
+                description="Also return event types beyond the contract's enum (our extension).",
+            ),
+        ] = False,
     ) -> AuditEventList:
         return await services_of(request).audit.list_events(
             start=start,
             end=end,
             event_type=event_type,
+            # One type asked for by name is returned whatever it is; otherwise the contract's.
+            event_types=None if include_extended or event_type is not None else CONTRACT_AUDIT_EVENT_TYPES,
             user_id=user_id,
             limit=limit,
             offset=offset,

@@ -24,7 +24,7 @@ class ExperimentController(Controller):
     ) -> list[Experiment]:
         return await services_of(request).experiments.list(limit=limit, offset=offset)
 
-    @post("/", summary="Create an experiment")
+    @post("/", summary="Create an experiment", opt={"errors": (409,)})
     async def create_experiment(
         self, request: Request[Any, Any, Any], data: CreateExperimentRequest
     ) -> Experiment:

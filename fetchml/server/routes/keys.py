@@ -18,12 +18,12 @@ class KeyController(Controller):
     async def list_keys(self, request: Request[Any, Any, Any]) -> list[ApiKeyInfo]:
         return await services_of(request).keys.list()
 
-    @post("/", summary="Create an API key; the key is in this response only")
+    @post("/", summary="Create an API key; the key is in this response only", opt={"errors": (409,)})
     async def create_key(self, request: Request[Any, Any, Any], data: CreateKeyRequest) -> CreatedKey:
         return await services_of(request).keys.create(
             data.user, data.role, principal_of(request), client_ip(request), worker_name=data.worker_name
         )
 
-    @delete("/{key_id:str}", summary="Revoke an API key")
+    @delete("/{key_id:str}", summary="Revoke an API key", opt={"errors": (409,)})
     async def revoke_key(self, request: Request[Any, Any, Any], key_id: str) -> None:
         await services_of(request).keys.revoke(key_id, principal_of(request), client_ip(request))

@@ -4,10 +4,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from fetchml.core.errors import ValidationError
+from fetchml.core.errors import BadRequestError
 from fetchml.core.protocol import LOG_NEXT_LINE_HEADER, LOG_QUOTA_HEADER, LogChunk, LogPage
 from fetchml.server.context import principal_of, services_of
 from fetchml.server.security import READERS, WORKERS
@@ -21,6 +22,10 @@ class LogController(Controller):
         "/",
         status_code=204,
         guards=WORKERS,
+        opt={"errors": (409,)},
+        # The handler returns a Response (for its headers): without this, Litestar would
+        # document the 204 as a JSON body.
+        responses={204: ResponseSpec(data_container=None, description="Appended; no body")},
         summary="Append log lines of an attempt (worker)",
         description=(
             "204 without a body. `X-Fetchml-Log-Next-Line` is the attempt's next line number; "
@@ -59,7 +64,7 @@ class LogController(Controller):
         follow: bool = False,
     ) -> Response[LogPage]:
         if offset is not None and tail is not None:
-            raise ValidationError("offset and tail: give one or the other")
+            raise BadRequestError("offset and tail: give one or the other")  # parameters: 400
         # A task's log is its owner's (and admins'): 404 for no such task, else 403.
         await services_of(request).tasks.check_contents(principal_of(request), task_id)
         logs = services_of(request).logs

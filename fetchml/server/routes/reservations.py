@@ -28,6 +28,7 @@ class ReservationController(Controller):
 
     @post(
         "/",
+        opt={"errors": (409,)},
         summary="Create reservation",
         description=(
             "Holds `gpu_count` free GPUs on each of `node_count` distinct active workers (of "

@@ -33,6 +33,7 @@ class SchedulerController(Controller):
     @delete(
         "/workers/{worker_id:str}",
         guards=ADMIN_ONLY,
+        opt={"errors": (409,)},
         summary="Drain a worker",
         description=(
             "No new assignments; its running tasks finish; then it goes offline (at its first "
@@ -45,6 +46,7 @@ class SchedulerController(Controller):
     @patch(
         "/jobs/{task_id:str}/priority",
         guards=USERS,
+        opt={"errors": (409,)},
         summary="Change a queued or active task's priority (its owner or an admin)",
     )
     async def set_priority(self, request: Request[Any, Any, Any], task_id: str, data: PriorityUpdate) -> Task:

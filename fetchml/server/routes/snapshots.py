@@ -21,6 +21,7 @@ class SnapshotController(Controller):
         "/{sha256:str}",
         guards=USERS,
         status_code=201,
+        opt={"errors": (413, 422)},
         summary="Upload a snapshot (gzip tarball) under its SHA-256; 200 if it was already stored",
     )
     async def put_snapshot(self, request: Request[Any, Any, Any], sha256: str) -> Response[SnapshotInfo]:
@@ -43,6 +44,7 @@ class SnapshotController(Controller):
     @get(
         "/{sha256:str}",
         guards=WORKERS,
+        media_type="application/gzip",  # the document's content type for the File it returns
         summary="Download a snapshot (admins; a worker only for an attempt it holds)",
     )
     async def get_snapshot(self, request: Request[Any, Any, Any], sha256: str) -> File:

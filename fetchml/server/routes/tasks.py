@@ -30,7 +30,7 @@ class TaskController(Controller):
             status=status, user_id=user_id, limit=limit, offset=offset, viewer=principal_of(request)
         )
 
-    @post("/", summary="Submit a task", status_code=201)
+    @post("/", summary="Submit a task", status_code=201, opt={"errors": (404, 409)})
     async def create_task(
         self,
         request: Request[Any, Any, Any],
@@ -60,6 +60,6 @@ class TaskController(Controller):
     async def get_task(self, request: Request[Any, Any, Any], task_id: str) -> Task:
         return await services_of(request).tasks.get(task_id, viewer=principal_of(request))
 
-    @delete("/{task_id:str}", summary="Cancel a task")
+    @delete("/{task_id:str}", summary="Cancel a task", opt={"errors": (409,)})
     async def cancel_task(self, request: Request[Any, Any, Any], task_id: str) -> None:
         await services_of(request).tasks.cancel(principal_of(request), task_id, client_ip(request))

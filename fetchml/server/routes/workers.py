@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from fetchml.core.models import Task
@@ -25,13 +26,18 @@ class WorkerProtocolController(Controller):
     guards = WORKERS
     tags = ["Worker protocol"]
 
-    @post("/register", status_code=200, summary="Register (or re-register) a worker")
+    @post("/register", status_code=200, opt={"errors": (409,)}, summary="Register (or re-register) a worker")
     async def register(
         self, request: Request[Any, Any, Any], data: RegisterWorkerRequest
     ) -> RegisterWorkerResponse:
         return await services_of(request).workers.register(principal_of(request), data)
 
-    @post("/{worker_id:str}/heartbeat", status_code=200, summary="Renew leases; receive commands")
+    @post(
+        "/{worker_id:str}/heartbeat",
+        status_code=200,
+        opt={"errors": (409,)},
+        summary="Renew leases; receive commands",
+    )
     async def heartbeat(
         self, request: Request[Any, Any, Any], worker_id: str, data: HeartbeatRequest
     ) -> HeartbeatResponse:
@@ -40,6 +46,8 @@ class WorkerProtocolController(Controller):
     @post(
         "/{worker_id:str}/claim",
         status_code=200,
+        opt={"errors": (409,)},
+        responses={204: ResponseSpec(data_container=None, description="No assignment within `wait` seconds")},
         summary="Long-poll for an assignment",
         description="200 with an Assignment as soon as a task fits this worker; 204 when `wait` seconds pass first.",
     )
@@ -60,7 +68,12 @@ class TaskReportController(Controller):
     guards = WORKERS
     tags = ["Worker protocol"]
 
-    @post("/", status_code=200, summary="Report an attempt's status (fenced by attempt number)")
+    @post(
+        "/",
+        status_code=200,
+        opt={"errors": (409,)},
+        summary="Report an attempt's status (fenced by attempt number)",
+    )
     async def report(self, request: Request[Any, Any, Any], task_id: str, data: StatusReport) -> Task:
         result: Task = await services_of(request).workers.report(principal_of(request), task_id, data)
         return result
