@@ -1,4 +1,4 @@
-"""The layer rules of DESIGN.md, checked mechanically."""
+"""The layer rules of docs/architecture.md, checked mechanically."""
 
 from __future__ import annotations
 

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     access_log: bool = True
     # True: every user sees every task's contents (args, logs, artifacts, ...), not only their own.
     shared_task_contents: bool = False
+    # True: GET /metrics answers requests without a key (a scraper on a trusted network);
+    # false: an admin key only (docs/metrics.md).
+    metrics_public: bool = False
     log_level: str = "info"
     # Signed audit checkpoints: one every N events or T seconds, whichever comes first, by the
     # Ed25519 key at audit_signing_key (default <data_dir>/audit-signing-key.pem, made on first start).

@@ -15,6 +15,7 @@ from litestar.plugins.pydantic import PydanticPlugin
 from fetchml import __version__
 from fetchml.core.ratelimit import TokenBuckets
 from fetchml.server.errors import handle_exception
+from fetchml.server.metrics import MetricsMiddleware, ServerMetrics
 from fetchml.server.middleware import TraceMiddleware
 from fetchml.server.openapi import document_errors
 from fetchml.server.routes.artifacts import ArtifactController
@@ -23,6 +24,7 @@ from fetchml.server.routes.experiments import ExperimentController
 from fetchml.server.routes.health import health
 from fetchml.server.routes.keys import KeyController
 from fetchml.server.routes.logs import LogController
+from fetchml.server.routes.metrics import metrics
 from fetchml.server.routes.queue import queue_stats
 from fetchml.server.routes.reservations import ReservationController
 from fetchml.server.routes.scheduler import SchedulerController
@@ -56,6 +58,9 @@ def create_app(services: Services) -> Litestar:
     buckets = TokenBuckets(settings.rate_limit_per_minute)
     # Failed authentications are limited per client address, on the same budget.
     failures = TokenBuckets(settings.rate_limit_per_minute)
+    # This app's own registry: several apps in one process (tests) keep separate counts.
+    server_metrics = ServerMetrics()
+    services.workers.start_latency_observers.append(server_metrics.observe_start_latency)
     app = Litestar(
         route_handlers=[
             health,
@@ -72,6 +77,7 @@ def create_app(services: Services) -> Litestar:
             LogController,
             ArtifactController,
             SchedulerController,
+            metrics,
         ],
         lifespan=[_background(services)],
         guards=[make_auth_guard(buckets, failures, services.clock)],
@@ -80,7 +86,7 @@ def create_app(services: Services) -> Litestar:
         # response, never null. One setting for every model we send (values inside free-form
         # dicts such as metadata are data, and kept as they are).
         plugins=[PydanticPlugin(exclude_none=True)],
-        state=State({"services": services}),
+        state=State({"services": services, "metrics": server_metrics}),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="fetchml",
@@ -105,8 +111,10 @@ def create_app(services: Services) -> Litestar:
 
 
 def create_asgi(services: Services) -> Any:
+    app = create_app(services)
     return TraceMiddleware(
-        create_app(services),
+        # Inside the trace layer, outside Litestar: requests no route matched are counted too.
+        MetricsMiddleware(app, app.state["metrics"]),
         log_requests=services.settings.access_log,
         trusted_proxies=services.settings.trusted_proxies,
     )

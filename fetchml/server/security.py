@@ -31,6 +31,11 @@ def make_auth_guard(buckets: TokenBuckets, failures: TokenBuckets, clock: Clock)
         wait = buckets.take("k:" + hashlib.sha256(raw.encode()).hexdigest() if raw else f"ip:{ip}", now)
         if wait:
             raise RateLimitedError(retry_after=wait)
+        # A route may let requests without a key in while a setting says so (GET /metrics with
+        # FETCHML_METRICS_PUBLIC): rate limited above like any other, no principal set.
+        anonymous = handler.opt.get("anonymous_setting")
+        if raw is None and anonymous and getattr(services_of(connection).settings, anonymous):
+            return
         # Failures are also limited per address, so rotating made-up keys cannot flood the audit
         # log; valid keys from the same address are unaffected.
         principal = await services_of(connection).keys.authenticate(

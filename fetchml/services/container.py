@@ -14,6 +14,7 @@ from fetchml.services.experiments import ExperimentService
 from fetchml.services.health import HealthService
 from fetchml.services.keys import KeyService
 from fetchml.services.logs import LogService
+from fetchml.services.metrics import MetricsService
 from fetchml.services.placement import Placer
 from fetchml.services.queue import QueueService
 from fetchml.services.reservations import ReservationService
@@ -88,6 +89,7 @@ class Services:
         self.queue = QueueService(self.db, timezone=settings.timezone, clock=self.clock)
         self.scheduler = SchedulerService(self.db, self.clock)
         self.health = HealthService(self.db, self.writer)
+        self.metrics = MetricsService(self.db)
         self.snapshots = SnapshotService(
             settings.data_dir, settings.max_snapshot_bytes, db=self.db, writer=self.writer
         )

@@ -155,6 +155,9 @@ class WorkerService:
         self.settings = settings
         self.placer = placer
         self._next_key_sweep = datetime.min.replace(tzinfo=UTC)  # expired Idempotency-Keys
+        # Called, after the commit, with the seconds from submission to the first start of a task
+        # (the server's submit -> running histogram; plain numbers, no metrics library here).
+        self.start_latency_observers: list[Callable[[float], None]] = []
 
     # -- registration -------------------------------------------------------------------------
 
@@ -350,10 +353,19 @@ class WorkerService:
                 raise NotFoundError(f"Task {task_id} not found")
             nodes, node = find_node(task, rep)
             _owned_worker(tx, principal, node["worker_id"])
+            was_started = task.started_at is not None
             apply_report(tx, task, nodes, node, rep, now, lease)
-            return task_to_wire(task)
+            started: float | None = None
+            # The first attempt only: a retry's start measured from the submission would count
+            # the failed attempts' run time as waiting.
+            if not was_started and task.started_at is not None and task.retry_count == 0:
+                started = max(0.0, (task.started_at - task.created_at).total_seconds())
+            return task_to_wire(task), started
 
-        result = await self.writer.run(op)
+        result, started = await self.writer.run(op)
+        if started is not None:
+            for observe in self.start_latency_observers:
+                observe(started)
         self.bus.publish(task_topic(task_id))
         if rep.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
             self.bus.publish(TASKS_TOPIC)  # capacity came free

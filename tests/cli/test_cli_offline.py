@@ -75,7 +75,7 @@ def test_cli_module_imports_follow_the_rules(path: Path) -> None:
             or name.startswith("fetchml.cli")
         )
         assert ok, f"{path.name} imports {name} at module level; import it inside the command"
-    # These start the server or worker layers themselves (DESIGN.md: serve, worker, keys; run
+    # These start the server or worker layers themselves (docs/architecture.md: serve, worker, keys; run
     # runs an embedded server when none answers, through embedded.py).
     if path.name not in ("serve.py", "keys.py", "worker.py", "run.py", "embedded.py"):
         for name in _imports(tree):

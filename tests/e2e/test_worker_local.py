@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -124,17 +125,15 @@ def test_gpus_are_assigned_by_index_and_never_shared(cluster: Cluster) -> None:
     )
     cmd = "sh -c 'echo cvd=$CUDA_VISIBLE_DEVICES; sleep 1.5'"
     ids = [cluster.submit(entrypoint=cmd, gpu=1) for _ in range(3)]
-    running = cluster.wait_for(
-        lambda: (
-            [t for t in map(cluster.task, ids) if t["status"] == "running"]
-            if sum(cluster.task(i)["status"] == "running" for i in ids) == 2
-            else None
-        ),
-        what="two tasks running",
-    )
+    def two_running_one_queued() -> list[dict[str, Any]] | None:
+        # Judged in one look: by a later one the first two may be done and the third running.
+        tasks = [cluster.task(i) for i in ids]
+        statuses = sorted(t["status"] for t in tasks)
+        return tasks if statuses == ["queued", "running", "running"] else None
+
+    tasks = cluster.wait_for(two_running_one_queued, what="two tasks running, the third queued")
+    running = [t for t in tasks if t["status"] == "running"]
     assert sorted(g for t in running for g in t["assigned_gpus"]) == [0, 1]
-    waiting = next(i for i in ids if i not in {t["id"] for t in running})
-    assert cluster.task(waiting)["status"] == "queued"
     for i in ids:
         cluster.wait_status(i, "completed", timeout=30)
     seen = {cluster.task(i)["assigned_gpus"][0]: cluster.logs(i)[0] for i in ids[:2]}

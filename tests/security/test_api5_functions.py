@@ -75,6 +75,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/keys"): (401, 401, 403, 403, 201),
     ("DELETE", "/v1/keys/{key_id}"): (401, 401, 403, 403, 204),
     ("GET", "/v1/scheduler/status"): ADMIN,
+    ("GET", "/metrics"): ADMIN,  # unless FETCHML_METRICS_PUBLIC (tests/server/test_metrics.py)
     ("GET", "/v1/scheduler/workers"): ADMIN,
     ("GET", "/v1/scheduler/workers/{worker_id}"): ADMIN,
     ("DELETE", "/v1/scheduler/workers/{worker_id}"): (401, 401, 403, 403, 204),

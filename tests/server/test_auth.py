@@ -73,6 +73,7 @@ def route_table(
         ("GET", f"/v1/snapshots/{NO_SNAPSHOT}", None, {ADMIN, WORKER}),
         ("POST", f"/v1/snapshots/{NO_SNAPSHOT}/share", None, {ADMIN}),
         ("GET", "/v1/scheduler/status", None, {ADMIN}),
+        ("GET", "/metrics", None, {ADMIN}),
         ("GET", "/v1/scheduler/workers", None, {ADMIN}),
         ("GET", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),
         ("DELETE", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),

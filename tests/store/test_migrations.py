@@ -241,6 +241,8 @@ def test_postgresql_writes_hold_the_advisory_lock_until_commit(pg_db: Database) 
     lock_query = sa.text(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
         " AND ((classid::bigint << 32) | objid::bigint) = :k"
+        # Advisory locks are per database; other tests' servers hold the same key in theirs.
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     with db.write() as s:
         with db.read() as other:
