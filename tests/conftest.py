@@ -28,13 +28,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     in parallel processes by file (pytest -n, --dist loadfile): started last, one long file would
     leave the other processes idle at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: item.path not in slow_files)
+    # The dockerd restart goes last: it waits for every running Docker test and holds the others
+    # off while it runs, which costs least when little else is left.
+    restart_files = {item.path for item in items if item.get_closest_marker("dockerd_restart") is not None}
+
+    def rank(item: pytest.Item) -> int:
+        return 2 if item.path in restart_files else 0 if item.path in slow_files else 1
+
+    items.sort(key=rank)
 
 
 # Tests may run in several processes at once (pytest -n, the README's command). One test restarts
 # the Docker daemon, which would break a Docker test running beside it: Docker tests hold this
 # lock shared, that test exclusively. The file lives in /tmp so every xdist worker sees it.
 DOCKERD_LOCK = Path("/tmp/fetchml-tests-dockerd.lock")
+DOCKERD_GATE = Path("/tmp/fetchml-tests-dockerd.gate")
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +55,16 @@ def _dockerd_lock(request: pytest.FixtureRequest) -> Iterator[None]:
     else:
         yield
         return
-    with DOCKERD_LOCK.open("a") as f:
+    # flock prefers no one: a stream of shared holders could keep the restart waiting for the
+    # whole run. The restart holds the gate while it waits, and new Docker tests pass the gate
+    # first, so it gets the lock as soon as the running ones end.
+    with DOCKERD_GATE.open("a") as gate, DOCKERD_LOCK.open("a") as f:
+        fcntl.flock(gate, fcntl.LOCK_EX if mode == fcntl.LOCK_EX else fcntl.LOCK_SH)
+        if mode == fcntl.LOCK_SH:
+            fcntl.flock(gate, fcntl.LOCK_UN)
         fcntl.flock(f, mode)
+        if mode == fcntl.LOCK_EX:
+            fcntl.flock(gate, fcntl.LOCK_UN)
         try:
             yield
         finally:
