@@ -31,9 +31,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The dockerd restart goes last: it waits for every running Docker test and holds the others
     # off while it runs, which costs least when little else is left.
     restart_files = {item.path for item in items if item.get_closest_marker("dockerd_restart") is not None}
+    # Among slow files, those with the longest explicit timeout (the longest tests) start first.
+    longest: dict[Path, float] = {}
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        if mark is not None and mark.args:
+            longest[item.path] = max(longest.get(item.path, 0.0), float(mark.args[0]))
 
-    def rank(item: pytest.Item) -> int:
-        return 2 if item.path in restart_files else 0 if item.path in slow_files else 1
+    def rank(item: pytest.Item) -> tuple[int, float]:
+        group = 2 if item.path in restart_files else 0 if item.path in slow_files else 1
+        return group, -longest.get(item.path, 0.0)
 
     items.sort(key=rank)
 

@@ -117,7 +117,7 @@ def test_kill9_of_a_docker_worker_removes_its_container(fault_cluster: Cluster, 
     wa.wait(10)
     started = time.monotonic()
     c.wait_for(
-        lambda: not docker_client.containers.list(all=True, filters=label),
+        lambda: not docker_client.containers.list(all=True, filters=label, ignore_removed=True),
         timeout=15,
         what="the dead worker's container to be removed",
     )
