@@ -11,6 +11,7 @@ import pytest
 
 from tests.backends import SQLITE, drop_all_created, require_backend, selected_backends
 from tests.harness import Keys, ServerHandle, ServerPool, make_keys
+from tests.protocol_kit import FakeWorker
 
 __all__ = ["Keys"]
 
@@ -147,6 +148,15 @@ def shared_server(module_server_pool: ServerPool, tmp_path_factory: pytest.TempP
     return module_server_pool.handle(
         tmp_path_factory.mktemp("shared"), {"FETCHML_RATE_LIMIT_PER_MINUTE": "100000"}
     ).start()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[FakeWorker]]:
+    """Fake workers (tests/protocol_kit.py) a test appends here; closed after it."""
+    made: list[FakeWorker] = []
+    yield made
+    for w in made:
+        w.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,7 @@ Contract operations the server does not implement (answered 404/405 by the route
 from __future__ import annotations
 
 import hashlib
-import io
 import re
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
 from fetchml.core.enums import Role
 from tests.backends import SQLITE
 from tests.harness import ServerHandle, ServerPool
+from tests.server.test_snapshots import tarball
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -51,16 +50,6 @@ FIXED_QUERY: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/workers/{worker_id}/claim"): {"wait": 0},  # a long poll: answer at once
     ("GET", "/v1/tasks/{task_id}/logs"): {"follow": False},  # would stream until the task ends
 }
-
-
-def tarball(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @dataclass

@@ -4,7 +4,7 @@ same database-wide gauges."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from fetchml.core.enums import Role
 from fetchml.server.metrics import ServerMetrics
 from fetchml.services.metrics import ClusterMetrics
-from tests.backends import POSTGRESQL, create_database, drop_database, require_backend, selected_backends
+from tests.backends import (
+    POSTGRESQL,
+    create_database,
+    drop_database,
+    require_backend,
+    selected_backends,
+    skip_or_fail,
+)
 from tests.harness import Keys, ServerHandle, expect_error, make_keys
 from tests.protocol_kit import FakeWorker, submit
 
@@ -61,14 +68,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 def chain_length(srv: ServerHandle, admin: str) -> int:
     with srv.http(admin) as http:
         return int(http.get("/v1/audit/chain-root").json()["total_events"])
-
-
-@pytest.fixture
-def workers() -> Iterator[list[FakeWorker]]:
-    made: list[FakeWorker] = []
-    yield made
-    for w in made:
-        w.close()
 
 
 def test_values_after_a_known_sequence(
@@ -231,10 +230,11 @@ def test_stream_gauges_follow_the_helper() -> None:
     assert gauges(m) == (0, 0)
 
 
-@pytest.mark.skipif(POSTGRESQL not in selected_backends(), reason="PostgreSQL not selected")
 def test_two_servers_on_one_database_report_the_same_database_gauges(
     tmp_path: Path, workers: list[FakeWorker]
 ) -> None:
+    if POSTGRESQL not in selected_backends():
+        skip_or_fail("FETCHML_TEST_BACKENDS leaves PostgreSQL out")
     require_backend(POSTGRESQL)
     url = create_database()
     a = ServerHandle(data_dir=tmp_path / "a", env_extra=FAST, database_url=url)

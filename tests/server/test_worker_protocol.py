@@ -91,14 +91,6 @@ def _no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
             cancel_leftovers(request.getfixturevalue(server), request.getfixturevalue(keys).admin)
 
 
-@pytest.fixture
-def workers() -> Iterator[list[FakeWorker]]:
-    made: list[FakeWorker] = []
-    yield made
-    for w in made:
-        w.close()
-
-
 def worker(made: list[FakeWorker], srv: ServerHandle, key: str, **register: Any) -> FakeWorker:
     w = FakeWorker(srv, key)
     made.append(w)
