@@ -11,6 +11,7 @@ from fetchml.cli.logs import logs
 from fetchml.cli.priority import priority
 from fetchml.cli.run import run
 from fetchml.cli.serve import serve
+from fetchml.cli.watch import watch
 from fetchml.cli.worker import worker
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command("cancel")(tasks.cancel)
 app.command("priority")(priority)
 app.command("queue")(queue.queue)
 app.command("logs")(logs)
+app.command("watch")(watch)
 app.command("artifacts")(artifacts)
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(audit.app, name="audit")

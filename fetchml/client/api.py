@@ -15,6 +15,7 @@ from fetchml.client.queue import QueueClient
 from fetchml.client.reservations import ReservationClient
 from fetchml.client.scheduler import SchedulerClient
 from fetchml.client.snapshots import SnapshotsClient
+from fetchml.client.streams import StreamsClient
 from fetchml.client.tasks import TasksClient
 from fetchml.client.workers import WorkersClient
 from fetchml.core.models import HealthResponse
@@ -35,6 +36,7 @@ class FetchmlClient:
         self.artifacts = ArtifactsClient(self._transport)
         self.scheduler = SchedulerClient(self._transport)
         self.reservations = ReservationClient(self._transport)
+        self.streams = StreamsClient(self._transport)
 
     @classmethod
     def from_config(cls, config: ClientConfig | None = None) -> FetchmlClient:

@@ -187,7 +187,8 @@ class CreateTaskRequest(Wire):
     node_count: Annotated[JsonInt, Field(ge=1, le=1024)] = 1
     reservation_id: Annotated[str, Field(max_length=128)] | None = None
     plugin_configs: (
-        Annotated[dict[Annotated[str, Field(max_length=64)], PluginConfig], Field(max_length=MAX_PLUGINS)] | None
+        Annotated[dict[Annotated[str, Field(max_length=64)], PluginConfig], Field(max_length=MAX_PLUGINS)]
+        | None
     ) = None
 
     @field_validator("metadata")
@@ -200,7 +201,11 @@ class CreateTaskRequest(Wire):
     @field_validator("plugin_configs")
     @classmethod
     def _plugins_size(cls, v: dict[str, PluginConfig] | None) -> dict[str, PluginConfig] | None:
-        if v and _json_size({k: c.model_dump(exclude_none=True) for k, c in v.items()}) > MAX_PLUGIN_CONFIGS_BYTES:
+        if (
+            v
+            and _json_size({k: c.model_dump(exclude_none=True) for k, c in v.items()})
+            > MAX_PLUGIN_CONFIGS_BYTES
+        ):
             raise ValueError(f"plugin_configs may take at most {MAX_PLUGIN_CONFIGS_BYTES} bytes as JSON")
         return v
 

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     # True: GET /metrics answers requests without a key (a scraper on a trusted network);
     # false: an admin key only (docs/metrics.md).
     metrics_public: bool = False
+    # Live streams (docs/events.md): open SSE + WebSocket streams one key may hold; the events
+    # kept for resuming a dropped stream; the keep-alive period; WebSocket ping and idle limit.
+    max_streams_per_key: int = Field(default=20, ge=1)
+    event_replay_window: int = Field(default=10_000, ge=100)
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    ws_ping_seconds: float = Field(default=20.0, gt=0)
+    ws_idle_seconds: float = Field(default=60.0, gt=0)
     log_level: str = "info"
     # Signed audit checkpoints: one every N events or T seconds, whichever comes first, by the
     # Ed25519 key at audit_signing_key (default <data_dir>/audit-signing-key.pem, made on first start).

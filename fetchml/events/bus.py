@@ -1,8 +1,10 @@
 """In-process wake-ups: a claim long-poll or a log follower sleeps on a topic until something
 publishes to it. Lives on the server's event loop; publish from that loop only.
 
-It only shortens waits. Every waiter also re-checks the database on a short timeout, so
-several servers sharing one database (which do not see each other's publishes) stay correct.
+It only shortens waits. The feed (fetchml.events.feed) publishes here what other servers on
+the same PostgreSQL committed, so waits end on their changes too; every waiter still re-checks
+the database on a long timeout (`SAFETY_RECHECK`), in case a wake-up was lost with a dropped
+LISTEN connection.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class EventBus:
                 if not fut.done():
                     fut.set_result(None)
 
+    def publish_all(self) -> None:
+        """Everything may have changed (the cross-server link was down): every waiter looks again."""
+        self.publish(*list(self._waiters))
+
     @staticmethod
     async def wait(fut: asyncio.Future[None], timeout: float) -> bool:
         try:
@@ -46,6 +52,7 @@ class EventBus:
             fut.cancel()
 
 
+SAFETY_RECHECK = 10.0  # seconds a waiter sleeps without any wake-up before it looks anyway
 TASKS_TOPIC = "tasks"  # a task was queued or capacity was freed: claimers should look again
 
 

@@ -29,9 +29,11 @@ from fetchml.server.routes.queue import queue_stats
 from fetchml.server.routes.reservations import ReservationController
 from fetchml.server.routes.scheduler import SchedulerController
 from fetchml.server.routes.snapshots import snapshot_router
+from fetchml.server.routes.streams import job_stream, scheduler_status_stream
 from fetchml.server.routes.tasks import TaskController
 from fetchml.server.routes.workers import TaskReportController, WorkerProtocolController
 from fetchml.server.security import make_auth_guard
+from fetchml.server.websocket import WebSocketDenial, remember_ws_error, ws_updates
 from fetchml.services.container import Services
 
 
@@ -41,6 +43,7 @@ def _background(services: Services) -> Callable[[Litestar], AbstractAsyncContext
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        await services.start_feed()
         sweeper = asyncio.create_task(services.workers.run_sweeper(stop), name="fetchml-lease-sweeper")
         checkpointer = asyncio.create_task(services.checkpoints.run(stop), name="fetchml-audit-checkpoints")
         try:
@@ -49,6 +52,7 @@ def _background(services: Services) -> Callable[[Litestar], AbstractAsyncContext
             stop.set()
             await sweeper
             await checkpointer
+            await services.stop_feed()
 
     return lifespan
 
@@ -77,8 +81,12 @@ def create_app(services: Services) -> Litestar:
             LogController,
             ArtifactController,
             SchedulerController,
+            scheduler_status_stream,
+            job_stream,
+            ws_updates,
             metrics,
         ],
+        after_exception=[remember_ws_error],
         lifespan=[_background(services)],
         guards=[make_auth_guard(buckets, failures, services.clock)],
         exception_handlers={Exception: handle_exception},
@@ -114,7 +122,7 @@ def create_asgi(services: Services) -> Any:
     app = create_app(services)
     return TraceMiddleware(
         # Inside the trace layer, outside Litestar: requests no route matched are counted too.
-        MetricsMiddleware(app, app.state["metrics"]),
+        MetricsMiddleware(WebSocketDenial(app), app.state["metrics"]),
         log_requests=services.settings.access_log,
         trusted_proxies=services.settings.trusted_proxies,
     )

@@ -58,8 +58,19 @@ def build(settings: Settings) -> tuple[Services, Any]:
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; TraceMiddleware
         # believes it only from FETCHML_TRUSTED_PROXIES.
         proxy_headers=False,
+        # What a /ws client may send is a few small JSON messages (ping, pong, subscribe with at
+        # most 1000 ids): uvicorn's 16 MiB default would let one message take that much memory.
+        ws_max_size=128 * 1024,
     )
-    return services, uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # Open streams never end by themselves; uvicorn waits for every connection to close
+            # before the lifespan ends. They end now, telling clients to resume elsewhere.
+            services.feed.close_streams()
+            await super().shutdown(sockets)
+
+    return services, Server(config)
 
 
 def base_url(settings: Settings) -> str:

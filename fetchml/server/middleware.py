@@ -124,7 +124,8 @@ class TraceMiddleware:
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            # A WebSocket refused before its upgrade answers over HTTP too (WebSocketDenial).
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
                 status = message["status"]
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _OURS]
                 message["headers"] = [*kept, *extra]

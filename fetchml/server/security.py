@@ -16,6 +16,17 @@ from fetchml.core.ratelimit import TokenBuckets
 from fetchml.server.context import PRINCIPAL_KEY, client_ip, services_of
 from fetchml.services.principal import Principal
 
+KEY_SUBPROTOCOL_PREFIX = "fetchml.key."
+
+
+def key_from_subprotocols(scope: Any) -> str | None:
+    """`fetchml.key.<key>` among the offered WebSocket subprotocols (see fetchml.server.websocket)."""
+    for proto in scope.get("subprotocols") or ():
+        if isinstance(proto, str) and proto.startswith(KEY_SUBPROTOCOL_PREFIX):
+            return proto[len(KEY_SUBPROTOCOL_PREFIX) :] or None
+    return None
+
+
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 API_KEY_HEADER = "x-api-key"
 
@@ -25,6 +36,8 @@ def make_auth_guard(buckets: TokenBuckets, failures: TokenBuckets, clock: Clock)
         if handler.opt.get("public"):
             return
         raw = connection.headers.get(API_KEY_HEADER)
+        if raw is None and connection.scope["type"] == "websocket":
+            raw = key_from_subprotocols(connection.scope)  # browsers cannot set headers on a WebSocket
         ip = client_ip(connection)
         now = clock.monotonic()
         # Per key (or per address without one) before the lookup: one key hammering costs nothing.

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from fetchml.core.clock import Clock, clock_from_settings
+from fetchml.core.events import FeedEvent
 from fetchml.core.settings import Settings
 from fetchml.events.bus import EventBus
+from fetchml.events.feed import EventFeed
 from fetchml.services.artifacts import ArtifactService
 from fetchml.services.audit import AuditService
+from fetchml.services.base import read
 from fetchml.services.checkpoints import CheckpointService
 from fetchml.services.experiments import ExperimentService
+from fetchml.services.feedlog import NOTIFY_CHANNEL, events_after, oldest_and_newest
 from fetchml.services.health import HealthService
 from fetchml.services.keys import KeyService
 from fetchml.services.logs import LogService
@@ -20,10 +25,12 @@ from fetchml.services.queue import QueueService
 from fetchml.services.reservations import ReservationService
 from fetchml.services.scheduler import SchedulerService
 from fetchml.services.snapshots import SnapshotService
+from fetchml.services.streams import StreamService
 from fetchml.services.tasks import TaskService
 from fetchml.services.uow import WriteQueue
 from fetchml.services.workers import WorkerService
 from fetchml.store.db import Database
+from fetchml.store.listen import PgListener
 
 
 class Services:
@@ -93,6 +100,41 @@ class Services:
         self.snapshots = SnapshotService(
             settings.data_dir, settings.max_snapshot_bytes, db=self.db, writer=self.writer
         )
+        # The live feed: this process's commits, and on PostgreSQL every other server's too.
+        self.writer.events_window = settings.event_replay_window
+        self.feed = EventFeed(
+            self.bus, self._events_after, keepalive_seconds=settings.stream_keepalive_seconds
+        )
+        self.writer.on_commit.append(self.feed.committed)
+        self.listener: PgListener | None = None
+        self.streams = StreamService(
+            self.db,
+            self.feed,
+            tasks=self.tasks,
+            workers=self.workers,
+            scheduler=self.scheduler,
+            max_per_key=settings.max_streams_per_key,
+            replay_window=settings.event_replay_window,
+        )
+
+    async def _events_after(self, after: int, limit: int) -> list[FeedEvent]:
+        return await read(self.db, lambda s: events_after(s, after, limit=limit))
+
+    async def start_feed(self) -> None:
+        """On the app's event loop: the feed starts after what is already committed."""
+        newest = await read(self.db, lambda s: oldest_and_newest(s)[1])
+        self.feed.start(newest)
+        if not self.db.is_sqlite:
+            self.listener = PgListener(
+                self.db.url, NOTIFY_CHANNEL, self.feed.notified, on_connect=self.feed.reconnected
+            )
+            self.listener.start()
+
+    async def stop_feed(self) -> None:
+        if self.listener is not None:
+            listener, self.listener = self.listener, None
+            await asyncio.to_thread(listener.stop)
+        await self.feed.stop()
 
     def start(self) -> None:
         self.db.migrate()

@@ -21,7 +21,7 @@ from sqlmodel import col
 from fetchml.core.enums import ACTIVE_STATUSES, TERMINAL_STATUSES, Role, TaskStatus
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from fetchml.core.protocol import LogChunk, LogPage
-from fetchml.events.bus import EventBus, task_topic
+from fetchml.events.bus import SAFETY_RECHECK, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
@@ -167,6 +167,7 @@ class LogService:
                         .values(line=quota_notice(notice_at.dropped_lines))
                     )
             tx.session.flush()
+            tx.wake(task_topic(task_id))  # followers on every server, once this commits
             # "Reached" once lines were dropped, not when the quota is merely full: the notice is
             # then in the log, and the user can see that lines are missing.
             return AppendResult(next_line=state.next_line, quota_reached=dropped > 0), True
@@ -256,11 +257,11 @@ class LogService:
                 return
             if len(page.lines) < PAGE_LIMIT:
                 wake = self.bus.listen(task_topic(task_id))
-                # Re-read after subscribing so nothing published in between is missed; the
-                # timeout covers writers in other server processes.
+                # Re-read after subscribing so nothing published in between is missed. Appends
+                # through other servers wake us through the feed; the timeout covers a lost wake-up.
                 page = await self.page(task_id, offset=page.next_offset)
                 if not page.lines and not page.done:
-                    await self.bus.wait(wake, 1.0)
+                    await self.bus.wait(wake, SAFETY_RECHECK)
                     page = await self.page(task_id, offset=page.next_offset)
                 else:
                     wake.cancel()

@@ -155,7 +155,9 @@ class SnapshotService:
         def op(tx: Tx) -> None:
             if tx.session.get(SnapshotShareRow, digest) is not None:
                 return
-            tx.session.add(SnapshotShareRow(digest=digest, shared_by=principal.user_id, created_at=tx.clock.now()))
+            tx.session.add(
+                SnapshotShareRow(digest=digest, shared_by=principal.user_id, created_at=tx.clock.now())
+            )
             tx.audit(
                 AuditEventType.FILE_ACCESS,
                 user_id=principal.user_id,

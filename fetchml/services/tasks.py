@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import random
@@ -501,6 +502,23 @@ class TaskService:
                 limit=limit,
                 offset=offset,
             )
+
+        return await read(self.db, q)
+
+    async def queue_head(self, limit: int, viewer: Principal | None = None) -> builtins.list[Task]:
+        """The first `limit` queued tasks in base-priority order (oldest first within one),
+        each with its pending reason."""
+
+        def q(session: Session) -> builtins.list[Task]:
+            rows = session.scalars(
+                select(TaskRow)
+                .where(col(TaskRow.status) == TaskStatus.QUEUED.value)
+                .order_by(col(TaskRow.priority).desc(), col(TaskRow.seq))
+                .limit(limit)
+            ).all()
+            now = self.writer.clock.now()
+            reasons = self._reasons(session, rows, now)
+            return [self._wire(r, now, reasons.get(r.id), viewer) for r in rows]
 
         return await read(self.db, q)
 

@@ -32,7 +32,9 @@ from fetchml.core.audit import GENESIS_HASH, event_hash
 from fetchml.core.clock import SYSTEM_CLOCK, Clock
 from fetchml.core.enums import AuditEventType
 from fetchml.core.errors import FetchmlError, InternalError, ServiceUnavailableError, StorageFullError
+from fetchml.core.events import FeedEvent
 from fetchml.core.redact import redact_text, redact_value
+from fetchml.services.feedlog import DEFAULT_REPLAY_WINDOW, Capture
 from fetchml.store.db import Database, classify_db_error
 from fetchml.store.tables import AuditEventRow
 
@@ -56,10 +58,16 @@ class Tx:
     its neighbours; a failing insert-only op is undone by dropping its deferred rows.
     """
 
-    def __init__(self, session: Session, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, session: Session, clock: Clock = SYSTEM_CLOCK, *, events_window: int = DEFAULT_REPLAY_WINDOW
+    ) -> None:
         self._session = session
         # The time every op in this transaction stamps and judges by (expiries, leases, aging).
         self.clock = clock
+        # The feed's events come from what this transaction changes, not from the services.
+        self.capture = Capture()
+        self._events_window = events_window
+        event.listen(session, "after_flush", self.capture.after_flush)
         self.head: tuple[int, str] | None = None
         self._pending: list[tuple[type[Any], dict[str, Any]]] = []
         self._op_start = 0
@@ -78,6 +86,23 @@ class Tx:
 
     def insert(self, entity: type[Any], values: dict[str, Any]) -> None:
         self._pending.append((entity, values))
+        self.capture.inserted(entity, values)
+
+    def wake(self, *topics: str) -> None:
+        """Wake what waits on these topics in every server, once this transaction commits
+        (log followers of a task that got lines, say); feed events wake their own topics."""
+        self.capture.wakes.update(topics)
+
+    def worker_offline_reason(self, worker_id: str, reason: str) -> None:
+        self.capture.reasons[worker_id] = reason
+
+    def finish(self) -> list[FeedEvent]:
+        """Last step before the commit: the feed's rows and (PostgreSQL) its NOTIFY."""
+        session = self.session
+        return self.capture.finish(
+            session, self.clock.now(), is_sqlite=session.get_bind().dialect.name == "sqlite",
+            window=self._events_window,
+        )  # fmt: skip
 
     def _flush(self, upto: int | None = None) -> None:
         items = self._pending if upto is None else self._pending[:upto]
@@ -95,6 +120,7 @@ class Tx:
     def run_op(self, op: Callable[[Tx], T]) -> T:
         head = self.head
         self._op_start = len(self._pending)
+        events_start, wakes = len(self.capture.events), set(self.capture.wakes)
         self._in_op, self._savepoint = True, None
         try:
             result = op(self)
@@ -106,6 +132,8 @@ class Tx:
             if self._savepoint is not None:
                 self._savepoint.rollback()
             del self._pending[self._op_start :]
+            del self.capture.events[events_start:]
+            self.capture.wakes = wakes
             self.head = head
             raise
         finally:
@@ -162,6 +190,7 @@ def run_write(db: Database, op: Callable[[Tx], T], clock: Clock = SYSTEM_CLOCK) 
     with db.write() as session:
         tx = Tx(session, clock)
         result = tx.run_op(op)
+        tx.finish()
         tx.flush()
         return result
 
@@ -223,6 +252,9 @@ class WriteQueue:
         self.clock = clock
         self.healthy_since = clock.now()
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        # Called on the writer thread after each commit with its feed events and wake topics.
+        self.on_commit: list[Callable[[list[FeedEvent], set[str]], None]] = []
+        self.events_window = DEFAULT_REPLAY_WINDOW
         self._thread: threading.Thread | None = None
 
     def mark_stall(self, why: str) -> None:
@@ -330,7 +362,7 @@ class WriteQueue:
             if took > self.stall_threshold:
                 # Another process (or server) held the write lock: heartbeats could not commit.
                 self.mark_stall(f"the write lock took {took:.1f}s")
-            tx = Tx(session, self.clock)
+            tx = Tx(session, self.clock, events_window=self.events_window)
             flushed: list[bool] = []
             event.listen(session, "after_flush", lambda *_: flushed.append(True))
             for item in batch:
@@ -342,11 +374,18 @@ class WriteQueue:
                     elif not isinstance(exc, FetchmlError):
                         log.exception("write op failed")
                     item.error = _storage_error(exc)
+            events = tx.finish()
             tx.flush()
             wrote = tx.wrote or bool(flushed or session.new or session.dirty or session.deleted)
         if wrote and self.db.storage_full:
             self.db.storage_full = False
             log.warning("storage accepts writes again")
+        if events or tx.capture.wakes:
+            for listener in self.on_commit:
+                try:
+                    listener(events, tx.capture.wakes)
+                except Exception:  # a feed fault must not fail writes that did commit
+                    log.exception("commit listener failed")
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

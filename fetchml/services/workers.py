@@ -41,7 +41,7 @@ from fetchml.core.protocol import (
     WorkerSlots,
 )
 from fetchml.core.settings import Settings
-from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
+from fetchml.events.bus import SAFETY_RECHECK, TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.nodes import (
     STOPPED,
@@ -314,6 +314,8 @@ class WorkerService:
             # Nothing placed here yet: decide for the whole cluster (placements for other
             # workers wait for their own claims), then look again.
             touched = self.placer.schedule(tx, now, worker_id)
+            if touched - {worker_id}:
+                tx.wake(TASKS_TOPIC)  # the workers that got work in this pass, on every server
             return (deliver(tx, worker, now) if worker_id in touched else None), touched - {worker_id}
 
         return op
@@ -338,8 +340,8 @@ class WorkerService:
             if remaining <= 0:
                 wake.cancel()
                 return None
-            # Also re-check on a short timer: another server process may have queued the task.
-            await self.bus.wait(wake, min(remaining, 1.0))
+            # Other servers' commits wake us through the feed; the timer only covers a lost wake-up.
+            await self.bus.wait(wake, min(remaining, SAFETY_RECHECK))
 
     # -- reports ------------------------------------------------------------------------------
 
@@ -401,6 +403,7 @@ class WorkerService:
                 )
             ).all()
             for worker in stale_workers:
+                tx.worker_offline_reason(worker.id, "heartbeat_lost")
                 worker.status = WorkerStatus.OFFLINE.value
             lost: list[str] = []
             for task in active_rows(tx.session):

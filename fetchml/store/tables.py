@@ -246,3 +246,17 @@ class IdempotencyKeyRow(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     task_id: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "events"
+
+    # The live feed's replay window (fetchml.core.events): one row per committed change, ids
+    # assigned under the database-wide write lock so they grow in commit order. Pruned to the
+    # newest `event_replay_window` rows; PostgreSQL NOTIFY carries only ids, readers fetch rows.
+    id: int = Field(sa_column=Column(BIGINT_PK, primary_key=True, autoincrement=False))
+    type: str = Field(max_length=32)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    task_id: str | None = Field(default=None, max_length=64)
+    user_id: str | None = Field(default=None, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -73,6 +73,8 @@ def route_table(
         ("GET", f"/v1/snapshots/{NO_SNAPSHOT}", None, {ADMIN, WORKER}),
         ("POST", f"/v1/snapshots/{NO_SNAPSHOT}/share", None, {ADMIN}),
         ("GET", "/v1/scheduler/status", None, {ADMIN}),
+        ("GET", "/v1/scheduler/status/stream", None, {ADMIN}),
+        ("GET", f"/v1/scheduler/jobs/{task_id}/stream", None, {ADMIN, USER}),
         ("GET", "/metrics", None, {ADMIN}),
         ("GET", "/v1/scheduler/workers", None, {ADMIN}),
         ("GET", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),
@@ -93,8 +95,11 @@ def alice_task(shared_server: ServerHandle, keys: Keys) -> str:
 
 
 def request(srv: ServerHandle, key: str | None, method: str, path: str, body: Any = None, **kw: Any):
-    with srv.http(key) as http:
-        return http.request(method, path, json=body, **kw)
+    with srv.http(key) as http, http.stream(method, path, json=body, **kw) as resp:
+        # An event stream that opened does not end by itself: its status is the answer.
+        if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+            resp.read()
+        return resp
 
 
 # --- 401 ---------------------------------------------------------------------------------------
