@@ -125,12 +125,15 @@ class ServerHandle:
 
     def env(self) -> dict[str, str]:
         extra = {"FETCHML_DATABASE_URL": self.database_url} if self.database_url else {}
+        # Test servers get their keys from the test (make_key), not the first-run admin key of
+        # `fetchml serve` on loopback (tests/cli/test_cli_first_run.py turns it back on).
+        extra.setdefault("FETCHML_LOCAL_ADMIN_KEY", "false")
+        extra.update(self.env_extra)
         return base_env(
             FETCHML_DATA_DIR=str(self.data_dir),
             FETCHML_CONFIG=str(self.data_dir / "client.toml"),
             FETCHML_CLOCK_OFFSET_FILE=str(self.clock_file),
             **extra,
-            **self.env_extra,
         )
 
     def start(self, timeout: float = 30.0) -> ServerHandle:

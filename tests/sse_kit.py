@@ -3,8 +3,10 @@ as they arrive, every wait bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -113,6 +115,14 @@ class SseReader:
 
     def close(self) -> None:
         if self._response is not None:
+            # Shut the socket down first: a close() alone does not end the reader thread's
+            # blocked recv (the kernel keeps the socket while it waits), so the server would not
+            # see the disconnect until it next writes.
+            stream = self._response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             self._response.close()
         self._client.close()
         self._thread.join(timeout=5)

@@ -46,16 +46,17 @@ def _sha256(path: Path) -> str:
 
 
 def _targets(directory: Path, arts: list[Artifact]) -> list[tuple[Artifact, Path]]:
-    """Where each artifact goes; a path that would leave DIR is refused before anything is fetched."""
-    from fetchml.core.models import check_mount_path
+    """Where each artifact goes; a path that would leave DIR (.., absolute, through a symbolic
+    link) is refused before anything is fetched."""
+    from fetchml.client.artifacts import safe_destination
 
     out = []
     for art in arts:
         try:
-            rel = check_mount_path(art.path)
+            dest = safe_destination(directory, art.path)
         except ValueError:
             fail(f"the server sent an unsafe artifact path {art.path!r}; nothing was downloaded", EXIT_ERROR)
-        out.append((art, directory / rel))
+        out.append((art, dest))
     return out
 
 

@@ -66,10 +66,18 @@ def _one_line_validation(exc: Any) -> str:
 
 
 _HINTS = {
-    "SERVER_UNREACHABLE": " — is `fetchml serve` running? Set --server or FETCHML_SERVER_URL.",
+    "SERVER_UNREACHABLE": " — no server answers there: `fetchml serve` starts one, with the history of "
+    "your local runs (kept in {data_dir}); or set --server or FETCHML_SERVER_URL.",
     "SERVER_TIMEOUT": " — the server is up but busy; FETCHML_TIMEOUT sets how long to wait.",
     "UNAUTHORIZED": " — set --api-key, FETCHML_API_KEY or `fetchml config set api_key KEY`.",
 }
+
+
+def _local_data_dir() -> str:
+    """Where `fetchml serve` and an embedded `fetchml run` keep their data by default."""
+    from fetchml.core.settings import default_data_dir
+
+    return os.environ.get("FETCHML_DATA_DIR") or str(default_data_dir())
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -91,6 +99,8 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except FetchmlError as exc:
             trace = f" (trace {exc.trace_id})" if exc.trace_id else ""
             hint = _HINTS.get(exc.code, "")
+            if exc.code == "SERVER_UNREACHABLE":
+                hint = hint.format(data_dir=_local_data_dir())
             if isinstance(exc, RateLimitedError):
                 hint = f" — retry in {exc.retry_after}s."
             fail(f"{exc.code}: {exc.message}{trace}{hint}", EXIT_ERROR)

@@ -18,6 +18,20 @@ from typing import Any
 log = logging.getLogger("fetchml.embedded")
 
 
+def local_user_name() -> str:
+    """The OS user's name as a fetchml user id (letters, digits, _ and -; at most 64): the
+    owner of an embedded `fetchml run`'s tasks and of the first-run admin key of `fetchml serve`,
+    so that key's holder is the owner of the history it finds."""
+    import getpass
+    import re
+
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # a uid with no passwd entry and no LOGNAME/USER (containers)
+        name = ""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:64] or "local"
+
+
 def embedded_dataset_roots(host: str) -> tuple[Path, ...]:
     """Where the embedded worker's tasks may name local dataset files: FETCHML_DATASET_ROOTS
     when set (empty: nowhere); otherwise, for a server on loopback (one user, on their own

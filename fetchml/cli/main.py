@@ -11,6 +11,7 @@ from fetchml.cli.logs import logs
 from fetchml.cli.priority import priority
 from fetchml.cli.run import run
 from fetchml.cli.serve import serve
+from fetchml.cli.tui import tui
 from fetchml.cli.watch import watch
 from fetchml.cli.worker import worker
 
@@ -35,6 +36,7 @@ app.command("priority")(priority)
 app.command("queue")(queue.queue)
 app.command("logs")(logs)
 app.command("watch")(watch)
+app.command("tui")(tui)
 app.command("artifacts")(artifacts)
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(audit.app, name="audit")

@@ -1,8 +1,9 @@
-"""`fetchml run`: snapshot this folder, submit, stream the logs, exit with the task's exit code.
+"""`fetchml run`: snapshot this folder, submit, stream the logs, bring the artifacts back into
+./fetchml-runs/<task id>/, exit with the task's exit code.
 
 With no server answering at the configured URL it runs an embedded server and local worker in
-this process for the life of the command (data in the default data dir), so a fresh machine
-needs nothing else."""
+this process for the life of the command (data in the default data dir, where `fetchml serve`
+finds the run's history later), so a fresh machine needs nothing else."""
 
 from __future__ import annotations
 
@@ -50,10 +51,24 @@ def run(
     embedded: bool = typer.Option(
         True, "--embedded/--no-embedded", help="Run an in-process server when none answers (default: yes)."
     ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        metavar="DIR",
+        file_okay=False,
+        help="Where the task's artifacts go when it ends (default: ./fetchml-runs/TASK_ID).",
+    ),
+    no_download: bool = typer.Option(
+        False,
+        "--no-download",
+        help="Leave the artifacts on the server (`fetchml artifacts` gets them later).",
+    ),
     server: str | None = ServerOpt,
     api_key: str | None = ApiKeyOpt,
 ) -> None:
-    """Run ENTRYPOINT from this folder as a task and stream its output.
+    """Run ENTRYPOINT from this folder as a task, stream its output, and bring its artifacts
+    back into ./fetchml-runs/TASK_ID/ when it ends (--output DIR puts them elsewhere,
+    --no-download leaves them on the server).
 
     fetchml's own options go before ENTRYPOINT; everything after it is passed to the task:
 
@@ -87,6 +102,7 @@ def run(
     )
     config = resolve(server, api_key)
     stop_embedded: Any = None
+    history: Path | None = None
     client = FetchmlClient(config.server_url, config.api_key, timeout=config.timeout)
     try:
         try:
@@ -97,7 +113,7 @@ def run(
                 raise
             client.close()
             _say(f"no server at {config.server_url}; running an embedded server and local worker")
-            client, stop_embedded = _start_embedded()
+            client, stop_embedded, history = _start_embedded()
         with tempfile.TemporaryDirectory(prefix="fetchml-snapshot-") as tmp:
             packed = pack_directory(path.resolve(), Path(tmp) / "snapshot.tar.gz")
             for warning in packed.skipped:
@@ -113,11 +129,39 @@ def run(
         task = client.tasks.create(request)
         _say(f"task {task.id} queued ({task.job_name}); streaming its output")
         code = _follow(client, task.id)
+        if code != 130 and not no_download:
+            code = _bring_back(client, task.id, output or Path("fetchml-runs") / task.id, code)
     finally:
         client.close()
         if stop_embedded is not None:
             stop_embedded()
+    if history is not None:
+        _say(
+            f"this run is kept in {history}: after `fetchml serve` (which serves it), `fetchml tasks` shows it"
+        )
     raise typer.Exit(code)
+
+
+def _bring_back(client: Any, task_id: str, directory: Path, code: int) -> int:
+    """Download the newest attempt's artifacts into `directory`; the exit code to use."""
+    from fetchml.cli.artifacts import human_size
+    from fetchml.core.errors import FetchmlError
+
+    try:
+        got = client.artifacts.download_all(task_id, directory)
+    except (FetchmlError, OSError, ValueError) as exc:
+        reason = f"{exc.code}: {exc.message}" if isinstance(exc, FetchmlError) else str(exc)
+        _say(f"could not bring back the artifacts of task {task_id}: {' '.join(reason.split())}")
+        return code or 1
+    if not got.files:
+        _say(f"task {task_id} left no artifacts")
+        return code
+    count = len(got.files)
+    _say(
+        f"{count} artifact{'s' if count != 1 else ''} ({human_size(got.size)}) of task {task_id} "
+        f"in {directory}{'' if str(directory).endswith('/') else '/'}"
+    )
+    return code
 
 
 def _follow(client: Any, task_id: str) -> int:
@@ -139,12 +183,11 @@ def _follow(client: Any, task_id: str) -> int:
     return 1
 
 
-def _start_embedded() -> tuple[Any, Any]:
-    import getpass
+def _start_embedded() -> tuple[Any, Any, Path]:
     import logging
     import socket
 
-    from fetchml.cli.embedded import start_embedded_worker
+    from fetchml.cli.embedded import local_user_name, start_embedded_worker
     from fetchml.client import FetchmlClient
     from fetchml.core.enums import Role
     from fetchml.core.settings import Settings
@@ -169,11 +212,11 @@ def _start_embedded() -> tuple[Any, Any]:
         server.stop()
         fail(str(exc))
         raise
-    key = server.services.keys.add_process_key(getpass.getuser() or "local", Role.USER)
+    key = server.services.keys.add_process_key(local_user_name(), Role.USER)
     client = FetchmlClient(server.url, key)
 
     def stop() -> None:
         stop_worker()
         server.stop()
 
-    return client, stop
+    return client, stop, settings.data_dir

@@ -54,11 +54,16 @@ def serve(
         "(env FETCHML_MAX_DATASET_BYTES; default 64 GiB).",
     ),
 ) -> None:
-    """Run the HTTP API server with its lease sweeper and an embedded local worker."""
+    """Run the HTTP API server with its lease sweeper and an embedded local worker.
+
+    On a loopback host, the first start on a database with no API key makes an admin key for
+    you and saves it in the client config file (unless that already holds a key), so every
+    other command works at once. Beyond loopback it only says how to make one."""
     from functools import partial
 
     from fetchml.cli.common import fail
     from fetchml.cli.embedded import check_embedded_isolation, check_worker_run_as, start_embedded_worker
+    from fetchml.cli.firstrun import ensure_local_key
     from fetchml.cli.worker_secrets import harden_process
     from fetchml.core.settings import Settings
     from fetchml.server.main import serve as run_server
@@ -92,4 +97,4 @@ def serve(
             run_as=worker_run_as,
         )
     )
-    run_server(settings, companion=companion)
+    run_server(settings, companion=companion, prepare=ensure_local_key)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -100,6 +101,21 @@ class Transport:
 
     def close(self) -> None:
         self.http.close()
+
+
+def abort_response(resp: httpx.Response) -> None:
+    """Close a streamed response from any thread so that a read blocked on it returns now.
+
+    `Response.close()` alone closes the socket, which does not wake a thread blocked in
+    `recv()` on Linux; shutting the socket down first does (that read then ends in an error
+    the reader treats as a drop or a stop)."""
+    stream = resp.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        with suppress(OSError):  # already closed, or never connected
+            sock.shutdown(socket.SHUT_RDWR)
+    with suppress(httpx.HTTPError, OSError, RuntimeError):  # the reader may be closing it too
+        resp.close()
 
 
 def segment(value: str) -> str:

@@ -92,16 +92,23 @@ def check_value(key: str, value: str) -> str | float:
 
 
 def save_value(key: str, value: str | None, path: Path | None = None) -> Path:
+    return save_values({key: value}, path)
+
+
+def save_values(values: dict[str, str | None], path: Path | None = None) -> Path:
+    """Set (or, for None, remove) several keys in one atomic rewrite of the file."""
     import tomli_w
 
-    if key not in CONFIG_KEYS:
-        raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(CONFIG_KEYS)}")
+    for key in values:
+        if key not in CONFIG_KEYS:
+            raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(CONFIG_KEYS)}")
     path = path or config_path()
     data = load_file(path)
-    if value is None:
-        data.pop(key, None)
-    else:
-        data[key] = check_value(key, value)
+    for key, value in values.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = check_value(key, value)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     # The file may hold an API key: readable by its owner only.

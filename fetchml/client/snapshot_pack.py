@@ -2,7 +2,8 @@
 
 What goes in: every file and folder under `root` except
 
-- `.git/`, `.venv/` and `__pycache__/` anywhere, and the output tarball itself;
+- `.git/`, `.venv/` and `__pycache__/` anywhere, `fetchml-runs/` at the top (where `fetchml run`
+  brings artifacts back: outputs of earlier runs are not code), and the output tarball itself;
 - what `.gitignore` and `.fetchmlignore` files exclude, with git's rules: patterns are relative
   to the folder holding the file, deeper files override shallower ones, `.fetchmlignore` overrides
   `.gitignore` of the same folder (so `!pattern` there can take back a .gitignore exclusion), and
@@ -31,6 +32,7 @@ import pathspec
 from fetchml.core.archive import sha256_file
 
 ALWAYS_EXCLUDED = frozenset({".git", ".venv", "__pycache__"})
+RUNS_FOLDER = "fetchml-runs"  # `fetchml run`'s default artifact folder, left out at the top
 IGNORE_FILES = (".gitignore", ".fetchmlignore")
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -99,6 +101,8 @@ class _Packer:
         for entry in entries:
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
             if entry.name in ALWAYS_EXCLUDED or os.path.abspath(entry.path) in self.exclude:
+                continue
+            if child_rel == RUNS_FOLDER:
                 continue
             st = entry.stat(follow_symlinks=False)
             is_dir = stat.S_ISDIR(st.st_mode)

@@ -24,6 +24,7 @@ from fetchml.client.base import (
     ServerUnreachableError,
     Transport,
     UnexpectedResponseError,
+    abort_response,
     segment,
 )
 from fetchml.core.errors import FetchmlError, RateLimitedError, ServiceUnavailableError
@@ -122,7 +123,7 @@ class EventStream:
         self._closed.set()
         resp = self._response
         if resp is not None:
-            resp.close()
+            abort_response(resp)
 
     @property
     def closed(self) -> bool:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     ws_ping_seconds: float = Field(default=20.0, gt=0)
     ws_idle_seconds: float = Field(default=60.0, gt=0)
     log_level: str = "info"
+    # `fetchml serve` on a loopback host, with no API key in its database, makes an admin key for
+    # the local user and writes it to the client config file (docs/configuration.md#first-run).
+    local_admin_key: bool = True
     # Signed audit checkpoints: one every N events or T seconds, whichever comes first, by the
     # Ed25519 key at audit_signing_key (default <data_dir>/audit-signing-key.pem, made on first start).
     audit_checkpoint_events: int = Field(default=1000, ge=1)

@@ -171,9 +171,15 @@ class EventFeed:
         self._drain()
 
     def _remote(self, last_id: int | None, wakes: set[str]) -> None:
-        self._wake((), wakes)
-        if last_id is not None and last_id > self._target:
-            self._target = last_id
+        self._wake((), wakes)  # the notice names what to wake: no need to read the events for that
+        if last_id is None or last_id <= self._target:
+            return
+        if not self._subs and not self._held and (self._catch_up is None or self._catch_up.done()):
+            # Nobody here streams: there is nothing to deliver, so nothing to read. Streams that
+            # open later start from the database (snapshot or replay), not from this feed's past.
+            self.last_id = self._target = last_id
+            return
+        self._target = last_id
         self._drain()
 
     def resync(self) -> None:
@@ -236,14 +242,22 @@ class EventFeed:
         if WAKE_ALL in wakes:
             self.bus.publish_all()
             return
-        topics = set(wakes)
-        for e in events:
-            if e.type in TASK_EVENTS and e.task_id:
-                topics.add(task_topic(e.task_id))
-            if _frees_or_queues(e):
-                topics.add(TASKS_TOPIC)
+        topics = set(wakes) | wake_topics(events)
         if topics:
             self.bus.publish(*topics)
+
+
+def wake_topics(events: Iterable[FeedEvent]) -> set[str]:
+    """The wake-up topics these events imply: their tasks' followers, and the claimers when
+    work was queued or capacity came free. Sent along in NOTIFY, so another server wakes its
+    waiters without reading the events."""
+    topics: set[str] = set()
+    for e in events:
+        if e.type in TASK_EVENTS and e.task_id:
+            topics.add(task_topic(e.task_id))
+        if _frees_or_queues(e):
+            topics.add(TASKS_TOPIC)
+    return topics
 
 
 def _frees_or_queues(e: FeedEvent) -> bool:

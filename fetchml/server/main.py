@@ -27,6 +27,9 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # alembic logs a dozen lines at INFO on every start (its plugins, its context); the schema
+    # upgrade itself is reported by fetchml.store.migrate in one line.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _tune_runtime() -> None:
@@ -75,14 +78,25 @@ def build(settings: Settings) -> tuple[Services, Any]:
 
 def base_url(settings: Settings) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    if ":" in host:  # an IPv6 address (::1) goes in brackets in a URL
+        host = f"[{host}]"
     return f"http://{host}:{settings.port}"
 
 
-def serve(settings: Settings, *, companion: Companion | None = None) -> None:
+def serve(
+    settings: Settings,
+    *,
+    companion: Companion | None = None,
+    prepare: Callable[[Services, str], None] | None = None,
+) -> None:
+    """`prepare`, given the started (migrated) services and the server's base URL, runs before
+    anything else starts or the port is bound (the first-run admin key of `fetchml serve`)."""
     configure_logging(settings.log_level)
     services, server = build(settings)
     stop_companion: Callable[[], None] | None = None
     try:
+        if prepare is not None:
+            prepare(services, base_url(settings))
         if companion is not None:
             stop_companion = companion(services, base_url(settings))
         _tune_runtime()

@@ -12,6 +12,7 @@ The writer hands the events to the in-process feed after the commit, never befor
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,8 @@ from sqlmodel import col
 from fetchml.core.enums import TERMINAL_STATUSES, TaskStatus, WorkerStatus
 from fetchml.core.events import EventType, FeedEvent
 from fetchml.core.lifecycle import CANCELLED_ERROR
-from fetchml.store.tables import EventRow, ReservationRow, TaskRow, WorkerRow
+from fetchml.events.feed import wake_topics
+from fetchml.store.tables import EventRow, QueueCountRow, ReservationRow, TaskRow, WorkerRow
 
 NOTIFY_CHANNEL = "fetchml_events"
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; stay well below it.
@@ -41,6 +43,9 @@ class Pending:
     data: dict[str, Any]
     task_id: str | None = None
     user_id: str | None = None
+    # The task's priority before this flush, when a transition changed it too: the queue count
+    # it leaves is the one at its old priority.
+    priority_before: int | None = None
 
 
 def _compact(d: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +141,11 @@ class Capture:
         status_changed, old_status = _old(state, "status")
         values = _row_values(row, _TASK_FIELDS)
         if status_changed and old_status != row.status:
-            self.events.append(_transition(values, old_status))
+            moved = _transition(values, old_status)
+            prio_changed, old_prio = _old(state, "priority")
+            if prio_changed and old_prio is not None:
+                moved.priority_before = int(old_prio)
+            self.events.append(moved)
             return
         prio_changed, old_prio = _old(state, "priority")
         if prio_changed and old_prio != row.priority:
@@ -150,10 +159,12 @@ class Capture:
             nodes_changed and _nodes(old_nodes) != _nodes(row.node_assignments)
         )
         if placed and row.status != _QUEUED:
-            moved = self._transition_in_this_tx(row.id, row.status)
-            if moved is not None:
+            earlier = self._transition_in_this_tx(row.id, row.status)
+            if earlier is not None:
                 # Placed and claimed in one transaction: the transition carries where it went.
-                moved.data.update(_compact({"worker_id": row.worker_id, "nodes": _nodes(row.node_assignments)}))
+                earlier.data.update(
+                    _compact({"worker_id": row.worker_id, "nodes": _nodes(row.node_assignments)})
+                )
                 return
             data = _task_head(values) | {
                 "status": row.status,
@@ -174,11 +185,18 @@ class Capture:
         if not self.events and not self.wakes:
             return []
         pending = list(self.events)
-        if any(_touches_queue(p) for p in pending):
-            pending.append(_queue_depth(session))
-        events: list[FeedEvent] = []
+        session.flush()  # the counts below read the rows this transaction changed
+        last = 0
         if pending:
             last = session.execute(select(func.max(col(EventRow.id)))).scalar() or 0
+        deltas = _queue_deltas(pending)
+        if deltas:
+            # Every so often the counts are taken from the tasks themselves, so a change made
+            # outside fetchml (an operator's SQL) cannot leave them wrong for long.
+            reconcile = (last + len(pending) + 1) // _PRUNE_EVERY != last // _PRUNE_EVERY  # +1: its own event
+            pending.append(_queue_depth(session, deltas, reconcile=reconcile))
+        events: list[FeedEvent] = []
+        if pending:
             events = [
                 FeedEvent(last + i, p.type, now, p.data, p.task_id, p.user_id)
                 for i, p in enumerate(pending, 1)
@@ -199,7 +217,9 @@ class Capture:
                 text("SELECT pg_notify(:channel, :payload)"),
                 {
                     "channel": NOTIFY_CHANNEL,
-                    "payload": notify_payload(events[-1].id if events else None, self.wakes),
+                    "payload": notify_payload(
+                        events[-1].id if events else None, self.wakes | wake_topics(events)
+                    ),
                 },
             )
         return events
@@ -221,18 +241,53 @@ def _fields(row: Any, entity: type[Any]) -> dict[str, Any]:
     return {a.key: getattr(row, a.key) for a in inspect(entity).column_attrs}
 
 
-def _touches_queue(p: Pending) -> bool:
-    if p.type is EventType.TASK_TRANSITION:
-        return _QUEUED in (p.data.get("from"), p.data.get("to"))
-    return p.type is EventType.PRIORITY_CHANGED and p.data.get("status") == _QUEUED
+def _queue_deltas(pending: list[Pending]) -> Counter[int]:
+    """How this transaction moved the queued count of each priority (zero entries kept: a
+    priority change within the queue is a change worth an event even if the sum is unchanged)."""
+    deltas: Counter[int] = Counter()
+    touched = False
+    for p in pending:
+        d = p.data
+        if p.type is EventType.TASK_TRANSITION and _QUEUED in (d.get("from"), d.get("to")):
+            touched = True
+            prio = int(d.get("priority") or 0)
+            if d.get("from") == _QUEUED:
+                deltas[p.priority_before if p.priority_before is not None else prio] -= 1
+            if d.get("to") == _QUEUED:
+                deltas[prio] += 1
+        elif p.type is EventType.PRIORITY_CHANGED and d.get("status") == _QUEUED:
+            touched = True
+            deltas[int(d["from"])] -= 1
+            deltas[int(d["to"])] += 1
+    if touched and not deltas:
+        deltas[0] += 0  # queued and left in one transaction: still report the depth
+    return deltas
 
 
-def _queue_depth(session: Session) -> Pending:
-    rows = session.execute(
-        select(col(TaskRow.priority), func.count())
-        .where(col(TaskRow.status) == _QUEUED)
-        .group_by(col(TaskRow.priority))
-    ).all()
+def _queue_depth(session: Session, deltas: Counter[int], *, reconcile: bool) -> Pending:
+    """The queue_depth event, from the per-priority counts kept in `queue_counts` (updated here
+    by this transaction's deltas, under the write lock): O(priorities), not O(queued tasks)."""
+    table = QueueCountRow.__table__  # type: ignore[attr-defined]
+    conn = session.connection()
+    if reconcile:
+        conn.execute(table.delete())
+        counted = conn.execute(
+            select(col(TaskRow.priority), func.count())
+            .where(col(TaskRow.status) == _QUEUED)
+            .group_by(col(TaskRow.priority))
+        ).all()
+        if counted:
+            conn.execute(table.insert(), [{"priority": int(p), "queued": int(n)} for p, n in counted])
+    else:
+        for prio, delta in sorted(deltas.items()):
+            if delta == 0:
+                continue
+            done = conn.execute(
+                table.update().where(table.c.priority == prio).values(queued=table.c.queued + delta)
+            )
+            if done.rowcount == 0:
+                conn.execute(table.insert(), [{"priority": prio, "queued": delta}])
+    rows = conn.execute(select(table.c.priority, table.c.queued).where(table.c.queued > 0)).all()
     by_priority = {str(int(p)): int(n) for p, n in sorted(rows, reverse=True)}
     return Pending(EventType.QUEUE_DEPTH, {"depth": sum(by_priority.values()), "by_priority": by_priority})
 

@@ -27,8 +27,8 @@ from fetchml.core.errors import (
 )
 from fetchml.core.models import ApiKeyInfo, CreatedKey
 from fetchml.services.base import read
-from fetchml.services.principal import Principal
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.principal import LOCAL_OPERATOR, Principal
+from fetchml.services.uow import Tx, WriteQueue, run_write
 from fetchml.store.db import Database
 from fetchml.store.tables import ApiKeyRow
 
@@ -67,7 +67,9 @@ def create_key_op(
     ip_address: str | None = None,
     *,
     worker_name: str | None = None,
+    reason: str | None = None,
 ) -> Callable[[Tx], CreatedKey]:
+    """`reason`, when given, is recorded in the audit event's metadata (why no one asked)."""
     if worker_name is not None and role is not Role.WORKER:
         raise ValidationError("worker_name is only valid for role worker")
     bound = (worker_name or user) if role is Role.WORKER else None
@@ -95,11 +97,38 @@ def create_key_op(
                 "role": role.value,
                 "prefix": row.prefix,
                 **({"worker_name": bound} if bound else {}),
+                **({"reason": reason} if reason else {}),
             },
         )
         return CreatedKey(**_key_info(row).model_dump(), key=raw)
 
     return op
+
+
+def first_admin_key_op(
+    user: str, actor: Principal, *, before_commit: Callable[[CreatedKey], None] | None = None
+) -> Callable[[Tx], CreatedKey | None]:
+    """An admin key for `user` if the database has no API key at all (revoked ones count), else
+    None. The check and the insert share one write transaction, which holds the database-wide
+    write lock: servers starting together on one database make one key between them.
+
+    `before_commit` receives the new key inside the transaction: if it raises (the key could not
+    be handed to anyone), nothing is committed and the next start tries again."""
+
+    def op(tx: Tx) -> CreatedKey | None:
+        if any_keys_query(tx.session):
+            return None
+        created = create_key_op(user, Role.ADMIN, actor, reason="first run on loopback")(tx)
+        if before_commit is not None:
+            before_commit(created)
+        return created
+
+    return op
+
+
+def any_keys_query(session: Session) -> bool:
+    """Whether the database holds any API key, revoked ones included."""
+    return session.scalars(select(col(ApiKeyRow.id)).limit(1)).first() is not None
 
 
 def revoke_key_op(key_id: str, actor: Principal, ip_address: str | None = None) -> Callable[[Tx], ApiKeyInfo]:
@@ -168,6 +197,21 @@ class KeyService:
 
     async def list(self) -> list[ApiKeyInfo]:
         return await read(self.db, list_keys_query)
+
+    def any_exist(self) -> bool:
+        """Whether the database holds any key, revoked ones included (blocking; at startup)."""
+        with self.db.read() as session:
+            return any_keys_query(session)
+
+    def create_first_admin_key(
+        self, user: str, *, before_commit: Callable[[CreatedKey], None] | None = None
+    ) -> CreatedKey | None:
+        """first_admin_key_op in a transaction of its own on the calling thread (blocking; at
+        startup, before serving), not through the writer: `before_commit` may fail on its
+        own, and the writer would retry a failed batch's ops one by one."""
+        return run_write(
+            self.db, first_admin_key_op(user, LOCAL_OPERATOR, before_commit=before_commit), self.writer.clock
+        )
 
     async def revoke(self, key_id: str, actor: Principal, ip_address: str | None = None) -> ApiKeyInfo:
         info = await self.writer.run(revoke_key_op(key_id, actor, ip_address))

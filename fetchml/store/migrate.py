@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATE_LOCK_KEY = 0x46_4D_4C_4D_49_47
 # alembic's `context` is module-global: one migration at a time per process, too.
 _process_lock = threading.Lock()
+log = logging.getLogger("fetchml.store")
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -59,9 +61,12 @@ def upgrade_to_head(engine: Engine) -> None:
     if current_revision(engine) == head:
         return
     with _migration_lock(engine):
-        if current_revision(engine) == head:  # another process migrated while we waited
+        current = current_revision(engine)
+        if current == head:  # another process migrated while we waited
             return
         command.upgrade(alembic_config(engine), "head")
+    # One line of ours instead of alembic's (fetchml.server.main keeps those at WARNING).
+    log.info("database schema %s", f"upgraded from {current} to {head}" if current else f"created at {head}")
 
 
 def downgrade_to(engine: Engine, revision: str) -> None:

@@ -260,3 +260,13 @@ class EventRow(SQLModel, table=True):
     task_id: str | None = Field(default=None, max_length=64)
     user_id: str | None = Field(default=None, max_length=64)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class QueueCountRow(SQLModel, table=True):
+    __tablename__ = "queue_counts"
+
+    # Queued tasks per priority, moved by each write transaction's feed events (fetchml.services
+    # .feedlog) under the write lock: the queue_depth event costs O(priorities), not a count of
+    # every queued task per commit. Recounted from `tasks` every few hundred events.
+    priority: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    queued: int = Field(default=0, sa_column=Column(Integer, nullable=False))

@@ -151,7 +151,18 @@ def test_fetchml_run_on_a_fresh_machine_streams_output_and_returns_the_exit_code
         FETCHML_SERVER_URL=f"http://127.0.0.1:{free_port()}",  # nothing listens there
     )
     ok = subprocess.run(
-        [sys.executable, "-m", "fetchml", "run", "examples/linreg/train.py", "--epochs", "3"],
+        # --output: the default, ./fetchml-runs/<task id>, would be in the repository.
+        [
+            sys.executable,
+            "-m",
+            "fetchml",
+            "run",
+            "--output",
+            str(tmp_path / "runs"),
+            "examples/linreg/train.py",
+            "--epochs",
+            "3",
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -160,12 +171,14 @@ def test_fetchml_run_on_a_fresh_machine_streams_output_and_returns_the_exit_code
     )
     assert ok.returncode == 0, ok.stderr
     assert "epoch   3" in ok.stdout and "running an embedded server" in ok.stderr
+    assert (tmp_path / "runs" / "model.json").is_file(), ok.stderr
     failing = subprocess.run(
         [
             sys.executable,
             "-m",
             "fetchml",
             "run",
+            "--no-download",
             "examples/linreg/train.py",
             "--epochs",
             "1",

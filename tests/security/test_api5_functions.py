@@ -75,6 +75,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/keys"): (401, 401, 403, 403, 201),
     ("DELETE", "/v1/keys/{key_id}"): (401, 401, 403, 403, 204),
     ("GET", "/v1/scheduler/status"): ADMIN,
+    # The SSE streams (tests/server/test_streams.py): the status here, the stream left unread.
+    ("GET", "/v1/scheduler/status/stream"): ADMIN,
+    ("GET", "/v1/scheduler/jobs/{task_id}/stream"): (401, 401, 200, 403, 200),
     ("GET", "/metrics"): ADMIN,  # unless FETCHML_METRICS_PUBLIC (tests/server/test_metrics.py)
     ("GET", "/v1/scheduler/workers"): ADMIN,
     ("GET", "/v1/scheduler/workers/{worker_id}"): ADMIN,
@@ -88,6 +91,7 @@ OTHERS: dict[tuple[str, str, str], int] = {
     ("GET", "/v1/tasks/{task_id}", "other"): 200,
     ("DELETE", "/v1/tasks/{task_id}", "other"): 403,
     ("PATCH", "/v1/scheduler/jobs/{task_id}/priority", "other"): 403,
+    ("GET", "/v1/scheduler/jobs/{task_id}/stream", "other"): 403,
     ("GET", "/v1/tasks/{task_id}/logs", "other"): 403,
     ("GET", "/v1/tasks/{task_id}/artifacts", "other"): 403,
     ("GET", "/v1/tasks/{task_id}/artifacts/{path}", "other"): 403,
@@ -252,7 +256,11 @@ def build(world: World, method: str, template: str, role: str) -> Request:
 def send(world: World, role: str, method: str, template: str) -> httpx.Response:
     path, kwargs = build(world, method, template, role)
     http = world.http(role)
-    return http.request(method, path, **kwargs)
+    with http.stream(method, path, **kwargs) as resp:
+        # An event stream that opened does not end by itself: its status is the answer.
+        if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+            resp.read()
+        return resp
 
 
 @pytest.fixture(scope="module")

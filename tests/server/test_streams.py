@@ -349,3 +349,27 @@ def test_worker_and_reservation_events(server_factory: Callable[..., ServerHandl
     finally:
         drained.close()
         silent.close()
+
+
+def test_queue_depth_counts_heal_after_a_change_made_outside_fetchml(
+    fresh: tuple[ServerHandle, Keys],
+) -> None:
+    srv, k = fresh
+    for i in range(3):
+        submit(srv, k.user, f"counted-{i}", priority=6)
+    srv.db_exec("DELETE FROM queue_counts")  # an operator's SQL: the kept counts are now wrong
+    with SseReader(srv, k.admin, STATUS) as sse:
+        sse.next()
+        with srv.http(k.user) as http:
+            for i in range(140):  # crosses a multiple of 256 event ids: the counts are retaken
+                r = http.post(
+                    "/v1/tasks", json={"job_name": f"more-{i}", "entrypoint": "t.py", "priority": 6}
+                )
+                assert r.status_code == 201
+        depths = []
+        while len(depths) < 140:
+            f = sse.next()
+            if f.event == "queue_depth" and f.data is not None:
+                depths.append(f.data["depth"])
+    assert depths[0] == 1  # kept counts moved by the delta only: the drift shows...
+    assert depths[-1] == 143  # ...until they are recounted from the tasks themselves

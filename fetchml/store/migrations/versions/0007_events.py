@@ -1,4 +1,4 @@
-"""events: the live feed's replay window
+"""events: the live feed's replay window; queue_counts: queued tasks per priority
 
 Revision ID: 0007
 Revises: 0006
@@ -32,7 +32,18 @@ def upgrade() -> None:
         sa.Column("data", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_table(
+        "queue_counts",
+        sa.Column("priority", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("queued", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("priority"),
+    )
+    op.execute(
+        "INSERT INTO queue_counts (priority, queued) "
+        "SELECT priority, count(*) FROM tasks WHERE status = 'queued' GROUP BY priority"
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("queue_counts")
     op.drop_table("events")

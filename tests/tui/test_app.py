@@ -1,0 +1,398 @@
+"""`fetchml tui` driven with Textual's pilot against a real server and a real `fetchml worker
+--executor local`: a task submitted shows in Queue, runs and completes with its log; cancel,
+priority and drain from the keyboard; a user key's view; a server restart; no server at all."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from fetchml.client import FetchmlClient
+from fetchml.core.errors import ForbiddenError
+from fetchml.tui.app import FetchmlTui
+from fetchml.tui.screens import Ask, Confirm
+from fetchml.tui.widgets import RowTable
+from tests.cli.conftest import unreachable_url
+from tests.e2e.conftest import FAST_LEASES, Cluster
+from tests.harness import ServerPool
+
+SIZE = (140, 40)
+
+
+@pytest.fixture(scope="module")
+def box(module_server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One server and one local-executor worker (one slot) for the module."""
+    tmp = tmp_path_factory.mktemp("tui")
+    server = module_server_pool.handle(tmp / "server", dict(FAST_LEASES)).start()
+    c = Cluster(
+        server=server, tmp=tmp, admin=server.make_key("root", "admin"), user=server.make_key("alice", "user")
+    )
+    c.start_worker("w1", "--executor", "local")
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def gated(gate: Path, script: str) -> str:
+    """A command that waits (at most 60 s) for `gate` to exist, then runs `script`."""
+    wait = f"for i in $(seq 1200); do [ -e {shlex.quote(str(gate))} ] && break; sleep 0.05; done"
+    return "sh -c " + shlex.quote(f"{wait}; {script}")
+
+
+async def until(pilot: Pilot[Any], cond: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def drive(app: FetchmlTui, scenario: Callable[[Pilot[Any]], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.link.state in ("up", "down"), "the first connection")
+            await scenario(pilot)
+
+    try:
+        asyncio.run(main())
+    finally:
+        if app.client is not None:
+            app.client.close()
+
+
+def table(app: FetchmlTui, name: str) -> RowTable:
+    return app.query_one(f"#{name}-table", RowTable)
+
+
+async def select(pilot: Pilot[Any], app: FetchmlTui, tab: str, row_id: str) -> None:
+    await pilot.press(str(["queue", "running", "workers", "reservations", "audit", "ended"].index(tab) + 1))
+    await until(pilot, lambda: table(app, tab).select(row_id), f"{row_id} in {tab}")
+    await until(pilot, lambda: table(app, tab).selected_id == row_id, f"{row_id} highlighted")
+
+
+def no_traceback(app: FetchmlTui) -> None:
+    for f in app.failures:
+        assert "Traceback" not in f.message, f
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "go"
+    yield path
+    path.touch()  # never leave the module's worker stuck
+
+
+# --- admin ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_submitted_task_shows_in_queue_runs_and_completes_with_its_log(box: Cluster, gate: Path) -> None:
+    app = FetchmlTui(box.server.client(box.admin))
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        assert app.role == "admin" and app.link.state == "up"
+        # The worker's one slot is taken, so the next task waits in the queue.
+        blocker = box.submit(entrypoint=gated(gate, "echo blocker done"), job_name="blocker")
+        await until(pilot, lambda: blocker in app.state.running, "the blocker to run")
+        tid = box.submit(entrypoint="sh -c 'echo first line; echo the end'", job_name="tui-e2e")
+        await until(pilot, lambda: tid in app.state.queue, "the task in Queue")
+        await until(pilot, lambda: tid in table(app, "queue").row_ids, "the task in the Queue table")
+        assert app.state.tasks[tid].job_name == "tui-e2e" and app.state.tasks[tid].user_id == "alice"
+        w1 = app.state.workers["w1"]
+        assert w1.slots_used == 1 and blocker in w1.tasks
+
+        gate.touch()
+        await until(pilot, lambda: app.state.tasks.get(tid) and app.state.tasks[tid].status == "completed",
+                    "the task to complete")  # fmt: skip
+        statuses = [s.to for s in app.state.tasks[tid].timeline]
+        assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "completed"
+        assert tid not in app.state.running and tid not in app.state.queue
+
+        # Its log, in the detail pane: open it from the Ended pane.
+        await select(pilot, app, "ended", tid)
+        await pilot.press("enter")
+        await pilot.press("l")
+        await until(
+            pilot, lambda: app.log_lines.get(tid) == ["first line", "the end"], "the log in the detail pane"
+        )
+        await until(pilot, lambda: app.state.tasks[tid].fields.get("exit_code") == 0, "the task's fields")
+        no_traceback(app)
+
+    drive(app, scenario)
+    assert app.failures == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_cancel_and_priority_from_the_keyboard(box: Cluster, gate: Path) -> None:
+    app = FetchmlTui(box.server.client(box.admin))
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        blocker = box.submit(entrypoint=gated(gate, "echo ok"), job_name="blocker")
+        a = box.submit(entrypoint="sh -c 'echo a'", job_name="a")
+        b = box.submit(entrypoint="sh -c 'echo b'", job_name="b")
+        await until(pilot, lambda: a in app.state.queue and b in app.state.queue, "a and b queued")
+        await until(pilot, lambda: blocker in app.state.running, "the blocker to run")
+        queue = table(app, "queue")
+        assert [i for i in queue.row_ids if i in (a, b)] == [a, b]  # same priority: FIFO
+
+        # p on b, priority 9: b moves ahead of a, in the app as on the server.
+        await select(pilot, app, "queue", b)
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, Ask), "the priority prompt")
+        await pilot.press("backspace", "9", "enter")
+        await until(pilot, lambda: [i for i in queue.row_ids if i in (a, b)] == [b, a], "b ahead of a")
+        assert app.state.tasks[b].priority == 9 and box.task(b)["priority"] == 9
+        assert queue.selected_id == b  # the cursor went with it
+
+        # A bad priority is refused in the prompt; Escape leaves it.
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, Ask), "the priority prompt")
+        await pilot.press("backspace", "1", "1", "enter")
+        assert isinstance(app.screen, Ask)
+        await pilot.press("escape")
+        assert box.task(b)["priority"] == 9
+
+        # c on a: asks first; n leaves it, y cancels it.
+        await select(pilot, app, "queue", a)
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the confirmation")
+        await pilot.press("n")
+        assert box.task(a)["status"] == "queued"
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: a in app.state.ended, "a to end")
+        assert app.state.tasks[a].error == "cancelled" and box.task(a)["error"] == "cancelled"
+        assert a not in queue.row_ids
+
+        # A running task: cancel asks the worker to stop it.
+        await select(pilot, app, "running", blocker)
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the confirmation")
+        await pilot.press("y")
+        await until(
+            pilot, lambda: app.state.tasks[blocker].status == "failed", "the blocker cancelled", timeout=40
+        )
+        assert app.state.tasks[blocker].error == "cancelled"
+        await until(pilot, lambda: app.state.tasks[b].status == "completed", "b to run after it")
+
+        # A server error is a notification with its code and trace id: cancel an ended task
+        # through the same path (the app refuses it itself when it knows; ask the server here).
+        app._call(lambda: app.client.tasks.cancel(b) if app.client else None)  # type: ignore[func-returns-value]
+        await until(pilot, lambda: app.failures, "the refusal")
+        [f] = app.failures
+        assert f.code == "CONFLICT" and f.trace_id and "Traceback" not in f.message
+
+    drive(app, scenario)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_drain_a_worker_as_admin(box: Cluster) -> None:
+    app = FetchmlTui(box.server.client(box.admin))
+    box.start_worker("w-drain", "--executor", "local")
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: "w-drain" in app.state.workers, "the worker in the Workers pane")
+        assert app.check_action("drain", ()) is True
+        await select(pilot, app, "workers", "w-drain")
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: app.state.workers["w-drain"].drain in ("draining", "drained"), "the drain")
+        # Idle, it finishes at once and goes offline.
+        await until(
+            pilot, lambda: app.state.workers["w-drain"].status == "offline", "the drained worker offline"
+        )
+        assert app.state.workers["w-drain"].drain == "drained"
+        assert app.state.workers["w1"].status == "active"
+
+    drive(app, scenario)
+    assert app.failures == []
+
+
+# --- a user key -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_user_key_sees_its_tasks_live_and_is_not_offered_drain(box: Cluster, gate: Path) -> None:
+    other = box.server.make_key("bob", "user")
+    blocker = box.submit(entrypoint=gated(gate, "echo mine; echo done"), job_name="mine")
+    with box.server.http(other) as http:
+        r = http.post("/v1/tasks", json={"job_name": "bobs", "entrypoint": "sh -c 'echo bob'"})
+        assert r.status_code == 201, r.text
+        bobs = r.json()["id"]
+    box.wait_status(blocker, "running")
+    app = FetchmlTui(box.server.client(box.user))
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: app.role == "user" and blocker in app.state.running, "the user's view")
+        assert app.state.viewer.user_id == "alice"
+        assert bobs in app.state.queue  # every user may see the queue (not bob's task contents)
+        assert "entrypoint" not in app.state.tasks[bobs].fields
+        await until(pilot, lambda: blocker in app._jobs, "the job stream of alice's task")
+        assert bobs not in app._jobs
+
+        # Drain is not offered: not in the footer, and d does nothing.
+        assert app.check_action("drain", ()) is False and app.check_action("verify", ()) is False
+        await pilot.press("3")
+        assert "admin keys only" in table(app, "workers").empty
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, Confirm)
+        footer_keys = {b.binding.action for b in app.active_bindings.values() if b.binding.show and b.enabled}
+        assert "drain" not in footer_keys and "cancel" in footer_keys
+
+        # Cancelling bob's task is the server's to refuse: a notification, FORBIDDEN, trace id.
+        await select(pilot, app, "queue", bobs)
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: app.failures, "the refusal")
+        assert app.failures[-1].code == "FORBIDDEN" and app.failures[-1].trace_id
+
+        # Alice's task goes on live through its job stream, log included.
+        gate.touch()
+        await until(pilot, lambda: app.state.tasks[blocker].status == "completed", "alice's task to complete")
+        await select(pilot, app, "ended", blocker)
+        await pilot.press("enter", "l")
+        await until(pilot, lambda: app.log_lines.get(blocker) == ["mine", "done"], "alice's log")
+
+    drive(app, scenario)
+    # The server refuses a user's drain too (the TUI never sends one).
+    with FetchmlClient(box.server.url, box.user) as c, pytest.raises(ForbiddenError):
+        c.scheduler.drain("w1")
+
+
+# --- connections ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_after_a_server_restart_the_tui_reconnects_and_matches_the_server(
+    server_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    server = server_factory(**FAST_LEASES)
+    c = Cluster(
+        server=server,
+        tmp=tmp_path,
+        admin=server.make_key("root", "admin"),
+        user=server.make_key("alice", "user"),
+    )
+    c.start_worker("w1", "--executor", "local")
+    gate = tmp_path / "go"
+    try:
+        app = FetchmlTui(server.client(c.admin), backoff=0.1)
+        seen_states: list[str] = []
+
+        async def scenario(pilot: Pilot[Any]) -> None:
+            running = c.submit(entrypoint=gated(gate, "echo survived"), job_name="long")
+            await until(pilot, lambda: running in app.state.running, "the task running")
+            queued = [c.submit(entrypoint="sh -c 'echo q'", job_name=f"q{i}") for i in range(3)]
+            await until(pilot, lambda: all(q in app.state.queue for q in queued), "three queued")
+            before = app.state.last_event_id
+
+            server.stop()
+            await until(pilot, lambda: app.link.state != "up", "the TUI to notice")
+            seen_states.append(app.link.state)
+            bar = str(app.query_one("#statusbar").render())
+            assert "reconnecting" in bar, bar
+            server.start()
+            # Changes made while it was away reach it by replay, with no reload.
+            late = c.submit(entrypoint="sh -c 'echo late'", job_name="late")
+            await until(
+                pilot, lambda: app.link.state == "up" and late in app.state.tasks, "the reconnect", timeout=60
+            )
+            assert (
+                app.state.last_event_id is not None
+                and before is not None
+                and app.state.last_event_id > before
+            )
+
+            gate.touch()
+            everything = [running, *queued, late]
+            await until(pilot, lambda: all(app.state.tasks[t].status == "completed" for t in everything if t in app.state.tasks)
+                        and all(t in app.state.tasks for t in everything), "every task to complete", timeout=60)  # fmt: skip
+            # The TUI's state matches the server's.
+            with server.http(c.admin) as http:
+                for t in everything:
+                    assert http.get(f"/v1/tasks/{t}").json()["status"] == app.state.tasks[t].status
+                assert http.get("/v1/queue").json()["queued"] == len(app.state.queue) == 0
+            assert len(app.state.running) == 0
+            assert app.state.workers["w1"].status == "active" and app.state.workers["w1"].slots_used == 0
+
+        drive(app, scenario)
+        assert seen_states == ["reconnecting"]
+        assert not [f for f in app.failures if f.fatal]
+    finally:
+        gate.touch()
+        c.stop()
+
+
+def test_with_no_server_it_says_how_to_start_one(tmp_path: Path) -> None:
+    url = unreachable_url()
+    app = FetchmlTui(FetchmlClient(url, "fml_nokey", timeout=2), backoff=0.05)
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        assert app.link.state == "down"
+        bar = str(app.query_one("#statusbar").render())
+        assert "fetchml serve" in bar and url in bar, bar
+        assert app.failures == []  # a missing server is a state, not an error
+
+    drive(app, scenario)
+
+
+def test_a_bad_key_is_one_notification(box: Cluster) -> None:
+    app = FetchmlTui(FetchmlClient(box.server.url, "fml_not_a_key", timeout=5))
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: app.failures, "the refusal")
+        [f] = app.failures
+        assert f.code == "UNAUTHORIZED" and f.fatal and f.trace_id
+
+    drive(app, scenario)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_artifacts_download_and_the_audit_chain(box: Cluster, tmp_path: Path) -> None:
+    app = FetchmlTui(box.server.client(box.admin), download_dir=tmp_path / "runs")
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        tid = box.submit(entrypoint="sh -c 'mkdir -p $FETCHML_OUTPUT_DIR/sub && echo 0.93 > $FETCHML_OUTPUT_DIR/sub/acc.txt'",
+                         job_name="with-artifacts")  # fmt: skip
+        await until(
+            pilot, lambda: app.state.tasks.get(tid) and app.state.tasks[tid].status == "completed", "the task"
+        )
+        await select(pilot, app, "ended", tid)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.artifacts.get(tid), "its artifacts listed")
+        assert [a["path"] for a in app.artifacts[tid]] == ["sub/acc.txt"]
+        await pilot.press("D")
+        target = tmp_path / "runs" / tid / "sub" / "acc.txt"
+        await until(pilot, target.exists, "the download")
+        assert target.read_text() == "0.93\n"
+
+        # Audit: the pane reads the log when opened; v verifies the chain.
+        await pilot.press("5")
+        await until(pilot, lambda: app.audit_rows, "the audit events")
+        assert all("event_type" in e for e in app.audit_rows)
+        await pilot.press("v")
+        await until(pilot, lambda: app.chain.startswith("chain valid"), "the verification")
+        assert "chain valid" in str(app.query_one("#chain").render())
+
+    drive(app, scenario)
+    assert app.failures == []
