@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -28,6 +28,9 @@ from fetchml.client.base import (
     segment,
 )
 from fetchml.core.errors import FetchmlError, RateLimitedError, ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from fetchml.client.ws import TaskUpdates
 
 SCHEDULER_STREAM = "/v1/scheduler/status/stream"
 # Consecutive failed reconnects (no event received in between) before giving up.
@@ -234,3 +237,10 @@ class StreamsClient(DomainClient):
         the task, its `transition`, `priority_changed` and `task_placement` events, then `end`."""
         path = f"/v1/scheduler/jobs/{segment(task_id)}/stream"
         return EventStream(self._t, path, last_event_id=last_event_id, **options)
+
+    def updates(self, **options: Any) -> TaskUpdates:
+        """GET /ws (fetchml/client/ws.py): the key's task events over the WebSocket, with no
+        resume; `on_open` runs after each (re)connect so the caller can re-read its state."""
+        from fetchml.client.ws import TaskUpdates  # loads websockets only for its users
+
+        return TaskUpdates(self._t, **options)

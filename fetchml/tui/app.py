@@ -56,7 +56,6 @@ T = TypeVar("T")
 
 TABS = ("queue", "running", "workers", "reservations", "audit", "ended")
 TASK_TABS = {"queue": QUEUE, "running": RUNNING, "ended": ENDED}
-JOB_STREAMS = 12  # a user key's job streams at once (the server allows 20 streams per key)
 LAST_LINE_FOLLOWS = 8  # running tasks whose log is followed for the Running pane's last line
 DETAIL_TAIL = 200  # log lines the detail pane starts with
 AUDIT_ROWS = 200
@@ -244,9 +243,7 @@ class FetchmlTui(App[None]):
         self.audit_by_seq: dict[str, dict[str, Any]] = {}
         self.chain = ""
         self.failures: list[io.Failure] = []  # every error shown, for tests and the status bar
-        self._feed: io.SchedulerFeed | io.UserLoad | None = None
-        self._jobs: dict[str, io.JobFeed] = {}
-        self._jobs_done: set[str] = set()
+        self._feed: io.SchedulerFeed | io.UserFeed | None = None
         self._logs: dict[str, io.LogFeed] = {}
         self._logs_done: set[str] = set()
         self._dirty: set[str] = set()
@@ -310,7 +307,7 @@ class FetchmlTui(App[None]):
     def _stop_all(self) -> None:
         if self._feed is not None:
             self._feed.stop()
-        for f in (*self._jobs.values(), *self._logs.values()):
+        for f in self._logs.values():
             f.stop()
 
     # --- threads ------------------------------------------------------------------------------
@@ -362,39 +359,22 @@ class FetchmlTui(App[None]):
         self._feed = feed
         self._run("feed:scheduler", feed, feed.run)
 
-    def _start_user_load(self) -> None:
+    def _start_user_feed(self) -> None:
+        """A user key: its own tasks live over the WebSocket, the lists read at each connect."""
         assert self.client is not None
         if self._feed is not None:
             self._feed.stop()
-        load = io.UserLoad(self.client, self._emit, backoff=self.backoff)
-        self._feed = load
-        self._run("feed:user", load, load.run)
+        feed = io.UserFeed(self.client, self._emit, backoff=self.backoff)
+        self._feed = feed
+        self._run("feed:user", feed, feed.run)
 
-    def _sync_job_feeds(self) -> None:
-        """A user key: job streams for its own unfinished tasks, running ones first."""
-        if self.role != USER or self.client is None:
-            return
+    def _mark_own_live(self) -> None:
+        """A user key's own tasks are kept current by the WebSocket; others' are as of the read."""
         s = self.state
-        for tid in [t for t in self._jobs if t not in s.tasks or s.tasks[t].status in TERMINAL]:
-            self._jobs.pop(tid).stop()
-        candidates = [*s.running, *s.queue]
-        for tid in candidates:
-            if len(self._jobs) >= JOB_STREAMS:
-                break
+        for tid in (*s.running, *s.queue):
             t = s.tasks.get(tid)
-            if t is None or tid in self._jobs or tid in self._jobs_done or not s.owns(t):
-                continue
-            job = io.JobFeed(self.client, tid, self._emit)
-            self._jobs[tid] = job
-
-            def finished(tid: str = tid, job: io.JobFeed = job) -> None:
-                if self._jobs.get(tid) is job:
-                    del self._jobs[tid]
-                    self._jobs_done.add(tid)
-                    self.state.set_live(tid, False)
-                    self._sync_job_feeds()
-
-            self._run(f"job:{tid}", job, job.run, finished)
+            if t is not None and s.owns(t):
+                t.live = True
 
     def _may_read_logs(self, t: TaskView) -> bool:
         return self.state.viewer.is_admin or self.state.owns(t)
@@ -449,7 +429,8 @@ class FetchmlTui(App[None]):
                     live=item.live, replace=item.replace,
                 )
             )  # fmt: skip
-            self._sync_job_feeds()
+            if self.role == USER:
+                self._mark_own_live()
         elif isinstance(item, io.LogLines):
             self._on_log_lines(item)
         elif isinstance(item, io.Link):
@@ -469,7 +450,7 @@ class FetchmlTui(App[None]):
             self.query_one(f"#{tid}", RowTable).empty = self._admin_empty("-")
         self.query_one("#chain", Static).update(self._admin_empty(""))
         if role == USER and self.client is not None:
-            self._start_user_load()
+            self._start_user_feed()
         self._paint_status()
 
     def _on_link(self, link: io.Link) -> None:
@@ -533,7 +514,6 @@ class FetchmlTui(App[None]):
                 self.query_one(f"#{table_id}", RowTable).reload()
         if RUNNING in dirty:
             self._sync_log_follows()
-            self._sync_job_feeds()
         if dirty & {STATUS, QUEUE, RUNNING, WORKERS, RESERVATIONS}:
             self._paint_status()
         if self.detail_id is not None and self.detail_id in tasks:
@@ -615,7 +595,7 @@ class FetchmlTui(App[None]):
         if self.role == USER:
             who = (
                 f"user {self.state.viewer.user_id or ''}".strip()
-                + f" · live: your {len(self._jobs)} followed tasks"
+                + " · live: your tasks"
             )
         parts = [state, who, self.state.summary()]
         if self.state.last_event_id:
@@ -945,11 +925,7 @@ class FetchmlTui(App[None]):
             self.action_reload_audit()
             return
         if self.role == USER:
-            for job in self._jobs.values():
-                job.stop()
-            self._jobs.clear()
-            self._jobs_done.clear()
-            self._start_user_load()
+            self._start_user_feed()
         else:
             self._start_scheduler_feed(fresh=True)
         self.notify("reading again from the server", timeout=2)

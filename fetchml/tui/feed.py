@@ -6,8 +6,9 @@ touches the state or a widget.
   the rest of the state is read once through the client (running tasks, the queue past the
   snapshot's head, reservations). A stream resumed with `Last-Event-ID` reads nothing: the
   server replays what was missed. A user key gets `403` here: `Role(USER)` is emitted and the
-  app switches to `load_user_view` and job streams.
-- `JobFeed`: one task's job stream (a user key's own tasks), until its `end`.
+  app switches to `UserFeed`.
+- `UserFeed` (user keys): the `/ws` WebSocket's events of the user's own tasks, and the lists
+  read again at each (re)connect (the WebSocket has no resume).
 - `LogFeed`: one task's log, followed.
 """
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from fetchml.client import FetchmlClient
     from fetchml.client.logs import LogFollow
     from fetchml.client.streams import EventStream
+    from fetchml.client.ws import TaskUpdates
 
 ACTIVE_STATUSES = ("preparing", "running", "collecting")
 PAGE = 1000  # the most GET /v1/tasks returns at once
@@ -231,76 +233,62 @@ class SchedulerFeed(_Stoppable):
                 return
 
 
-class UserLoad(_Stoppable):
-    """A user key's one load, retried until a server answers."""
+class UserFeed(_Stoppable):
+    """A user key: its own tasks' events through the `/ws` WebSocket (every task of the key's
+    user, however many, including those submitted later), and the lists read at each (re)connect.
+
+    The WebSocket has no resume, so every handshake, the first included, is followed by one read
+    of the queue and the running tasks (`on_open`, on this thread, before that socket's events):
+    the read is at least as new as the socket, and what came meanwhile is applied on top (events
+    are upserts). Retried until a server answers; a 401 stops it."""
 
     def __init__(self, client: FetchmlClient, emit: Emit, *, backoff: float = 0.2) -> None:
         super().__init__()
         self.c = client
         self.emit = emit
         self.backoff = backoff
+        self.up = False  # a socket opened and its read came in, at least once
+
+    def _opened(self) -> None:
+        self.emit(load_user_seed(self.c))
+        self.up = True
+        self.emit(Link("up"))
+
+    def _reconnecting(self, attempt: int, exc: Exception) -> None:
+        self.emit(Link("reconnecting", f"try {attempt}: {exc}"))
 
     def run(self) -> None:
         failures = 0
         while not self.stopped:
+            updates: TaskUpdates = self.c.streams.updates(
+                on_open=self._opened, on_reconnect=self._reconnecting, backoff=self.backoff
+            )
+            self._hold(updates)
             try:
-                seed = load_user_seed(self.c)
-            except UnauthorizedError as exc:
+                for payload in updates:
+                    failures = 0
+                    event_id = payload.get("id")
+                    self.emit(Event(str(payload["type"]), payload,
+                                    event_id if isinstance(event_id, int) else None, source="ws"))  # fmt: skip
+                return
+            except (UnauthorizedError, ForbiddenError) as exc:
                 self.emit(Failure.of(exc, fatal=True))
                 self.emit(Link("down", exc.message))
                 return
-            except ServerUnreachableError:
-                self.emit(Link("down", start_hint(self.c.server_url)))
-            except FetchmlError as exc:
-                self.emit(Failure.of(exc))
-            else:
-                self.emit(seed)
-                self.emit(Link("up"))
-                return
-            failures += 1
-            if self._stop.wait(min(self.backoff * 2**failures, RETRY_MAX)):
-                return
-
-
-class JobFeed(_Stoppable):
-    """One task's job stream until its `end` (the EventStream resumes across drops)."""
-
-    def __init__(self, client: FetchmlClient, task_id: str, emit: Emit) -> None:
-        super().__init__()
-        self.c = client
-        self.task_id = task_id
-        self.emit = emit
-
-    def _reconnecting(self, attempt: int, exc: Exception) -> None:
-        self._down = True
-        self.emit(Link("reconnecting", f"task {self.task_id[:8]}, try {attempt}: {exc}"))
-
-    def run(self) -> None:
-        last: int | None = None
-        failures = 0
-        while not self.stopped:
-            stream = self.c.streams.job(self.task_id, last_event_id=last, on_reconnect=self._reconnecting)
-            self._hold(stream)
-            try:
-                for ev in stream:
-                    if self._down:
-                        self._down = False
-                        self.emit(Link("up"))
-                    self.emit(Event(ev.event, ev.data, ev.id, source=self.task_id))
-                    if ev.event == "end":
-                        return
-                return
-            except (ForbiddenError, NotFoundError, UnauthorizedError):
-                return  # not this key's task (or gone): nothing to follow
+            except ServerUnreachableError as exc:
+                if self.stopped:
+                    return
+                self.emit(Link("reconnecting" if self.up else "down",
+                               str(exc) if self.up else start_hint(self.c.server_url)))  # fmt: skip
             except FetchmlError as exc:
                 if self.stopped:
                     return
-                self.emit(Link("reconnecting", f"task {self.task_id[:8]}: {exc.message}"))
+                self.emit(Failure.of(exc))
+                self.emit(Link("reconnecting", exc.message))
             finally:
-                last = stream.last_event_id if stream.last_event_id is not None else last
-                stream.close()
+                updates.close()
             failures += 1
-            if self._stop.wait(min(0.2 * 2**failures, RETRY_MAX)):
+            if self._stop.wait(min(self.backoff * 2**failures, RETRY_MAX)):
                 return
 
 

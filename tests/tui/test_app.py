@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 
 from fetchml.client import FetchmlClient
 from fetchml.core.errors import ForbiddenError
+from fetchml.tui import feed as io
 from fetchml.tui.app import FetchmlTui
 from fetchml.tui.screens import Ask, Confirm
 from fetchml.tui.widgets import RowTable
@@ -243,8 +244,8 @@ def test_a_user_key_sees_its_tasks_live_and_is_not_offered_drain(box: Cluster, g
         assert app.state.viewer.user_id == "alice"
         assert bobs in app.state.queue  # every user may see the queue (not bob's task contents)
         assert "entrypoint" not in app.state.tasks[bobs].fields
-        await until(pilot, lambda: blocker in app._jobs, "the job stream of alice's task")
-        assert bobs not in app._jobs
+        # Alice's tasks are live (the WebSocket carries them); bob's are as of the read.
+        assert app.state.tasks[blocker].live and not app.state.tasks[bobs].live
 
         # Drain is not offered: not in the footer, and d does nothing.
         assert app.check_action("drain", ()) is False and app.check_action("verify", ()) is False
@@ -275,6 +276,52 @@ def test_a_user_key_sees_its_tasks_live_and_is_not_offered_drain(box: Cluster, g
     # The server refuses a user's drain too (the TUI never sends one).
     with FetchmlClient(box.server.url, box.user) as c, pytest.raises(ForbiddenError):
         c.scheduler.drain("w1")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_user_keys_new_tasks_show_up_live_over_the_websocket(box: Cluster, gate: Path) -> None:
+    blocker = box.submit(entrypoint=gated(gate, "echo hold"), job_name="hold")
+    box.wait_status(blocker, "running")  # the one slot is taken: what comes next stays queued
+    app = FetchmlTui(box.server.client(box.user))
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: app.role == "user" and blocker in app.state.running and app.link.state == "up",
+                    "the user's view")  # fmt: skip
+        assert isinstance(app._feed, io.UserFeed)
+        with box.server.http(box.server.make_key("bob", "user")) as http:
+            r = http.post("/v1/tasks", json={"job_name": "bobs-late", "entrypoint": "sh -c 'echo bob'"})
+            assert r.status_code == 201, r.text
+            bobs = r.json()["id"]
+        late = box.submit(entrypoint="sh -c 'echo late'", job_name="late")
+        other = box.submit(entrypoint="sh -c 'echo other'", job_name="other")
+
+        # Submitted after the TUI started, in the Queue with no `r`.
+        await until(pilot, lambda: late in app.state.queue and other in app.state.queue, "the new tasks")
+        t = app.state.tasks[late]
+        assert t.live and t.job_name == "late" and t.user_id == "alice", t
+        # Only alice's own tasks come over her socket (bob's came first on the feed).
+        assert bobs not in app.state.tasks
+        await select(pilot, app, "queue", late)
+
+        # Cancelled from the TUI: the cancel comes back as an event (a live task is not read again).
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: late in app.state.ended, "the cancel, live")
+        assert app.state.tasks[late].status == "failed" and app.state.tasks[late].error == "cancelled"
+        assert late not in app.state.queue
+        # Cancelled elsewhere: only the WebSocket can tell the TUI.
+        with FetchmlClient(box.server.url, box.user) as c:
+            c.tasks.cancel(other)
+        await until(pilot, lambda: other in app.state.ended, "the other cancel, live")
+        await select(pilot, app, "ended", other)
+        assert not [f for f in app.failures if f.fatal]
+        assert "live: your tasks" in str(app.query_one("#statusbar").render())
+        with box.server.http(box.admin) as http:
+            assert http.delete(f"/v1/tasks/{bobs}").status_code == 204
+
+    drive(app, scenario)
 
 
 # --- connections ------------------------------------------------------------------------------
