@@ -42,9 +42,11 @@ N_SUBMITTERS_PER_SERVER = 2
 N_WORKERS_PER_SERVER = 2
 GPUS_PER_WORKER = 4
 BATCH_SLOTS = 8
-# The whole race: 150-220 s on the 2-core development machine (two servers, PostgreSQL and this
-# test on the same CPUs, CPU-bound); the limit leaves room for a busier machine.
-TIME_LIMIT = 360.0
+# The whole race: 150-220 s on the 2-core development machine before the live feed, which added
+# work to every commit (event rows, NOTIFY, the LISTEN side): about 475 s in a full parallel CI
+# run (3,809 tasks in 362 s). CPU-bound (two servers, PostgreSQL and this test on the same CPUs);
+# the limit is about correctness under contention, not a throughput target (bench/ measures that).
+TIME_LIMIT = 600.0
 SERVER_ENV = {
     "FETCHML_RATE_LIMIT_PER_MINUTE": str(10**9),
     # No lease may run out during the race: a requeue would be a second assignment for a reason
@@ -202,7 +204,7 @@ def _utc(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-@pytest.mark.timeout(600)  # its own limit is TIME_LIMIT (360 s) plus the checks
+@pytest.mark.timeout(840)  # its own limit is TIME_LIMIT (600 s) plus the checks
 def test_two_servers_four_workers_assign_every_task_exactly_once(tmp_path: Path) -> None:
     if POSTGRESQL not in selected_backends():
         skip_or_fail("FETCHML_TEST_BACKENDS leaves PostgreSQL out")
