@@ -878,10 +878,10 @@ class FetchmlTui(App[None]):
         c, tid, dest = self.client, t.id, self.download_dir / t.id
 
         def fetch() -> tuple[int, Path]:
-            arts = c.artifacts.list(tid)
-            for a in arts:
-                c.artifacts.download(tid, a.path, dest / a.path)
-            return len(arts), dest
+            # The client's download checks every path (the server's list may hold one another
+            # user or a task chose) and every file's sha256, and takes one attempt only.
+            got = c.artifacts.download_all(tid, dest)
+            return len(got.files), dest
 
         self._call(fetch, lambda r: self.notify(f"{r[0]} artifact(s) of {tid[:8]} in {r[1]}", timeout=6))
 

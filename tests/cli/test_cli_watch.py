@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import queue
-import shlex
 import signal
 import subprocess
 import sys
@@ -20,34 +19,21 @@ from typing import Any
 import pytest
 
 from tests.cli.conftest import Result, assert_ok, assert_one_line_error, cli_env, run, unreachable_url
-from tests.e2e.conftest import FAST_LEASES, Cluster
+from tests.e2e.conftest import Cluster, gated, local_cluster
 from tests.harness import REPO, ServerPool, die_with_parent
 
 
 @pytest.fixture(scope="module")
 def box(module_server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One server and one local-executor worker for the whole module."""
-    tmp = tmp_path_factory.mktemp("watch")
-    server = module_server_pool.handle(tmp / "server", dict(FAST_LEASES)).start()
-    c = Cluster(
-        server=server, tmp=tmp, admin=server.make_key("root", "admin"), user=server.make_key("alice", "user")
-    )
-    c.start_worker("w1", "--executor", "local")
-    try:
+    with local_cluster(module_server_pool, tmp_path_factory.mktemp("watch")) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture
 def gate(tmp_path: Path) -> Path:
     """A file a task waits for (at most 60 s), so the test decides when it goes on."""
     return tmp_path / "go"
-
-
-def gated(gate: Path, script: str) -> str:
-    wait = f"for i in $(seq 1200); do [ -e {shlex.quote(str(gate))} ] && break; sleep 0.05; done"
-    return "sh -c " + shlex.quote(f"{wait}; {script}")
 
 
 class Proc:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,25 @@ def cluster(server_pool: ServerPool, tmp_path: Path) -> Iterator[Cluster]:
     finally:
         c.stop()
         server.stop()  # its database goes when server_pool closes
+
+
+@contextmanager
+def local_cluster(pool: ServerPool, tmp: Path) -> Iterator[Cluster]:
+    """A server from `pool` and one local-executor worker (admin `root`, user `alice`): the
+    module-wide setup of the CLI and TUI tests that watch real tasks run."""
+    server = pool.handle(tmp / "server", dict(FAST_LEASES)).start()
+    c = Cluster(
+        server=server, tmp=tmp, admin=server.make_key("root", "admin"), user=server.make_key("alice", "user")
+    )
+    c.start_worker("w1", "--executor", "local")
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def gated(gate: Path, script: str) -> str:
+    """A command that waits (at most 60 s) for `gate` to exist, then runs `script`: the test
+    decides when a task goes on."""
+    wait = f"for i in $(seq 1200); do [ -e {shlex.quote(str(gate))} ] && break; sleep 0.05; done"
+    return "sh -c " + shlex.quote(f"{wait}; {script}")

@@ -5,7 +5,6 @@ priority and drain from the keyboard; a user key's view; a server restart; no se
 from __future__ import annotations
 
 import asyncio
-import shlex
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from fetchml.tui.app import FetchmlTui
 from fetchml.tui.screens import Ask, Confirm
 from fetchml.tui.widgets import RowTable
 from tests.cli.conftest import unreachable_url
-from tests.e2e.conftest import FAST_LEASES, Cluster
+from tests.e2e.conftest import FAST_LEASES, Cluster, gated, local_cluster
 from tests.harness import ServerPool
 
 SIZE = (140, 40)
@@ -30,22 +29,8 @@ SIZE = (140, 40)
 @pytest.fixture(scope="module")
 def box(module_server_pool: ServerPool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One server and one local-executor worker (one slot) for the module."""
-    tmp = tmp_path_factory.mktemp("tui")
-    server = module_server_pool.handle(tmp / "server", dict(FAST_LEASES)).start()
-    c = Cluster(
-        server=server, tmp=tmp, admin=server.make_key("root", "admin"), user=server.make_key("alice", "user")
-    )
-    c.start_worker("w1", "--executor", "local")
-    try:
+    with local_cluster(module_server_pool, tmp_path_factory.mktemp("tui")) as c:
         yield c
-    finally:
-        c.stop()
-
-
-def gated(gate: Path, script: str) -> str:
-    """A command that waits (at most 60 s) for `gate` to exist, then runs `script`."""
-    wait = f"for i in $(seq 1200); do [ -e {shlex.quote(str(gate))} ] && break; sleep 0.05; done"
-    return "sh -c " + shlex.quote(f"{wait}; {script}")
 
 
 async def until(pilot: Pilot[Any], cond: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -432,6 +417,20 @@ def test_artifacts_download_and_the_audit_chain(box: Cluster, tmp_path: Path) ->
         target = tmp_path / "runs" / tid / "sub" / "acc.txt"
         await until(pilot, target.exists, "the download")
         assert target.read_text() == "0.93\n"
+
+        # A path in the list that would climb out of the download folder (a rogue row): refused
+        # before anything is fetched, shown as an error, nothing written outside.
+        box.server.db_exec(
+            "INSERT INTO artifacts (task_id, attempt, path, size, sha256, created_at) "
+            "SELECT task_id, attempt, ?, size, sha256, created_at FROM artifacts WHERE task_id = ?",
+            ("../../escape.txt", tid),
+        )
+        await pilot.press("D")
+        await until(pilot, lambda: app.failures, "the refusal")
+        assert "unsafe artifact path" in app.failures[-1].message
+        assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "runs" / "escape.txt").exists()
+        app.failures.clear()
+        box.server.db_exec("DELETE FROM artifacts WHERE task_id = ? AND path = ?", ("../../escape.txt", tid))
 
         # Audit: the pane reads the log when opened; v verifies the chain.
         await pilot.press("5")
