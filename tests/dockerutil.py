@@ -18,6 +18,9 @@ import pytest
 from tests.backends import skip_or_fail
 
 TEST_IMAGE = "fetchml-test-busybox:latest"
+# A real Jupyter server (this environment's Python, jupyter-server, ipykernel), built without any
+# registry by .ci/jupyter_image.sh; keep the name in step with it.
+JUPYTER_IMAGE = "fetchml-test-jupyter:latest"
 MISSING_IMAGE = "fetchml-test-missing:never"  # no registry has it; pulling fails fast offline
 BUSYBOX = "/bin/busybox"
 # fmt: off
@@ -94,3 +97,37 @@ def docker_client() -> Iterator[Any]:
     client = docker_or_skip()
     yield client
     client.close()
+
+
+def ensure_jupyter_image(client: Any) -> None:
+    """Build JUPYTER_IMAGE (about 15 s) with .ci/jupyter_image.sh unless it exists."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import docker.errors
+
+    try:
+        client.images.get(JUPYTER_IMAGE)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    script = Path(__file__).resolve().parents[1] / ".ci" / "jupyter_image.sh"
+    proc = subprocess.run(
+        ["bash", str(script)],
+        env={**os.environ, "PYTHON": sys.executable, "FETCHML_JUPYTER_IMAGE": JUPYTER_IMAGE},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed: {(proc.stdout + proc.stderr)[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def jupyter_image(docker_client: Any) -> str:
+    try:
+        ensure_jupyter_image(docker_client)
+    except Exception as exc:
+        skip_or_fail(f"Docker: cannot build {JUPYTER_IMAGE}: {exc}")
+    return JUPYTER_IMAGE

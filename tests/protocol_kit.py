@@ -111,6 +111,7 @@ class FakeWorker:
         gpus: list[int] | None = None,
         gpu_type: str | None = None,
         batch_slots: int = 4,
+        service_slots: int = 0,
         **caps: Any,
     ) -> RegisterWorkerResponse:
         devices = [GpuDevice(index=i, name=gpu_type or "gpu", memory_mb=1024) for i in gpus or []]
@@ -125,6 +126,7 @@ class FakeWorker:
                 **caps,
             ),
             batch_slots=batch_slots,
+            service_slots=service_slots,
         )
         return self.client.workers.register(req)
 

@@ -29,7 +29,8 @@ app = typer.Typer(
 EVENT_TYPES = (
     "job_queued, job_started, job_completed, job_cancelled, file_access, auth_attempt, "
     "plugin_configured, scheduler_drain, audit_verified, experiment_created, key_created, key_revoked, "
-    "priority_changed, reservation_created, reservation_claimed, reservation_expired"
+    "priority_changed, reservation_created, reservation_claimed, reservation_expired, "
+    "jupyter_started, jupyter_stopped, jupyter_failed"
 )
 
 

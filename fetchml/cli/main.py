@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fetchml.cli import audit, config, experiments, keys, queue, reserve, scheduler, tasks, workers
+from fetchml.cli import audit, config, experiments, jupyter, keys, queue, reserve, scheduler, tasks, workers
 from fetchml.cli.artifacts import artifacts
 from fetchml.cli.health import health
 from fetchml.cli.logs import logs
@@ -45,6 +45,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(workers.app, name="workers")
 app.add_typer(scheduler.app, name="scheduler")
 app.add_typer(reserve.app, name="reserve")
+app.add_typer(jupyter.app, name="jupyter")
 app.command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})(run)
 app.command("serve")(serve)
 app.command("worker")(worker)

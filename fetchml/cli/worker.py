@@ -109,6 +109,20 @@ def worker(
         min=1,
         help="Largest dataset file fetched, in bytes (default: 64 GiB).",
     ),
+    service_slots: int = typer.Option(
+        1, "--service-slots", min=0, help="Jupyter services run at once (0: none)."
+    ),
+    service_ports: str = typer.Option(
+        "8900-8999", "--service-ports", help="Host ports Jupyter services take, FIRST-LAST.", metavar="RANGE"
+    ),
+    service_host: str = typer.Option(
+        "127.0.0.1", "--service-host", help="This machine's address in Jupyter services' URLs."
+    ),
+    service_bind: str = typer.Option(
+        "127.0.0.1",
+        "--service-bind",
+        help="Address Jupyter services listen on (docker: where their port is published).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Register with a server and run its tasks in local Docker (or as local processes)."""
@@ -122,6 +136,7 @@ def worker(
     from fetchml.core.errors import FetchmlError
     from fetchml.runner.datasets import DEFAULT_MAX_DATASET_BYTES
     from fetchml.runner.executors.base import ExecutorError
+    from fetchml.runner.jupyter import parse_port_range
     from fetchml.runner.worker import Worker, WorkerConfig
 
     if api_key is not None:
@@ -135,6 +150,10 @@ def worker(
     if gpu_type is not None and gpus is None:
         fail("--gpu-type needs --gpus", 2)
     worker_name = name or socket.gethostname().split(".")[0]
+    try:
+        ports = parse_port_range(service_ports)
+    except ValueError as exc:
+        fail(f"--service-ports: {exc}", 2)
     cfg = WorkerConfig(
         name=worker_name,
         work_dir=work_dir
@@ -155,6 +174,10 @@ def worker(
         network=network,
         run_as=run_as,
         pass_env=tuple(pass_env),
+        service_slots=service_slots,
+        service_ports=ports,
+        service_host=service_host,
+        service_bind=service_bind,
     )
     config = resolve(server, key)
     client = FetchmlClient(config.server_url, config.api_key, timeout=config.timeout)

@@ -9,6 +9,7 @@ from fetchml.client.audit import AuditClient
 from fetchml.client.base import Transport, parse
 from fetchml.client.config import ClientConfig, resolve
 from fetchml.client.experiments import ExperimentsClient
+from fetchml.client.jupyter import JupyterClient, JupyterWorkersClient
 from fetchml.client.keys import KeysClient
 from fetchml.client.logs import LogsClient
 from fetchml.client.queue import QueueClient
@@ -37,6 +38,8 @@ class FetchmlClient:
         self.scheduler = SchedulerClient(self._transport)
         self.reservations = ReservationClient(self._transport)
         self.streams = StreamsClient(self._transport)
+        self.jupyter = JupyterClient(self._transport)
+        self.jupyter_workers = JupyterWorkersClient(self._transport)
 
     @classmethod
     def from_config(cls, config: ClientConfig | None = None) -> FetchmlClient:

@@ -50,6 +50,11 @@ class AuditEventType(StrEnum):
     RESERVATION_CREATED = "reservation_created"
     RESERVATION_CLAIMED = "reservation_claimed"
     RESERVATION_EXPIRED = "reservation_expired"
+    # Jupyter services: action "start" (requested); "stop" (by a user), "idle_stop" (culled),
+    # "worker_stopped"; "error" (crashed or could not start), "worker_lost", "worker_restarted".
+    JUPYTER_STARTED = "jupyter_started"
+    JUPYTER_STOPPED = "jupyter_stopped"
+    JUPYTER_FAILED = "jupyter_failed"
 
 
 # The types the contract's closed `event_type` enum names: GET /v1/audit/events returns only

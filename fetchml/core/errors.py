@@ -87,6 +87,17 @@ class ServiceUnavailableError(FetchmlError):
         self.retry_after = retry_after
 
 
+class BadGatewayError(FetchmlError):
+    """A server the request is forwarded to (a Jupyter service's own server, or the fetchml
+    server behind a local forward) could not be reached or broke off: 502 Bad Gateway. The
+    contract's error codes are a closed enum, so the code is SERVICE_UNAVAILABLE; the status
+    tells it apart from the server's own outage (503)."""
+
+    code = "SERVICE_UNAVAILABLE"
+    status = 502
+    default_message = "The upstream server could not be reached"
+
+
 class StorageFullError(ServiceUnavailableError):
     """The server's disk (or the database's) is full: 507 Insufficient Storage. The contract's
     error codes are a closed enum, so the code stays SERVICE_UNAVAILABLE; the status and the

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
     ws_ping_seconds: float = Field(default=20.0, gt=0)
     ws_idle_seconds: float = Field(default=60.0, gt=0)
+    # Jupyter services (docs/jupyter.md): minutes without activity before one is stopped (0:
+    # never; a request may set its own), and how many unfinished ones a user may hold.
+    jupyter_idle_timeout_minutes: int = Field(default=120, ge=0, le=525_600)
+    jupyter_max_services_per_user: int = Field(default=10, ge=1)
+    # Request bodies through the Jupyter proxy (notebook and file uploads) are streamed, not
+    # held, up to this size; max_body_bytes does not apply to them.
+    jupyter_proxy_max_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     log_level: str = "info"
     # `fetchml serve` on a loopback host, with no API key in its database, makes an admin key for
     # the local user and writes it to the client config file (docs/configuration.md#first-run).

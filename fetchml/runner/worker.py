@@ -1,7 +1,8 @@
 """The worker: registers, heartbeats, long-polls for assignments and runs each attempt.
 
 It talks to the server only through fetchml.client. One thread claims, one heartbeats, one
-watches the lease, and each running attempt has its own thread (plus a log shipper).
+watches the lease, and each running attempt has its own thread (plus a log shipper). Jupyter
+services have a claim thread and a thread each of their own (fetchml.runner.services).
 
 Faults (see docs/operations.md):
 
@@ -63,6 +64,7 @@ from fetchml.runner.entrypoint import build_command
 from fetchml.runner.executors.base import ExecSpec, Execution, Executor, ExecutorError
 from fetchml.runner.gpus import GpuProvider, NvmlGpuProvider, StaticGpuProvider
 from fetchml.runner.logship import LogShipper
+from fetchml.runner.services import ServiceManager
 from fetchml.runner.workspace import (
     OutputError,
     SnapshotCache,
@@ -113,6 +115,15 @@ class WorkerConfig:
     dataset_roots: tuple[Path, ...] = ()
     allow_private_datasets: bool = False
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
+    # Jupyter services (fetchml.runner.services): how many at once, the host ports they take,
+    # the address put in their URLs, the address a local server binds (docker publishes its port
+    # there), how long one may take to answer, and how often a running one is probed.
+    service_slots: int = 1
+    service_ports: tuple[int, int] = (8900, 8999)
+    service_host: str = "127.0.0.1"
+    service_bind: str = "127.0.0.1"
+    service_start_timeout: float = 120.0
+    service_probe_interval: float = 5.0
 
 
 def make_executor(
@@ -283,6 +294,7 @@ class Worker:
         self.slots = 1
         self.registered = threading.Event()  # set once the first registration succeeded or failed
         self.registration_error: str | None = None
+        self.services = ServiceManager(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -291,7 +303,10 @@ class Worker:
         slots = self.cfg.batch_slots or max(1, int(caps["gpu_count"]))
         resp = self.client.workers.register(
             RegisterWorkerRequest(
-                name=self.cfg.name, capabilities=WorkerCapabilities.model_validate(caps), batch_slots=slots
+                name=self.cfg.name,
+                capabilities=WorkerCapabilities.model_validate(caps),
+                batch_slots=slots,
+                service_slots=self.services.slots,
             )
         )
         self.worker_id = resp.worker_id
@@ -307,6 +322,9 @@ class Worker:
             set_slots(slots)
         with self._lock:
             live = set(self._attempts)
+        # Services of an earlier registration are stopped by their own threads, not here.
+        live |= self.services.live_keys()
+        self.services.on_register()
         # Only what this worker name started for this server: another server's worker of the
         # same name on this host keeps its tasks.
         removed = self.executor.remove_orphans(self.worker_id, live, self.server_id)
@@ -368,6 +386,7 @@ class Worker:
         hb.start()
         watch = threading.Thread(target=self._lease_watch, name="fetchml-lease", daemon=True)
         watch.start()
+        self.services.start()
         try:
             self._claim_loop()
             if self.stopping.is_set() and not self.stop_event.is_set():
@@ -384,9 +403,12 @@ class Worker:
                         a.interrupted = "the worker stopped"
                 a.cancelled.set()
             grace = 0.0 if self._hurry.is_set() else self.cfg.stop_grace
+            # Services are told first, so the executor's stop below reads as theirs, not a crash.
+            self.services.begin_shutdown(grace)
             self.executor.shutdown(grace)
             for t in self._threads():
                 t.join(timeout=grace + 30)
+            self.services.join(timeout=grace + 15)
             if self.stopping.is_set():
                 self.heartbeat_once()  # holding nothing now: the server marks it offline
             self.stop_event.set()

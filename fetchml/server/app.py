@@ -22,6 +22,13 @@ from fetchml.server.routes.artifacts import ArtifactController
 from fetchml.server.routes.audit import AuditController, audit_public_key
 from fetchml.server.routes.experiments import ExperimentController
 from fetchml.server.routes.health import health
+from fetchml.server.routes.jupyter import JupyterController, JupyterWorkerController
+from fetchml.server.routes.jupyter_proxy import (
+    jupyter_proxy,
+    jupyter_proxy_head,
+    jupyter_proxy_ws,
+    proxy_lifespan,
+)
 from fetchml.server.routes.keys import KeyController
 from fetchml.server.routes.logs import LogController
 from fetchml.server.routes.metrics import metrics
@@ -78,6 +85,11 @@ def create_app(services: Services) -> Litestar:
             snapshot_router(settings.max_snapshot_bytes),
             WorkerProtocolController,
             TaskReportController,
+            JupyterController,
+            JupyterWorkerController,
+            jupyter_proxy,
+            jupyter_proxy_head,
+            jupyter_proxy_ws,
             LogController,
             ArtifactController,
             SchedulerController,
@@ -87,7 +99,7 @@ def create_app(services: Services) -> Litestar:
             metrics,
         ],
         after_exception=[remember_ws_error],
-        lifespan=[_background(services)],
+        lifespan=[_background(services), proxy_lifespan],
         guards=[make_auth_guard(buckets, failures, services.clock)],
         exception_handlers={Exception: handle_exception},
         # The contract declares no nullable property: an absent value is left out of every

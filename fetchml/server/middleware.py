@@ -30,6 +30,11 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
 _OURS = {name for name, _ in SECURITY_HEADERS}
+# Set on the scope by a route that relays another server's answer (the Jupyter proxy): that
+# answer keeps its own Content-Security-Policy, framing and caching rules (ours would stop a
+# Jupyter page's scripts), and gets only the headers below where it has none of its own.
+PROXIED_KEY = "fetchml.proxied"
+_PROXIED_DEFAULTS = [(k, v) for k, v in SECURITY_HEADERS if k in (b"x-content-type-options", b"referrer-policy")]
 
 
 def parse_trusted_proxies(spec: str) -> list[Network]:
@@ -127,8 +132,14 @@ class TraceMiddleware:
             # A WebSocket refused before its upgrade answers over HTTP too (WebSocketDenial).
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
                 status = message["status"]
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _OURS]
-                message["headers"] = [*kept, *extra]
+                if scope.get(PROXIED_KEY):
+                    own = message.get("headers", [])
+                    present = {k.lower() for k, _ in own}
+                    defaults = [(k, v) for k, v in _PROXIED_DEFAULTS if k not in present]
+                    message["headers"] = [*own, extra[0], *defaults]
+                else:
+                    kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _OURS]
+                    message["headers"] = [*kept, *extra]
             await send(message)
 
         try:

@@ -17,6 +17,7 @@ from fetchml.services.checkpoints import CheckpointService
 from fetchml.services.experiments import ExperimentService
 from fetchml.services.feedlog import NOTIFY_CHANNEL, events_after, oldest_and_newest
 from fetchml.services.health import HealthService
+from fetchml.services.jupyter import JupyterServices
 from fetchml.services.keys import KeyService
 from fetchml.services.logs import LogService
 from fetchml.services.metrics import MetricsService
@@ -84,6 +85,7 @@ class Services:
         )
         self.workers = WorkerService(self.db, self.writer, self.bus, settings, self.placer)
         self.reservations = ReservationService(self.db, self.writer)
+        self.jupyter = JupyterServices(self.db, self.writer, self.bus, settings, self.placer)
         self.logs = LogService(
             self.db,
             self.writer,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,9 +32,12 @@ from fetchml.core.protocol import WorkerCapabilities
 from fetchml.core.scheduling import Decision, Placement, ReservationHold, TaskReq, WorkerFree, decide
 from fetchml.services.nodes import ASSIGNED, active_rows, is_live, nodes_of, set_nodes
 from fetchml.services.uow import Tx
-from fetchml.store.tables import ReservationRow, TaskRow, WorkerRow
+from fetchml.store.tables import JupyterServiceRow, ReservationRow, TaskRow, WorkerRow
 
 HELD_RESERVATION = ("active", "claimed")
+# Jupyter services placed on a worker hold its capacity (GPUs, CPUs, memory, a service slot)
+# in these states; `queued` ones hold nothing yet.
+SERVICE_HOLDING = ("starting", "running", "stopping")
 REASONS_MAX_AGE = 2.0  # seconds a decision's pending reasons are served before recomputing
 MEMO_MAX_AGE = 5.0  # an unchanged state is re-decided at least this often (other servers' edits)
 QUEUE_HEAD = 1000  # at most this many queued tasks per priority a claim's pass reads first
@@ -52,6 +55,7 @@ class ClusterState:
     holds: list[ReservationHold]
     reservations: dict[str, ReservationRow]
     rows: list[TaskRow]  # active tasks
+    services_used: dict[str, int] = field(default_factory=dict)  # worker id -> live services on it
 
     def can_place_any(self) -> bool:
         return any(w.active and w.batch_available > 0 for w in self.free)
@@ -99,6 +103,15 @@ def cluster_state(session: Session, now: datetime) -> ClusterState:
                 u[1] += row.memory_gb or 0
                 u[2] += 1
                 taken[wid].update(n.get("gpus") or [])
+    services_used: dict[str, int] = {}
+    for svc in service_holders(session):
+        wid = svc.worker_id or ""
+        if wid in used:
+            u = used[wid]
+            u[0] += svc.cpu
+            u[1] += svc.memory_gb
+            taken[wid].update(svc.gpus or [])
+            services_used[wid] = services_used.get(wid, 0) + 1
     free: list[WorkerFree] = []
     for wid, w in workers.items():
         caps = WorkerCapabilities.model_validate(w.capabilities)
@@ -129,7 +142,19 @@ def cluster_state(session: Session, now: datetime) -> ClusterState:
         )
         for r in reservations.values()
     ]
-    return ClusterState(workers, free, holds, reservations, rows)
+    return ClusterState(workers, free, holds, reservations, rows, services_used)
+
+
+def service_holders(session: Session) -> list[JupyterServiceRow]:
+    """The Jupyter services that hold capacity on a worker now."""
+    return list(
+        session.scalars(
+            select(JupyterServiceRow).where(
+                col(JupyterServiceRow.status).in_(SERVICE_HOLDING),
+                col(JupyterServiceRow.worker_id).is_not(None),
+            )
+        ).all()
+    )
 
 
 _QUEUE_COLUMNS = (

@@ -14,7 +14,7 @@ from fetchml.core.models import SchedulerStatus
 from fetchml.services.base import read
 from fetchml.services.placement import HELD_RESERVATION
 from fetchml.store.db import Database
-from fetchml.store.tables import ReservationRow, TaskRow, WorkerRow
+from fetchml.store.tables import JupyterServiceRow, ReservationRow, TaskRow, WorkerRow
 
 COMPLETED_WINDOW = timedelta(hours=24)
 
@@ -29,7 +29,7 @@ class SchedulerService:
 
         - workers_total: every worker the server knows, offline ones included (the set
           GET /v1/scheduler/workers lists); workers_active / workers_draining by status.
-        - batch_queue_depth: queued tasks. service_queue_depth: 0 until Jupyter services exist.
+        - batch_queue_depth: queued tasks. service_queue_depth: queued Jupyter services.
         - tasks_running: preparing + running + collecting.
         - tasks_completed_24h: completed tasks whose ended_at is within the last 24 hours.
         - reservations_active: reservations holding capacity (active or claimed, not expired).
@@ -65,12 +65,17 @@ class SchedulerService:
                 .select_from(ReservationRow)
                 .where(col(ReservationRow.status).in_(HELD_RESERVATION), col(ReservationRow.expires_at) > now)
             )
+            services = session.scalar(
+                select(func.count())
+                .select_from(JupyterServiceRow)
+                .where(col(JupyterServiceRow.status) == "queued")
+            )
             return SchedulerStatus(
                 workers_total=sum(workers.values()),
                 workers_active=workers.get(WorkerStatus.ACTIVE.value, 0),
                 workers_draining=workers.get(WorkerStatus.DRAINING.value, 0),
                 batch_queue_depth=live.get(TaskStatus.QUEUED.value, 0),
-                service_queue_depth=0,
+                service_queue_depth=services or 0,
                 tasks_running=sum(live.get(s.value, 0) for s in ACTIVE_STATUSES),
                 tasks_completed_24h=completed or 0,
                 reservations_active=reservations or 0,

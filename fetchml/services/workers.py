@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +44,13 @@ from fetchml.core.protocol import (
 from fetchml.core.settings import Settings
 from fetchml.events.bus import SAFETY_RECHECK, TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
+from fetchml.services.jupyter import (
+    SERVICES_TOPIC,
+    cull_idle,
+    holds_services,
+    lose_worker_services,
+    unplace_services,
+)
 from fetchml.services.nodes import (
     STOPPED,
     active_rows,
@@ -53,12 +61,13 @@ from fetchml.services.nodes import (
     nodes_on,
     set_nodes,
 )
-from fetchml.services.placement import Placer
+from fetchml.services.placement import Placer, service_holders
 from fetchml.services.principal import Principal
 from fetchml.services.progress import apply_report, find_node, lose_node, lose_task, unplace
 from fetchml.services.reservations import expire_reservations
 from fetchml.services.tasks import expire_idempotency_keys, task_to_wire
 from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.worker_auth import owned_worker
 from fetchml.store.db import Database
 from fetchml.store.tables import ServerMetaRow, TaskRow, WorkerRow
 
@@ -79,18 +88,6 @@ def server_id_op(tx: Tx) -> str:
         tx.session.add(row)
         tx.session.flush()
     return row.value
-
-
-def _owned_worker(tx: Tx, principal: Principal, worker_id: str) -> WorkerRow:
-    # The key's bound name first: a stolen key learns nothing about other workers' names.
-    if not principal.may_act_as_worker(worker_id):
-        raise ForbiddenError(f"This key may act only as worker {principal.worker_name!r}")
-    row = tx.session.get(WorkerRow, worker_id)
-    if row is None:
-        raise NotFoundError(f"Worker {worker_id} is not registered")
-    if principal.role is not Role.ADMIN and row.key_id != principal.key_id:
-        raise ForbiddenError(f"Worker {worker_id} belongs to another key")
-    return row
 
 
 def _self_drain(
@@ -125,7 +122,7 @@ def _held_rows(session: Session, worker_id: str) -> list[TaskRow]:
     return _unique(row for row, _ in nodes_on(session, worker_id))
 
 
-def worker_to_wire(row: WorkerRow, active: list[TaskRow]) -> WorkerInfo:
+def worker_to_wire(row: WorkerRow, active: list[TaskRow], services: int = 0) -> WorkerInfo:
     caps = WorkerCapabilities.model_validate(row.capabilities)
     busy = len(active)
     return WorkerInfo(
@@ -139,7 +136,7 @@ def worker_to_wire(row: WorkerRow, active: list[TaskRow]) -> WorkerInfo:
             batch_total=row.batch_total,
             batch_available=max(0, row.batch_total - busy),
             service_total=row.service_total,
-            service_available=row.service_total,
+            service_available=max(0, row.service_total - services),
         ),
         active_tasks=[t.id for t in active],
     )
@@ -191,6 +188,8 @@ class WorkerService:
                 for task in _held_rows(tx.session, row.id):
                     lose_node(tx, task, row.id, "worker restarted", now)
                     lost.append(task.id)
+                if lose_worker_services(tx, row.id, "worker_restarted", now):
+                    tx.wake(SERVICES_TOPIC)
             row.status = WorkerStatus.ACTIVE.value
             row.key_id = principal.key_id
             row.capabilities = req.capabilities.model_dump(mode="json")
@@ -221,7 +220,7 @@ class WorkerService:
 
         def op(tx: Tx) -> HeartbeatResponse:
             now = tx.clock.now()
-            worker = _owned_worker(tx, principal, worker_id)
+            worker = owned_worker(tx, principal, worker_id)
             if worker.status == WorkerStatus.OFFLINE.value:
                 # Declared lost: its tasks went elsewhere. It must register again.
                 return HeartbeatResponse(status=WorkerStatus.OFFLINE, drain=False, commands=[])
@@ -258,9 +257,10 @@ class WorkerService:
                 # A worker shutting down (SIGTERM) drains itself: what was placed on it but
                 # not started goes back to the queue, no retry spent.
                 _self_drain(tx, principal.user_id, worker, held_here, now)
+                unplace_services(tx, worker.id)
                 held_here = [(t, n) for t, n in held_here if n.get("slot_assigned")]
             draining = worker.status == WorkerStatus.DRAINING.value
-            if draining and not held_here:
+            if draining and not held_here and not holds_services(tx.session, worker_id):
                 worker.status = WorkerStatus.OFFLINE.value
             return HeartbeatResponse(status=WorkerStatus(worker.status), drain=draining, commands=commands)
 
@@ -304,7 +304,7 @@ class WorkerService:
 
         def op(tx: Tx) -> tuple[Assignment | None, set[str]]:
             now = tx.clock.now()
-            worker = _owned_worker(tx, principal, worker_id)
+            worker = owned_worker(tx, principal, worker_id)
             if worker.status != WorkerStatus.ACTIVE.value:
                 return None, set()
             worker.last_heartbeat = now
@@ -354,7 +354,7 @@ class WorkerService:
             if task is None:
                 raise NotFoundError(f"Task {task_id} not found")
             nodes, node = find_node(task, rep)
-            _owned_worker(tx, principal, node["worker_id"])
+            owned_worker(tx, principal, node["worker_id"])
             was_started = task.started_at is not None
             apply_report(tx, task, nodes, node, rep, now, lease)
             started: float | None = None
@@ -405,6 +405,9 @@ class WorkerService:
             for worker in stale_workers:
                 tx.worker_offline_reason(worker.id, "heartbeat_lost")
                 worker.status = WorkerStatus.OFFLINE.value
+                lose_worker_services(tx, worker.id, "worker_lost", now)
+            if cull_idle(tx, now) or stale_workers:
+                tx.wake(SERVICES_TOPIC)
             lost: list[str] = []
             for task in active_rows(tx.session):
                 if task.lease_expires_at is not None and task.lease_expires_at < now:
@@ -464,6 +467,7 @@ class WorkerService:
             previous = row.status
             row.status = WorkerStatus.DRAINING.value
             running: list[str] = []
+            unplace_services(tx, worker_id)
             for task, node in nodes_on(tx.session, worker_id):
                 if node.get("slot_assigned"):
                     running.append(task.id)
@@ -493,7 +497,10 @@ class WorkerService:
         def q(session: Session) -> list[WorkerInfo]:
             workers = session.scalars(select(WorkerRow).order_by(col(WorkerRow.id))).all()
             rows = active_rows(session)
-            return [worker_to_wire(w, _unique(t for t, _ in held_by(rows, w.id))) for w in workers]
+            services = Counter(s.worker_id for s in service_holders(session))
+            return [
+                worker_to_wire(w, _unique(t for t, _ in held_by(rows, w.id)), services[w.id]) for w in workers
+            ]
 
         return await read(self.db, q)
 
@@ -502,7 +509,8 @@ class WorkerService:
             row = session.get(WorkerRow, worker_id)
             if row is None:
                 raise NotFoundError(f"Worker {worker_id} not found")
-            return worker_to_wire(row, _held_rows(session, worker_id))
+            services = sum(1 for s in service_holders(session) if s.worker_id == worker_id)
+            return worker_to_wire(row, _held_rows(session, worker_id), services)
 
         return await read(self.db, q)
 

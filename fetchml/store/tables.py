@@ -270,3 +270,41 @@ class QueueCountRow(SQLModel, table=True):
     # every queued task per commit. Recounted from `tasks` every few hundred events.
     priority: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     queued: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+
+
+class JupyterServiceRow(SQLModel, table=True):
+    """A Jupyter service (fetchml.services.jupyter). `status` adds `queued` (no worker yet) to
+    the contract's enum; the wire shows it as `starting` with a pending reason."""
+
+    __tablename__ = "jupyter_services"
+    __table_args__ = (
+        Index("ix_jupyter_services_status_seq", "status", "seq"),
+        Index("ix_jupyter_services_user_seq", "user_id", "seq"),
+        Index("ix_jupyter_services_worker", "worker_id"),
+    )
+
+    seq: int | None = Field(default=None, sa_column=Column(BIGINT_PK, primary_key=True, autoincrement=True))
+    id: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    name: str = Field(max_length=64)
+    user_id: str = Field(max_length=64)
+    workspace: str = Field(max_length=64)
+    image: str = Field(max_length=512)
+    gpu: int = 0
+    gpu_type: str | None = Field(default=None, max_length=64)
+    cpu: int = 0
+    memory_gb: int = 0
+    idle_timeout_minutes: int = 0
+    status: str = Field(max_length=16)
+    worker_id: str | None = Field(default=None, max_length=64)
+    gpus: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # The start went out to the worker (each start is delivered once).
+    delivered: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+    token: str = Field(max_length=128)
+    url: str | None = Field(default=None, max_length=2048)
+    error: str | None = None
+    log_tail: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    stop_reason: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    started_at: datetime | None = _dt()
+    ended_at: datetime | None = _dt()
+    last_activity: datetime | None = _dt()

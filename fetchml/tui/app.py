@@ -28,6 +28,7 @@ from textual.widgets import Header, Log, Static, TabbedContent, TabPane
 
 from fetchml.tui import feed as io
 from fetchml.tui.screens import Ask, Confirm, Help, check_priority
+from fetchml.tui.services import ServiceList, ServicesPane, ServicesPoll, ServicesView, stop_question
 from fetchml.tui.state import (
     ADMIN,
     ENDED,
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-TABS = ("queue", "running", "workers", "reservations", "audit", "ended")
+TABS = ("queue", "running", "workers", "reservations", "audit", "ended", "services")
 TASK_TABS = {"queue": QUEUE, "running": RUNNING, "ended": ENDED}
 LAST_LINE_FOLLOWS = 8  # running tasks whose log is followed for the Running pane's last line
 DETAIL_TAIL = 200  # log lines the detail pane starts with
@@ -220,6 +221,7 @@ class FetchmlTui(App[None]):
         download_dir: Path | None = None,
         backoff: float = 0.2,
         tz: tzinfo | None = None,
+        services: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         # Sliding tab underlines and smooth scrolls repaint for ~0.3 s after a key: on a big
@@ -244,6 +246,9 @@ class FetchmlTui(App[None]):
         self.chain = ""
         self.failures: list[io.Failure] = []  # every error shown, for tests and the status bar
         self._feed: io.SchedulerFeed | io.UserFeed | None = None
+        # Jupyter services, polled (no stream carries them); offline: as given.
+        self.services = ServicesView(services if services is not None or client is not None else [])
+        self._services_poll: ServicesPoll | None = None
         self._logs: dict[str, io.LogFeed] = {}
         self._logs_done: set[str] = set()
         self._dirty: set[str] = set()
@@ -278,6 +283,9 @@ class FetchmlTui(App[None]):
                 with TabPane("Ended", id="ended"):
                     yield RowTable(ENDED_COLUMNS, lambda: s.ended_ids(self.filter), self._ended_cells,
                                    empty="no task has ended since the TUI started", id="ended-table")  # fmt: skip
+                with TabPane("Services", id="services"):
+                    yield ServicesPane(self.services, clock=self.clock, id="services-pane",
+                                       server_url=self.client.server_url if self.client else None)  # fmt: skip
             with Horizontal(id="detail"):
                 yield TextPane(
                     "Highlight a task: its fields, timeline and artifacts show here.", id="detail-body"
@@ -299,6 +307,8 @@ class FetchmlTui(App[None]):
         self.set_interval(1.0, self._tick)
         if self.client is not None:
             self._start_scheduler_feed()
+            self._services_poll = ServicesPoll(self.client, self._emit)
+            self._run("poll:services", self._services_poll, self._services_poll.run)
         self.query_one("#queue-table", RowTable).focus()
 
     def on_unmount(self) -> None:
@@ -307,6 +317,8 @@ class FetchmlTui(App[None]):
     def _stop_all(self) -> None:
         if self._feed is not None:
             self._feed.stop()
+        if self._services_poll is not None:
+            self._services_poll.stop()
         for f in self._logs.values():
             f.stop()
 
@@ -439,6 +451,8 @@ class FetchmlTui(App[None]):
             self._on_role(item.role)
         elif isinstance(item, io.Failure):
             self._fail(item)
+        elif isinstance(item, ServiceList):
+            self.query_one("#services-pane", ServicesPane).show(item.services)
 
     def _on_role(self, role: str) -> None:
         if role == self.role:
@@ -522,8 +536,8 @@ class FetchmlTui(App[None]):
     def _tick(self) -> None:
         """Ages and elapsed times move: repaint (no I/O)."""
         with contextlib.suppress(NoMatches):
-            for table_id in ("queue-table", "running-table", "workers-table", "reservations-table"):
-                self.query_one(f"#{table_id}", RowTable).refresh()
+            for tab in ("queue", "running", "workers", "reservations", "services"):
+                self.query_one(f"#{tab}-table", RowTable).refresh()
             if self.detail_id is not None:
                 self._paint_detail()
 
@@ -738,6 +752,8 @@ class FetchmlTui(App[None]):
         table.focus()
         if tab == "audit" and not self.audit_rows and self.role == ADMIN:
             self.action_reload_audit()
+        if tab == "services" and self._services_poll is not None:
+            self._services_poll.poke()
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
@@ -758,6 +774,9 @@ class FetchmlTui(App[None]):
         return True
 
     def action_cancel(self) -> None:
+        if self._tab() == "services":
+            self._stop_service()
+            return
         t = self._selected_task()
         if t is None:
             self.notify("Highlight a task to cancel first.", severity="warning")
@@ -774,6 +793,30 @@ class FetchmlTui(App[None]):
                 self._call(lambda: c.tasks.cancel(tid), lambda _: self._after_write(tid, "cancel sent"))
 
         self.push_screen(Confirm(f"Cancel task {tid} ({t.job_name}, {t.status}, {t.user_id})?"), answered)
+
+    def _stop_service(self) -> None:
+        s = self.query_one("#services-pane", ServicesPane).selected()
+        if s is None:
+            self.notify("Highlight a service to stop first.", severity="warning")
+            return
+        question, may = stop_question(s)
+        if not may:
+            self.notify(question, severity="warning")
+            return
+        if self.client is None:
+            return
+        c, sid, poll = self.client, str(s["id"]), self._services_poll
+
+        def stopped(_: None) -> None:
+            self.notify(f"stop sent: {sid[:8]}", timeout=4)
+            if poll is not None:
+                poll.poke()
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._call(lambda: c.jupyter.stop(sid), stopped)
+
+        self.push_screen(Confirm(question), answered)
 
     def _after_write(self, tid: str, what: str) -> None:
         """The change comes back as an event when the task is live; a user key's other tasks

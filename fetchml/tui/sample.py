@@ -167,6 +167,47 @@ def demo_state(viewer: Viewer | None = None) -> ViewState:
     return s
 
 
+def service(
+    sid: str,
+    name: str,
+    user: str,
+    *,
+    status: str = "running",
+    worker_id: str | None = None,
+    gpus: list[int] | None = None,
+    ago: float = 600.0,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A JupyterService as `GET /v1/jupyter/services` lists it."""
+    s: dict[str, Any] = {
+        "id": sid, "name": name, "status": status, "created_at": _iso(NOW - ago), "user_id": user,
+        "workspace": name, "image": "jupyter/pytorch:latest", "gpu": len(gpus or []), "gpus": gpus or [],
+        "idle_timeout_minutes": 120, "proxy_path": f"/v1/jupyter/services/{sid}/proxy/", **extra,
+    }  # fmt: skip
+    if worker_id:
+        s["worker_id"] = worker_id
+    if status == "running" and worker_id:
+        s["url"] = f"http://{worker_id}:8890/v1/jupyter/services/{sid}/proxy/"
+        s["started_at"] = _iso(NOW - ago + 40)
+    return s
+
+
+def demo_services(viewer: Viewer | None = None) -> list[dict[str, Any]]:
+    """Jupyter services for the Services pane: running, queued, one that failed (a user key
+    lists its own only)."""
+    items = [
+        service("5e7c1a0b9d2f4e6a8b1c3d5e7f9a0b2c", "alice-scratch", "alice", worker_id="gpu-box-1", gpus=[1], ago=3_720),
+        service("a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5", "bob-explore", "bob", status="starting", ago=95,
+                pending_reason="waiting for a service slot: no active worker has 2 free GPUs"),
+        service("f00dfeedf00dfeedf00dfeedf00dfeed", "carol-eda", "carol", status="error", worker_id="gpu-box-2", ago=1_800,
+                ended_at=_iso(NOW - 1_750), error="jupyter exited with code 1 before it answered",
+                log_tail=["[E] No module named 'jupyter_server'"]),
+    ]  # fmt: skip
+    if viewer is not None and not viewer.is_admin:
+        items = [s for s in items if s["user_id"] == viewer.user_id]
+    return items
+
+
 def scale_state(queued: int = 10_000, workers: int = 100, gpus: int = 8) -> ViewState:
     """A big cluster for bench/tui: `workers` full GPU boxes and `queued` tasks waiting."""
     s = ViewState(Viewer(ADMIN, "root"), clock=lambda: NOW)

@@ -97,11 +97,12 @@ def check_priority(value: str) -> str | None:
 HELP = """\
 [b]fetchml tui[/b]: the scheduler, live.
 
-[b]Panes[/b] (1-6, or click the tab): Queue, Running, Workers, Reservations, Audit, Ended.
-The lower half shows the highlighted task; Enter opens it (all fields, artifacts, the log).
+[b]Panes[/b] (1-7, or click the tab): Queue, Running, Workers, Reservations, Audit, Ended,
+Services (Jupyter). The lower half shows the highlighted task; Enter opens it (all fields,
+artifacts, the log).
 
 [b]Keys[/b]
-  c        cancel the highlighted task (asks first)
+  c        cancel the highlighted task (asks first); on Services: stop the service
   p        set its priority (1-10)
   d        drain the highlighted worker (admin keys only)
   l        follow the task's log in the detail pane (again: stop)

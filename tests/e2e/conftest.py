@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.dockerutil import docker_client
+from tests.dockerutil import docker_client, jupyter_image
 from tests.harness import REPO, ServerHandle, ServerPool, die_with_parent
 
-__all__ = ["docker_client"]
+__all__ = ["docker_client", "jupyter_image"]
 
 FAST_LEASES = {
     "FETCHML_HEARTBEAT_INTERVAL": "0.5",

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.dockerutil import docker_client
+from tests.dockerutil import docker_client, jupyter_image
 
-__all__ = ["docker_client"]
+__all__ = ["docker_client", "jupyter_image"]

@@ -84,6 +84,26 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("DELETE", "/v1/scheduler/workers/{worker_id}"): (401, 401, 403, 403, 204),
     ("GET", "/v1/scheduler/reservations"): ADMIN,
     ("POST", "/v1/scheduler/reservations"): (401, 401, 403, 403, 409),
+    # Jupyter services: alice's own (queued: nothing can place it, so the proxy is a 409).
+    ("GET", "/v1/jupyter/services"): (401, 401, 200, 403, 200),
+    ("POST", "/v1/jupyter/services"): (401, 401, 201, 403, 201),
+    ("GET", "/v1/jupyter/services/{service_id}"): (401, 401, 200, 403, 200),
+    ("DELETE", "/v1/jupyter/services/{service_id}"): (401, 401, 204, 403, 204),
+    ("DELETE", "/v1/jupyter/services/{service_id}/proxy"): (401, 401, 409, 403, 409),
+    ("GET", "/v1/jupyter/services/{service_id}/proxy"): (401, 401, 409, 403, 409),
+    ("HEAD", "/v1/jupyter/services/{service_id}/proxy"): (401, 401, 409, 403, 409),
+    ("PATCH", "/v1/jupyter/services/{service_id}/proxy"): (401, 401, 409, 403, 409),
+    ("POST", "/v1/jupyter/services/{service_id}/proxy"): (401, 401, 409, 403, 409),
+    ("PUT", "/v1/jupyter/services/{service_id}/proxy"): (401, 401, 409, 403, 409),
+    ("DELETE", "/v1/jupyter/services/{service_id}/proxy/{path}"): (401, 401, 409, 403, 409),
+    ("GET", "/v1/jupyter/services/{service_id}/proxy/{path}"): (401, 401, 409, 403, 409),
+    ("HEAD", "/v1/jupyter/services/{service_id}/proxy/{path}"): (401, 401, 409, 403, 409),
+    ("PATCH", "/v1/jupyter/services/{service_id}/proxy/{path}"): (401, 401, 409, 403, 409),
+    ("POST", "/v1/jupyter/services/{service_id}/proxy/{path}"): (401, 401, 409, 403, 409),
+    ("PUT", "/v1/jupyter/services/{service_id}/proxy/{path}"): (401, 401, 409, 403, 409),
+    # The worker protocol's service half: this worker holds no service of alice's.
+    ("POST", "/v1/workers/{worker_id}/services/claim"): (401, 401, 403, 200, 200),
+    ("POST", "/v1/workers/{worker_id}/services/{service_id}/report"): (401, 401, 403, 403, 403),
 }
 
 # Alice's objects in another caller's hands: (method, path, caller) -> status.
@@ -99,6 +119,10 @@ OTHERS: dict[tuple[str, str, str], int] = {
     ("POST", "/v1/workers/register", "worker-other-name"): 403,  # a worker key, another name
     ("POST", "/v1/workers/{worker_id}/heartbeat", "worker-other-name"): 403,
     ("POST", "/v1/workers/{worker_id}/claim", "worker-other-name"): 403,
+    ("GET", "/v1/jupyter/services/{service_id}", "other"): 403,
+    ("DELETE", "/v1/jupyter/services/{service_id}", "other"): 403,
+    ("GET", "/v1/jupyter/services/{service_id}/proxy/{path}", "other"): 403,
+    ("POST", "/v1/workers/{worker_id}/services/claim", "worker-other-name"): 403,
 }
 
 # What Litestar's own OPTIONS handler answers a caller the guards let through.
@@ -163,6 +187,7 @@ class World:
     drain_worker_id: str  # another worker, for the admin's drain
     snapshot: str  # sha256 of alice's upload, unshared
     task_ids: dict[str, str] = field(default_factory=dict)
+    service_ids: dict[str, str] = field(default_factory=dict)
 
     clients: dict[str, httpx.Client] = field(default_factory=dict)
 
@@ -178,6 +203,13 @@ class World:
         """A fresh queued task nothing can run (no worker has 64 GPUs)."""
         http = self.http(owner)
         r = http.post("/v1/tasks", json={"job_name": "matrix", "gpu": 64})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def service(self, owner: str = "user") -> str:
+        """A fresh queued Jupyter service nothing can run (no worker has 64 GPUs)."""
+        http = self.http(owner)
+        r = http.post("/v1/jupyter/services", json={"name": f"m-{uuid.uuid4().hex[:8]}", "gpu": 64})
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
@@ -207,6 +239,10 @@ def build(world: World, method: str, template: str, role: str) -> Request:
     if "{task_id}" in template:
         # The task is alice's (the "user" column acts on its own task); cancelling consumes one.
         values["task_id"] = world.task() if method == "DELETE" else world.task_ids["alice"]
+    if "{service_id}" in template:
+        # Stopping consumes one.
+        plain = template == "/v1/jupyter/services/{service_id}"
+        values["service_id"] = world.service() if plain and method == "DELETE" else world.service_ids["alice"]
     if "{worker_id}" in template:
         values["worker_id"] = world.drain_worker_id if method == "DELETE" else world.worker_id
     if "{key_id}" in template:
@@ -236,8 +272,15 @@ def build(world: World, method: str, template: str, role: str) -> Request:
         body = {"json": {"name": name, "capabilities": {"cpu_cores": 1, "memory_gb": 1}}}
     elif template.endswith("/heartbeat"):
         body = {"json": {"active": []}}
+    elif template.endswith("/services/claim"):
+        params = {"wait": "0"}
+        body = {"json": {"running": []}}
     elif template.endswith("/claim"):
         params = {"wait": "0"}
+    elif template.endswith("/services/{service_id}/report"):
+        body = {"json": {"status": "stopped"}}
+    elif (method, template) == ("POST", "/v1/jupyter/services"):
+        body = {"json": {"name": f"m-{uuid.uuid4().hex[:8]}", "gpu": 64}}
     elif template.endswith("/report"):
         body = {"json": {"attempt": 1, "status": "running"}}
     elif method == "PUT" and template.startswith("/v1/snapshots"):
@@ -291,6 +334,7 @@ def world(module_server_factory: Callable[..., ServerHandle]) -> Iterator[World]
         assert http.put(f"/v1/snapshots/{sha}", content=data).status_code == 201
     w = World(srv, roles, ids["gpu-box-1"], ids["gpu-box-2"], sha)
     w.task_ids["alice"] = w.task("user")
+    w.service_ids["alice"] = w.service("user")
     yield w
     for client in w.clients.values():
         client.close()

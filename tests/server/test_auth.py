@@ -81,6 +81,28 @@ def route_table(
         ("DELETE", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),
         ("GET", "/v1/scheduler/reservations", None, {ADMIN}),
         ("POST", "/v1/scheduler/reservations", lambda: {"gpu_count": 1}, {ADMIN}),
+        # Never placed (no worker has 64 GPUs of a made-up type): nothing starts on the shared server.
+        (
+            "POST",
+            "/v1/jupyter/services",
+            lambda: {"name": f"authz-{uuid.uuid4().hex[:8]}", "gpu": 64, "gpu_type": "authz-none"},
+            {ADMIN, USER},
+        ),
+        ("GET", "/v1/jupyter/services", None, {ADMIN, USER}),
+        ("GET", "/v1/jupyter/services/no-such-service", None, {ADMIN, USER}),
+        ("DELETE", "/v1/jupyter/services/no-such-service", None, {ADMIN, USER}),
+        *[
+            (m, f"/v1/jupyter/services/no-such-service/proxy{rest}", None, {ADMIN, USER})
+            for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+            for rest in ("", "/api/status")
+        ],
+        ("POST", f"/v1/workers/{worker}/services/claim?wait=0", lambda: {"running": []}, {ADMIN, WORKER}),
+        (
+            "POST",
+            f"/v1/workers/{worker}/services/no-such-service/report",
+            lambda: {"status": "stopped"},
+            {ADMIN, WORKER},
+        ),
         # alice's own task: her key may change it (200), so may an admin; bob's is covered elsewhere.
         ("PATCH", f"/v1/scheduler/jobs/{task_id}/priority", lambda: {"priority": 5}, {ADMIN, USER}),
     ]
@@ -134,7 +156,10 @@ def test_route_table_covers_the_app(shared_server: ServerHandle, keys: Keys, ali
             .replace("no-such-worker", "{worker_id}")
             .replace("artifacts/no/such/file.txt", "artifacts/{path}")
             .replace("artifacts/out.txt", "artifacts/{path}")
-            .replace(NO_SNAPSHOT, "{sha256}"),
+            .replace(NO_SNAPSHOT, "{sha256}")
+            .replace("no-such-service/proxy/api/status", "{service_id}/proxy/{path}")
+            .replace("no-such-service/proxy", "{service_id}/proxy")
+            .replace("no-such-service", "{service_id}"),
         )
         for m, p in table
     }

@@ -15,10 +15,12 @@ from textual.pilot import Pilot
 
 from fetchml.client import FetchmlClient
 from fetchml.core.errors import ForbiddenError
+from fetchml.core.jupyter import StartJupyterRequest
 from fetchml.tui import feed as io
 from fetchml.tui.app import FetchmlTui
 from fetchml.tui.screens import Ask, Confirm
-from fetchml.tui.widgets import RowTable
+from fetchml.tui.services import ServicesPane
+from fetchml.tui.widgets import RowTable, TextPane
 from tests.cli.conftest import unreachable_url
 from tests.e2e.conftest import FAST_LEASES, Cluster, gated, local_cluster
 from tests.harness import ServerPool
@@ -61,7 +63,9 @@ def table(app: FetchmlTui, name: str) -> RowTable:
 
 
 async def select(pilot: Pilot[Any], app: FetchmlTui, tab: str, row_id: str) -> None:
-    await pilot.press(str(["queue", "running", "workers", "reservations", "audit", "ended"].index(tab) + 1))
+    await pilot.press(
+        str(["queue", "running", "workers", "reservations", "audit", "ended", "services"].index(tab) + 1)
+    )
     await until(pilot, lambda: table(app, tab).select(row_id), f"{row_id} in {tab}")
     await until(pilot, lambda: table(app, tab).selected_id == row_id, f"{row_id} highlighted")
 
@@ -307,6 +311,59 @@ def test_a_user_keys_new_tasks_show_up_live_over_the_websocket(box: Cluster, gat
             assert http.delete(f"/v1/tasks/{bobs}").status_code == 204
 
     drive(app, scenario)
+
+
+# --- Jupyter services -------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_service_shows_in_the_services_pane_and_stops_from_the_keyboard(box: Cluster) -> None:
+    # A GPU type no worker has: the service stays queued (`starting`), and no Jupyter runs.
+    with FetchmlClient(box.server.url, box.user) as c:
+        svc = c.jupyter.start(StartJupyterRequest(name="tui-lab", gpu=1, gpu_type="NOSUCHGPU"))
+    app = FetchmlTui(box.server.client(box.admin))
+    bob = FetchmlTui(box.server.client(box.server.make_key("bob", "user")))
+
+    async def scenario(pilot: Pilot[Any]) -> None:
+        await select(pilot, app, "services", svc.id)
+        pane = app.query_one("#services-pane", ServicesPane)
+        cells = app.services.cells(svc.id, time.time())
+        assert cells[:5] == [svc.id[:8], "tui-lab", "alice", ("starting", "yellow"), "-"], cells
+        assert (pane.selected() or {}).get("id") == svc.id
+        detail = app.query_one("#service-detail", TextPane).plain
+        assert svc.id in detail and "waiting:" in detail, detail
+
+        # c asks first; n leaves it, y stops it (a queued service stops at once).
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the confirmation")
+        assert "Stop Jupyter service" in str(app.screen.query_one("#question").render())
+        await pilot.press("n")
+        with FetchmlClient(box.server.url, box.admin) as c:
+            assert c.jupyter.get(svc.id).status.value == "starting"
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, Confirm), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: (app.services.get(svc.id) or {}).get("status") == "stopped", "the stop")
+        ids = app.services.ids
+        assert svc.id in ids and all(
+            app.services.by_id[i]["status"] != "stopped" for i in ids[: ids.index(svc.id)]
+        )
+        # Stopped: c says so instead of asking.
+        await pilot.press("c")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, Confirm)
+
+    drive(app, scenario)
+    assert app.failures == []
+    with FetchmlClient(box.server.url, box.user) as c:
+        assert c.jupyter.get(svc.id).status.value == "stopped"
+
+    async def bobs_view(pilot: Pilot[Any]) -> None:
+        await pilot.press("7")
+        await until(pilot, lambda: bob.services.read, "bob's list")
+        assert svc.id not in bob.services.ids  # a user key lists its own services only
+
+    drive(bob, bobs_view)
 
 
 # --- connections ------------------------------------------------------------------------------

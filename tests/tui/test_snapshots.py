@@ -22,7 +22,7 @@ import pytest
 from rich.console import Console
 
 from fetchml.tui.app import FetchmlTui
-from fetchml.tui.sample import NOW, demo_state
+from fetchml.tui.sample import NOW, demo_services, demo_state
 from fetchml.tui.state import USER, Viewer
 
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img" / "tui"
@@ -38,6 +38,7 @@ SCENES: dict[str, tuple[list[str], Viewer | None]] = {
     "help": (["question_mark"], None),
     "filter": (["slash", *"user:alice", "enter", "2"], None),
     "user": (["3"], Viewer(USER, "alice")),
+    "services": (["7"], None),
 }
 
 
@@ -50,7 +51,9 @@ def screen_text(app: FetchmlTui) -> str:
 
 
 def render(keys: list[str], viewer: Viewer | None) -> tuple[str, str]:
-    app = FetchmlTui(None, state=demo_state(viewer), clock=lambda: NOW, tz=UTC)
+    app = FetchmlTui(
+        None, state=demo_state(viewer), clock=lambda: NOW, tz=UTC, services=demo_services(viewer)
+    )
     out: dict[str, str] = {}
 
     async def main() -> None:
@@ -98,5 +101,5 @@ def test_snapshot(scene: str, tmp_path: Path) -> None:
 
 def test_the_snapshots_are_the_docs_screenshots() -> None:
     doc = (SNAPSHOTS.parents[1] / "tui.md").read_text()
-    for scene in ("queue", "running", "workers", "ended", "help"):
+    for scene in ("queue", "running", "workers", "ended", "help", "services"):
         assert f"img/tui/{scene}.svg" in doc, scene

@@ -33,6 +33,10 @@ class ExecSpec:
     # The id of the server (installation) the attempt belongs to, stamped on the container or
     # process next to the worker name: orphan cleanup touches only what carries both.
     server_id: str | None = None
+    # Docker only: (host port, container port) pairs published on `bind_host` (a Jupyter
+    # service's server). The local executor ignores both: its process binds the host port itself.
+    ports: tuple[tuple[int, int], ...] = ()
+    bind_host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)

@@ -513,6 +513,8 @@ class DockerExecutor:
             "ipc_mode": "private",
             "network_mode": self.network,
         }
+        if spec.ports:
+            config.update(self._published(spec))
         if self.pids_limit:
             config["pids_limit"] = self.pids_limit
         if self.user is not None:
@@ -529,6 +531,20 @@ class DockerExecutor:
                 docker.types.DeviceRequest(device_ids=[str(i) for i in spec.gpus], capabilities=[["gpu"]])
             ]
         return config
+
+    def _published(self, spec: ExecSpec) -> dict[str, Any]:
+        """spec.ports as Docker port bindings on spec.bind_host."""
+        if self.network == "none":
+            raise ExecutorError(
+                "this worker's containers have no network (--network none), so a service's port "
+                "cannot be published: use another network to run services"
+            )
+        if self.network == "host":
+            # Published ports mean nothing on the host's network: the server binds the port itself.
+            if any(host != container for host, container in spec.ports):
+                raise ExecutorError("with --network host a container port must equal its host port")
+            return {}
+        return {"ports": {f"{container}/tcp": (spec.bind_host, host) for host, container in spec.ports}}
 
     def _readonly_mounts(self, spec: ExecSpec, workspace: Path, container_workdir: str) -> list[Any]:
         """spec.readonly_mounts as read-only binds of single files over their workspace paths."""

@@ -1,0 +1,21 @@
+"""Which worker a key may act as: shared by the task and service halves of the worker protocol."""
+
+from __future__ import annotations
+
+from fetchml.core.enums import Role
+from fetchml.core.errors import ForbiddenError, NotFoundError
+from fetchml.services.principal import Principal
+from fetchml.services.uow import Tx
+from fetchml.store.tables import WorkerRow
+
+
+def owned_worker(tx: Tx, principal: Principal, worker_id: str) -> WorkerRow:
+    # The key's bound name first: a stolen key learns nothing about other workers' names.
+    if not principal.may_act_as_worker(worker_id):
+        raise ForbiddenError(f"This key may act only as worker {principal.worker_name!r}")
+    row = tx.session.get(WorkerRow, worker_id)
+    if row is None:
+        raise NotFoundError(f"Worker {worker_id} is not registered")
+    if principal.role is not Role.ADMIN and row.key_id != principal.key_id:
+        raise ForbiddenError(f"Worker {worker_id} belongs to another key")
+    return row
