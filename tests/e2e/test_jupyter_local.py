@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Cluster
+from tests.jupyter_kit import kernel_round_trip
 from tests.runner.servicekit import labelled, port_range
 
 pytestmark = pytest.mark.slow
@@ -71,6 +72,11 @@ def test_a_service_starts_answers_and_stops_leaving_no_process(cluster: Cluster)
         == 200
     )
     assert httpx.get(f"{got['url']}api/status").status_code == 403
+    # The same server through the fetchml server's proxy, with the user's key and no token: its
+    # status, and a kernel round trip over the proxied WebSocket.
+    proxy = cluster.server.url + s["proxy_path"]
+    assert httpx.get(f"{proxy}api/status", headers={"X-API-Key": cluster.user}).status_code == 200
+    kernel_round_trip(proxy, {"X-API-Key": cluster.user})
     start_kernel(got)
     cluster.wait_for(lambda: len(labelled(sid)) >= 2, what="the kernel process")
     delete(cluster, sid)
