@@ -275,8 +275,12 @@ class CheckpointService:
         checked in parallel processes when it is long."""
 
         def bounds(session: Session) -> tuple[int, int, int]:
-            lo, hi, n = session.execute(select(func.min(SEQ), func.max(SEQ), func.count())).one()
-            return int(lo or 0), int(hi or 0), int(n or 0)
+            # min and max are two index lookups; count(*) would read the whole table (a tenth of
+            # a second at a million events) only to size the ranges: the scan counts anyway.
+            lo, hi = session.execute(select(func.min(SEQ), func.max(SEQ))).one()
+            if hi is None:
+                return 0, 0, 0
+            return int(lo), int(hi), int(hi) - int(lo) + 1
 
         lo, hi, n = await read(self.db, bounds)
         if n == 0:
