@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from fetchml.cli import audit, config, experiments, jupyter, keys, queue, reserve, scheduler, tasks, workers
+from fetchml.cli import (
+    audit,
+    config,
+    experiments,
+    jupyter,
+    keys,
+    plugins,
+    queue,
+    reserve,
+    scheduler,
+    tasks,
+    workers,
+)
 from fetchml.cli.artifacts import artifacts
 from fetchml.cli.health import health
 from fetchml.cli.logs import logs
@@ -46,6 +58,7 @@ app.add_typer(workers.app, name="workers")
 app.add_typer(scheduler.app, name="scheduler")
 app.add_typer(reserve.app, name="reserve")
 app.add_typer(jupyter.app, name="jupyter")
+app.add_typer(plugins.app, name="plugins")
 app.command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})(run)
 app.command("serve")(serve)
 app.command("worker")(worker)

@@ -12,6 +12,7 @@ from fetchml.client.experiments import ExperimentsClient
 from fetchml.client.jupyter import JupyterClient, JupyterWorkersClient
 from fetchml.client.keys import KeysClient
 from fetchml.client.logs import LogsClient
+from fetchml.client.plugins import PluginsClient
 from fetchml.client.queue import QueueClient
 from fetchml.client.reservations import ReservationClient
 from fetchml.client.scheduler import SchedulerClient
@@ -40,6 +41,7 @@ class FetchmlClient:
         self.streams = StreamsClient(self._transport)
         self.jupyter = JupyterClient(self._transport)
         self.jupyter_workers = JupyterWorkersClient(self._transport)
+        self.plugins = PluginsClient(self._transport)
 
     @classmethod
     def from_config(cls, config: ClientConfig | None = None) -> FetchmlClient:

@@ -32,6 +32,7 @@ from fetchml.server.routes.jupyter_proxy import (
 from fetchml.server.routes.keys import KeyController
 from fetchml.server.routes.logs import LogController
 from fetchml.server.routes.metrics import metrics
+from fetchml.server.routes.plugins import PluginController
 from fetchml.server.routes.queue import queue_stats
 from fetchml.server.routes.reservations import ReservationController
 from fetchml.server.routes.scheduler import SchedulerController
@@ -87,6 +88,7 @@ def create_app(services: Services) -> Litestar:
             TaskReportController,
             JupyterController,
             JupyterWorkerController,
+            PluginController,
             jupyter_proxy,
             jupyter_proxy_head,
             jupyter_proxy_ws,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from fetchml import __version__
 from fetchml.core.clock import Clock, clock_from_settings
 from fetchml.core.events import FeedEvent
 from fetchml.core.settings import Settings
@@ -22,6 +23,7 @@ from fetchml.services.keys import KeyService
 from fetchml.services.logs import LogService
 from fetchml.services.metrics import MetricsService
 from fetchml.services.placement import Placer
+from fetchml.services.plugins import PluginService
 from fetchml.services.queue import QueueService
 from fetchml.services.reservations import ReservationService
 from fetchml.services.scheduler import SchedulerService
@@ -86,6 +88,7 @@ class Services:
         self.workers = WorkerService(self.db, self.writer, self.bus, settings, self.placer)
         self.reservations = ReservationService(self.db, self.writer)
         self.jupyter = JupyterServices(self.db, self.writer, self.bus, settings, self.placer)
+        self.plugins = PluginService(self.db, self.writer, self.clock, __version__)
         self.logs = LogService(
             self.db,
             self.writer,

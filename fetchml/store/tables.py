@@ -308,3 +308,14 @@ class JupyterServiceRow(SQLModel, table=True):
     started_at: datetime | None = _dt()
     ended_at: datetime | None = _dt()
     last_activity: datetime | None = _dt()
+
+
+class PluginRow(SQLModel, table=True):
+    """A tracking plugin's config (fetchml.services.plugins), secrets included: served redacted."""
+
+    __tablename__ = "plugins"
+
+    name: str = Field(primary_key=True, max_length=64)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_by: str = Field(max_length=64)

@@ -101,6 +101,13 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("PATCH", "/v1/jupyter/services/{service_id}/proxy/{path}"): (401, 401, 409, 403, 409),
     ("POST", "/v1/jupyter/services/{service_id}/proxy/{path}"): (401, 401, 409, 403, 409),
     ("PUT", "/v1/jupyter/services/{service_id}/proxy/{path}"): (401, 401, 409, 403, 409),
+    # Tracking plugins: users and admins read (redacted), admins write (an unknown plugin: 404).
+    ("GET", "/v1/plugins"): (401, 401, 200, 403, 200),
+    ("GET", "/v1/plugins/{plugin_name}"): (401, 401, 200, 403, 200),
+    ("GET", "/v1/plugins/{plugin_name}/config"): (401, 401, 200, 403, 200),
+    ("PUT", "/v1/plugins/{plugin_name}/config"): (401, 401, 403, 403, 200),
+    ("DELETE", "/v1/plugins/{plugin_name}/config"): (401, 401, 403, 403, 204),
+    ("GET", "/v1/plugins/{plugin_name}/health"): (401, 401, 200, 403, 200),
     # The worker protocol's service half: this worker holds no service of alice's.
     ("POST", "/v1/workers/{worker_id}/services/claim"): (401, 401, 403, 200, 200),
     ("POST", "/v1/workers/{worker_id}/services/{service_id}/report"): (401, 401, 403, 403, 403),
@@ -243,6 +250,8 @@ def build(world: World, method: str, template: str, role: str) -> Request:
         # Stopping consumes one.
         plain = template == "/v1/jupyter/services/{service_id}"
         values["service_id"] = world.service() if plain and method == "DELETE" else world.service_ids["alice"]
+    if "{plugin_name}" in template:
+        values["plugin_name"] = "tensorboard"
     if "{worker_id}" in template:
         values["worker_id"] = world.drain_worker_id if method == "DELETE" else world.worker_id
     if "{key_id}" in template:
@@ -279,6 +288,8 @@ def build(world: World, method: str, template: str, role: str) -> Request:
         params = {"wait": "0"}
     elif template.endswith("/services/{service_id}/report"):
         body = {"json": {"status": "stopped"}}
+    elif (method, template) == ("PUT", "/v1/plugins/{plugin_name}/config"):
+        body = {"json": {"mode": "disabled"}}
     elif (method, template) == ("POST", "/v1/jupyter/services"):
         body = {"json": {"name": f"m-{uuid.uuid4().hex[:8]}", "gpu": 64}}
     elif template.endswith("/report"):

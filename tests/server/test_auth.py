@@ -81,6 +81,12 @@ def route_table(
         ("DELETE", "/v1/scheduler/workers/no-such-worker", None, {ADMIN}),
         ("GET", "/v1/scheduler/reservations", None, {ADMIN}),
         ("POST", "/v1/scheduler/reservations", lambda: {"gpu_count": 1}, {ADMIN}),
+        ("GET", "/v1/plugins", None, {ADMIN, USER}),
+        ("GET", "/v1/plugins/no-such-plugin", None, {ADMIN, USER}),
+        ("GET", "/v1/plugins/no-such-plugin/config", None, {ADMIN, USER}),
+        ("PUT", "/v1/plugins/no-such-plugin/config", lambda: {"mode": "disabled"}, {ADMIN}),
+        ("DELETE", "/v1/plugins/no-such-plugin/config", None, {ADMIN}),
+        ("GET", "/v1/plugins/no-such-plugin/health", None, {ADMIN, USER}),
         # Never placed (no worker has 64 GPUs of a made-up type): nothing starts on the shared server.
         (
             "POST",
@@ -159,7 +165,8 @@ def test_route_table_covers_the_app(shared_server: ServerHandle, keys: Keys, ali
             .replace(NO_SNAPSHOT, "{sha256}")
             .replace("no-such-service/proxy/api/status", "{service_id}/proxy/{path}")
             .replace("no-such-service/proxy", "{service_id}/proxy")
-            .replace("no-such-service", "{service_id}"),
+            .replace("no-such-service", "{service_id}")
+            .replace("no-such-plugin", "{plugin_name}"),
         )
         for m, p in table
     }

@@ -1,0 +1,211 @@
+"""Tracking plugins (mlflow, tensorboard, wandb): which exist, which modes each offers, what
+settings each takes, which of them are secrets, and how a config is checked and redacted.
+
+Pure rules: the service (fetchml.services.plugins) stores and serves configs; nothing here does
+I/O. A config is the contract's PluginConfig; `validate` turns what an admin sent into the
+stored form (mode and enabled agreeing, defaults filled in) or raises a ValidationError that
+names the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from fetchml.core.errors import ValidationError
+from fetchml.core.models import PluginConfig, PluginStatus, Wire
+
+REDACTED = "***"
+Mode = Literal["sidecar", "remote", "disabled"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    kind: Literal["str", "url", "int", "choice"]
+    modes: tuple[str, ...]  # the modes it applies to
+    required: bool = False
+    secret: bool = False
+    default: Any = None
+    lo: int = 0
+    hi: int = 0
+    choices: tuple[str, ...] = ()
+    max_len: int = 256
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    modes: tuple[str, ...]  # the modes besides `disabled`, the first the default when enabled
+    settings: dict[str, Setting]
+    extra: str | None = None  # the pip extra a sidecar needs: fetchml[<extra>]
+
+
+SPECS: dict[str, Spec] = {
+    "mlflow": Spec(
+        "mlflow",
+        ("remote", "sidecar"),
+        {
+            "tracking_uri": Setting("url", ("remote",), required=True),
+            "token": Setting("str", ("remote",), secret=True, max_len=4096),
+            "port": Setting("int", ("sidecar",), default=5000, lo=1, hi=65535),
+            "default_experiment": Setting("str", ("remote", "sidecar")),
+        },
+        extra="mlflow",
+    ),
+    "tensorboard": Spec(
+        "tensorboard",
+        ("remote", "sidecar"),
+        {
+            "url": Setting("url", ("remote",), required=True),
+            "port": Setting("int", ("sidecar",), default=6006, lo=1, hi=65535),
+            "reload_interval": Setting("int", ("sidecar",), default=5, lo=1, hi=3600),
+        },
+        extra="tensorboard",
+    ),
+    "wandb": Spec(
+        "wandb",
+        ("remote",),
+        {
+            "api_key": Setting("str", ("remote",), required=True, secret=True, max_len=4096),
+            "base_url": Setting("url", ("remote",), default="https://api.wandb.ai"),
+            "project": Setting("str", ("remote",)),
+            "entity": Setting("str", ("remote",)),
+            "mode": Setting("choice", ("remote",), default="online", choices=("online", "offline", "disabled")),
+        },
+    ),
+}
+PLUGIN_NAMES = tuple(SPECS)
+
+
+class Plugin(Wire):
+    """The contract's Plugin."""
+
+    name: str
+    enabled: bool
+    mode: Mode
+    status: PluginStatus
+    config: PluginConfig
+    requires_restart: bool = False
+    version: str | None = None
+
+
+def _bad(field: str, why: str) -> ValidationError:
+    return ValidationError(f"{field}: {why}")
+
+
+def _check_url(field: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 2048:
+        raise _bad(field, "must be a URL of at most 2048 characters")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _bad(field, "must be an http:// or https:// URL with a host")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise _bad(field, "has a bad port") from exc
+    return value
+
+
+def validate(name: str, cfg: PluginConfig) -> PluginConfig:
+    """The stored form of an admin's config, or ValidationError naming the field."""
+    spec = SPECS[name]
+    mode: str | None = cfg.mode
+    if mode is None:
+        mode = spec.modes[0] if cfg.enabled else "disabled"
+    if cfg.enabled is False and mode != "disabled":
+        raise _bad("enabled", f"false with mode {mode!r}: use mode 'disabled', or enabled true")
+    if mode != "disabled" and mode not in spec.modes:
+        raise _bad("mode", f"{name} offers {', '.join(spec.modes)} or disabled, not {mode!r}")
+    if cfg.image is not None:
+        raise _bad("image", f"{name} takes no image: its sidecar is a local process")
+    given = dict(cfg.settings or {})
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        setting = spec.settings.get(key)
+        field = f"settings.{key}"
+        if setting is None:
+            raise _bad(field, f"unknown setting for {name} (known: {', '.join(spec.settings)})")
+        if mode != "disabled" and mode not in setting.modes:
+            raise _bad(field, f"applies to mode {' or '.join(setting.modes)}, not {mode}")
+        out[key] = _check(field, setting, value)
+    if mode != "disabled":
+        for key, setting in spec.settings.items():
+            if mode not in setting.modes or key in out:
+                continue
+            if setting.required:
+                raise _bad(f"settings.{key}", f"required for {name} in mode {mode}")
+            if setting.default is not None:
+                out[key] = setting.default
+    return PluginConfig(enabled=mode != "disabled", mode=mode, settings=out)
+
+
+def _check(field: str, setting: Setting, value: Any) -> Any:
+    if setting.kind == "url":
+        return _check_url(field, value)
+    if setting.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or not setting.lo <= value <= setting.hi:
+            raise _bad(field, f"must be an integer from {setting.lo} to {setting.hi}")
+        return value
+    if setting.kind == "choice":
+        if value not in setting.choices:
+            raise _bad(field, f"must be one of {', '.join(setting.choices)}")
+        return value
+    if not isinstance(value, str) or not value or len(value) > setting.max_len:
+        raise _bad(field, f"must be a non-empty string of at most {setting.max_len} characters")
+    if not setting.secret and any(ord(c) < 32 for c in value):
+        raise _bad(field, "must not hold control characters")
+    return value
+
+
+def redact_url(url: str) -> str:
+    """A URL with any password in it, and every query value, replaced: tokens ride there."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+    query = "&".join(f"{kv.split('=', 1)[0]}={REDACTED}" for kv in parts.query.split("&") if kv) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def redacted(name: str, cfg: PluginConfig) -> PluginConfig:
+    """The config as every response, audit event and log line shows it."""
+    spec = SPECS[name]
+    settings: dict[str, Any] = {}
+    for key, value in (cfg.settings or {}).items():
+        setting = spec.settings.get(key)
+        if setting is not None and setting.secret:
+            settings[key] = REDACTED
+        elif setting is not None and setting.kind == "url" and isinstance(value, str):
+            settings[key] = redact_url(value)
+        else:
+            settings[key] = value
+    return cfg.model_copy(update={"settings": settings})
+
+
+def secrets_of(name: str, cfg: PluginConfig) -> list[str]:
+    """The secret strings a config holds (to keep them out of logs and errors)."""
+    spec = SPECS[name]
+    out: list[str] = []
+    for key, value in (cfg.settings or {}).items():
+        setting = spec.settings.get(key)
+        if isinstance(value, str) and setting is not None and setting.secret:
+            out.append(value)
+        elif isinstance(value, str) and setting is not None and setting.kind == "url":
+            parts = urlsplit(value)
+            if parts.password:
+                out.append(parts.password)
+    return out
+
+
+DISABLED = PluginConfig(enabled=False, mode="disabled", settings={})
+
+
+def as_model(value: dict[str, Any] | None) -> PluginConfig:
+    return PluginConfig.model_validate(value) if value else DISABLED
+

@@ -1,0 +1,184 @@
+"""Tracking plugins: configs (stored with their secrets, served redacted), health, and the check
+of the plugins a task names at submission (docs/plugins.md).
+
+Remote mode is served; sidecar mode (fetchml starting and supervising the tracker) is refused
+with a 422 that says so, and names the extra when it is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fetchml.core.clock import Clock
+from fetchml.core.enums import AuditEventType
+from fetchml.core.errors import NotFoundError, ValidationError
+from fetchml.core.models import HealthResponse, PluginConfig, PluginStatus
+from fetchml.core.plugins import SPECS, Plugin, as_model, redact_url, redacted, validate
+from fetchml.services.base import read
+from fetchml.services.principal import Principal
+from fetchml.services.uow import Tx, WriteQueue
+from fetchml.store.db import Database
+from fetchml.store.tables import PluginRow
+
+PROBE_TIMEOUT = 3.0  # seconds a remote's reachability probe may take
+URL_SETTING = {"mlflow": "tracking_uri", "tensorboard": "url", "wandb": "base_url"}
+
+
+def _spec_or_404(name: str) -> None:
+    if name not in SPECS:
+        raise NotFoundError(f"Unknown plugin {name!r}; plugins: {', '.join(SPECS)}")
+
+
+def _url_of(name: str, cfg: PluginConfig) -> str | None:
+    value = (cfg.settings or {}).get(URL_SETTING[name])
+    return value if isinstance(value, str) else None
+
+
+class PluginService:
+    def __init__(self, db: Database, writer: WriteQueue, clock: Clock, version: str) -> None:
+        self.db = db
+        self.writer = writer
+        self.clock = clock
+        self.version = version
+        # name -> the last health check's outcome (this process's; a fresh one checks again).
+        self._status: dict[str, PluginStatus] = {}
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _configs(self, session: Session) -> dict[str, PluginConfig]:
+        rows = {r.name: r for r in session.scalars(select(PluginRow)).all()}
+        return {name: as_model(rows[name].config if name in rows else None) for name in SPECS}
+
+    def _wire(self, name: str, cfg: PluginConfig) -> Plugin:
+        status = self._status.get(name)
+        if cfg.mode == "disabled" or status is None:
+            url = _url_of(name, cfg)
+            status = PluginStatus(
+                name=name,
+                status="stopped" if cfg.mode == "disabled" else None,
+                url=redact_url(url) if url else None,
+            )
+        return Plugin(
+            name=name,
+            enabled=bool(cfg.enabled),
+            mode=cfg.mode or "disabled",
+            status=status,
+            config=redacted(name, cfg),
+            requires_restart=False,
+            version=self.version,
+        )
+
+    async def list(self) -> list[Plugin]:
+        configs = await read(self.db, self._configs)
+        return [self._wire(n, c) for n, c in configs.items()]
+
+    async def get(self, name: str) -> Plugin:
+        _spec_or_404(name)
+        configs = await read(self.db, self._configs)
+        return self._wire(name, configs[name])
+
+    async def get_config(self, name: str) -> PluginConfig:
+        return (await self.get(name)).config
+
+    async def enabled(self) -> dict[str, PluginConfig]:
+        """The enabled plugins' configs, secrets included (for tasks' environments)."""
+        configs = await read(self.db, self._configs)
+        return {n: c for n, c in configs.items() if c.enabled}
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def put_config(
+        self, principal: Principal, name: str, cfg: PluginConfig, ip_address: str | None = None
+    ) -> Plugin:
+        _spec_or_404(name)
+        stored = validate(name, cfg)
+        if stored.mode == "sidecar":
+            extra = SPECS[name].extra
+            if extra and importlib.util.find_spec(extra) is None:
+                raise ValidationError(
+                    f"mode: sidecar needs the {extra} package on the server: pip install 'fetchml[{extra}]'"
+                )
+            raise ValidationError("mode: sidecar is not available in this version; use mode remote")
+        await self.writer.run(lambda tx: self._store(tx, principal, name, stored, ip_address, "configure"))
+        self._status.pop(name, None)  # the old health says nothing about the new config
+        return self._wire(name, stored)
+
+    async def disable(self, principal: Principal, name: str, ip_address: str | None = None) -> None:
+        """DELETE: the plugin is disabled; its settings are kept for when it is enabled again."""
+        _spec_or_404(name)
+
+        def op(tx: Tx) -> None:
+            row = tx.session.get(PluginRow, name)
+            old = as_model(row.config if row else None)
+            self._store(
+                tx, principal, name, old.model_copy(update={"enabled": False, "mode": "disabled"}), ip_address, "disable"
+            )
+
+        await self.writer.run(op)
+        self._status.pop(name, None)
+
+    def _store(
+        self, tx: Tx, principal: Principal, name: str, cfg: PluginConfig, ip: str | None, action: str
+    ) -> None:
+        now = tx.clock.now()
+        row = tx.session.get(PluginRow, name)
+        data = cfg.model_dump(mode="json", exclude_none=True)
+        if row is None:
+            tx.session.add(PluginRow(name=name, config=data, updated_at=now, updated_by=principal.user_id))
+        else:
+            row.config, row.updated_at, row.updated_by = data, now, principal.user_id
+        tx.audit(
+            AuditEventType.PLUGIN_CONFIGURED,
+            user_id=principal.user_id,
+            resource=f"plugin:{name}",
+            action=action,
+            ip_address=ip,
+            metadata={"config": redacted(name, cfg).model_dump(mode="json", exclude_none=True)},
+        )
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def health(self, name: str) -> HealthResponse:
+        """A remote is probed for reachability (any HTTP answer within PROBE_TIMEOUT); a disabled
+        plugin is unhealthy (it serves nothing)."""
+        _spec_or_404(name)
+        cfg = (await read(self.db, self._configs))[name]
+        now = self.clock.now()
+        url = _url_of(name, cfg)
+        ok = False
+        if cfg.mode == "remote" and url:
+            ok = await self._reachable(url)
+        self._status[name] = PluginStatus(
+            name=name,
+            status="stopped" if cfg.mode == "disabled" else ("healthy" if ok else "unhealthy"),
+            url=redact_url(url) if url else None,
+            last_check=now,
+        )
+        return HealthResponse(status="healthy" if ok else "unhealthy", version=self.version, timestamp=now)
+
+    @staticmethod
+    async def _reachable(url: str) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=PROBE_TIMEOUT, follow_redirects=False, trust_env=False) as http:
+                await http.get(url)
+            return True
+        except httpx.HTTPError:
+            return False
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    @staticmethod
+    def check_task_plugins(requested: dict[str, Any], enabled: dict[str, PluginConfig]) -> None:
+        """A task may name only enabled plugins (422 otherwise, naming it)."""
+        for name in requested:
+            if name not in SPECS:
+                raise ValidationError(f"plugin_configs.{name}: unknown plugin (plugins: {', '.join(SPECS)})")
+            if name not in enabled:
+                raise ValidationError(f"plugin_configs.{name}: the plugin is disabled on this server")
+
+
