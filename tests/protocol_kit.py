@@ -161,3 +161,18 @@ class FakeWorker:
 
     def log(self, a: Assignment, start_line: int, lines: list[str], *, attempt: int | None = None) -> None:
         self.client.logs.append(a.task.id, attempt or a.attempt, start_line, lines)
+
+
+def enable_plugins(srv: ServerHandle, *names: str) -> None:
+    """Enables tracking plugins in remote mode (tasks may name only enabled ones), pointing at a
+    loopback port nothing listens on: nothing contacts them unless a test probes their health."""
+    admin = srv.make_key(unique("plugins-admin"), "admin")
+    settings = {
+        "mlflow": {"tracking_uri": "http://127.0.0.1:9/"},
+        "tensorboard": {"url": "http://127.0.0.1:9/"},
+        "wandb": {"api_key": "test-key", "base_url": "http://127.0.0.1:9/"},
+    }
+    with srv.http(admin) as http:
+        for name in names:
+            r = http.put(f"/v1/plugins/{name}/config", json={"mode": "remote", "settings": settings[name]})
+            assert r.status_code == 200, r.text

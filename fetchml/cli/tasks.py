@@ -73,6 +73,26 @@ def parse_meta(items: list[str]) -> dict[str, str]:
     return meta
 
 
+def parse_plugins(items: list[str]) -> dict[str, dict[str, Any]]:
+    """Repeated NAME[:KEY=VALUE[,KEY=VALUE...]] -> plugin_configs. Raises ValueError."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, _, rest = item.partition(":")
+        name = name.strip()
+        if not name:
+            raise ValueError(f"invalid --plugin {item!r}: expected NAME[:KEY=VALUE,...]")
+        if name in out:
+            raise ValueError(f"invalid --plugin {item!r}: {name} given twice")
+        settings: dict[str, str] = {}
+        for pair in filter(None, rest.split(",")):
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"invalid --plugin {item!r}: expected KEY=VALUE after the name")
+            settings[key.strip()] = value
+        out[name] = {"settings": settings} if settings else {}
+    return out
+
+
 @handle_errors
 def submit(
     name: str = typer.Argument(..., help="Job name: letters, digits, _ and -, at most 64 characters."),
@@ -119,6 +139,12 @@ def submit(
     meta: list[str] | None = typer.Option(
         None, "--meta", "-m", metavar="KEY=VALUE", help="Metadata attached to the task; repeatable."
     ),
+    plugins: list[str] | None = typer.Option(
+        None,
+        "--plugin",
+        metavar="NAME[:KEY=VALUE,...]",
+        help="Track the run with an enabled plugin (mlflow, tensorboard, wandb), e.g. mlflow:experiment=resnet; repeatable.",
+    ),
     server: str | None = ServerOpt,
     api_key: str | None = ApiKeyOpt,
     as_json: bool = JsonOpt,
@@ -129,6 +155,7 @@ def submit(
 
       fetchml submit resnet -e train.py --args="--epochs 10" --gpu 1
       fetchml submit eval -e eval.py -d name=val,source=/d/val.tar,sha256=HEX
+      fetchml submit r50 -e train.py --plugin mlflow:experiment=resnet --plugin wandb
     """
     from fetchml.core.models import CreateTaskRequest
 
@@ -149,6 +176,7 @@ def submit(
         "node_count": node_count,
         "reservation_id": reservation,
         "metadata": parse_meta(meta or []) or None,
+        "plugin_configs": parse_plugins(plugins or []) or None,
     }
     # Checked here first: a bad request fails in one line, exit 2, without a round trip.
     request = CreateTaskRequest.model_validate({k: v for k, v in body.items() if v is not None})

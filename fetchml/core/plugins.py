@@ -209,3 +209,60 @@ DISABLED = PluginConfig(enabled=False, mode="disabled", settings={})
 def as_model(value: dict[str, Any] | None) -> PluginConfig:
     return PluginConfig.model_validate(value) if value else DISABLED
 
+
+
+# What a task may set per plugin in its own plugin_configs[name].settings.
+TASK_SETTINGS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("experiment",),
+    "tensorboard": (),
+    "wandb": ("project", "entity"),
+}
+
+
+def check_task_plugins(requested: dict[str, PluginConfig], enabled: dict[str, PluginConfig]) -> None:
+    """A task names only enabled plugins, with settings it may set (ValidationError naming the field)."""
+    for name, cfg in requested.items():
+        field = f"plugin_configs.{name}"
+        if name not in SPECS:
+            raise _bad(field, f"unknown plugin (plugins: {', '.join(SPECS)})")
+        if name not in enabled:
+            raise _bad(field, "the plugin is disabled on this server")
+        allowed = TASK_SETTINGS[name]
+        for key, value in (cfg.settings or {}).items():
+            if key not in allowed:
+                what = f"(a task may set: {', '.join(allowed)})" if allowed else "(a task sets none)"
+                raise _bad(f"{field}.settings.{key}", f"unknown setting {what}")
+            if not isinstance(value, str) or not value or len(value) > 256 or any(ord(c) < 32 for c in value):
+                raise _bad(f"{field}.settings.{key}", "must be a non-empty string of at most 256 characters")
+
+
+def task_env(task_id: str, requested: dict[str, Any], enabled: dict[str, PluginConfig]) -> dict[str, str]:
+    """The environment a task's process gets for the trackers it names (secrets included: it
+    goes only to the worker that runs the task)."""
+    env: dict[str, str] = {}
+    for name, raw in requested.items():
+        cfg = enabled.get(name)
+        if cfg is None or cfg.mode != "remote":
+            continue
+        mine = dict((raw or {}).get("settings") or {})
+        s = dict(cfg.settings or {})
+        if name == "mlflow":
+            env["MLFLOW_TRACKING_URI"] = s["tracking_uri"]
+            if s.get("token"):
+                env["MLFLOW_TRACKING_TOKEN"] = s["token"]
+            experiment = mine.get("experiment") or s.get("default_experiment")
+            if experiment:
+                env["MLFLOW_EXPERIMENT_NAME"] = experiment
+            env["MLFLOW_RUN_NAME"] = task_id
+        elif name == "wandb":
+            env["WANDB_API_KEY"] = s["api_key"]
+            env["WANDB_BASE_URL"] = s.get("base_url") or "https://api.wandb.ai"
+            env["WANDB_RUN_ID"] = task_id
+            env["WANDB_MODE"] = s.get("mode") or "online"
+            for key, var in (("project", "WANDB_PROJECT"), ("entity", "WANDB_ENTITY")):
+                value = mine.get(key) or s.get(key)
+                if value:
+                    env[var] = value
+        elif name == "tensorboard":
+            env["FETCHML_TENSORBOARD"] = "1"  # the worker points FETCHML_TENSORBOARD_DIR into the outputs
+    return env

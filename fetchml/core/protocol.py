@@ -89,6 +89,9 @@ class Assignment(Wire):
     master_addr: str | None = None
     master_port: int | None = None
     lease_expires_at: datetime
+    # The trackers' environment for the task's process (docs/plugins.md), secrets included: the
+    # worker holding the attempt is the only one that sees it, and never logs it.
+    env: dict[str, str] = {}
 
 
 class StatusReport(Wire):

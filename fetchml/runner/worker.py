@@ -716,6 +716,15 @@ class Worker:
             "FETCHML_NUM_NODES": str(a.assignment.num_nodes),
             "PYTHONUNBUFFERED": "1",
         }
+        # The trackers' environment (docs/plugins.md). Secrets: never logged.
+        env.update(a.assignment.env)
+        if env.pop("FETCHML_TENSORBOARD", None):
+            tb_dir = ws.output_dir / "tensorboard"  # comes back with the outputs
+            tb_dir.mkdir(exist_ok=True)
+            owner = ws.output_dir.stat()
+            if os.geteuid() == 0:  # the task may run as another user: the folder is the outputs' owner's
+                os.chown(tb_dir, owner.st_uid, owner.st_gid)
+            env["FETCHML_TENSORBOARD_DIR"] = str(tb_dir)
         if a.assignment.master_addr:
             env["MASTER_ADDR"] = a.assignment.master_addr
             env["MASTER_PORT"] = str(a.assignment.master_port or 29500)

@@ -39,6 +39,25 @@ def _url_of(name: str, cfg: PluginConfig) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def configs(session: Session) -> dict[str, PluginConfig]:
+    rows = {r.name: r for r in session.scalars(select(PluginRow)).all()}
+    return {name: as_model(rows[name].config if name in rows else None) for name in SPECS}
+
+
+def enabled_plugins(session: Session) -> dict[str, PluginConfig]:
+    """The enabled plugins' configs, secrets included."""
+    return {n: c for n, c in configs(session).items() if c.enabled}
+
+
+def task_plugin_status(name: str, cfg: PluginConfig) -> dict[str, Any]:
+    """A task's plugin_status entry: where its runs go (the URL redacted)."""
+    url = _url_of(name, cfg)
+    out: dict[str, Any] = {"name": name}
+    if url:
+        out["url"] = redact_url(url)
+    return out
+
+
 class PluginService:
     def __init__(self, db: Database, writer: WriteQueue, clock: Clock, version: str) -> None:
         self.db = db
@@ -49,10 +68,6 @@ class PluginService:
         self._status: dict[str, PluginStatus] = {}
 
     # -- reads --------------------------------------------------------------------------------
-
-    def _configs(self, session: Session) -> dict[str, PluginConfig]:
-        rows = {r.name: r for r in session.scalars(select(PluginRow)).all()}
-        return {name: as_model(rows[name].config if name in rows else None) for name in SPECS}
 
     def _wire(self, name: str, cfg: PluginConfig) -> Plugin:
         status = self._status.get(name)
@@ -74,21 +89,16 @@ class PluginService:
         )
 
     async def list(self) -> list[Plugin]:
-        configs = await read(self.db, self._configs)
-        return [self._wire(n, c) for n, c in configs.items()]
+        found = await read(self.db, configs)
+        return [self._wire(n, c) for n, c in found.items()]
 
     async def get(self, name: str) -> Plugin:
         _spec_or_404(name)
-        configs = await read(self.db, self._configs)
-        return self._wire(name, configs[name])
+        found = await read(self.db, configs)
+        return self._wire(name, found[name])
 
     async def get_config(self, name: str) -> PluginConfig:
         return (await self.get(name)).config
-
-    async def enabled(self) -> dict[str, PluginConfig]:
-        """The enabled plugins' configs, secrets included (for tasks' environments)."""
-        configs = await read(self.db, self._configs)
-        return {n: c for n, c in configs.items() if c.enabled}
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -147,7 +157,7 @@ class PluginService:
         """A remote is probed for reachability (any HTTP answer within PROBE_TIMEOUT); a disabled
         plugin is unhealthy (it serves nothing)."""
         _spec_or_404(name)
-        cfg = (await read(self.db, self._configs))[name]
+        cfg = (await read(self.db, configs))[name]
         now = self.clock.now()
         url = _url_of(name, cfg)
         ok = False
@@ -169,16 +179,3 @@ class PluginService:
             return True
         except httpx.HTTPError:
             return False
-
-    # -- tasks --------------------------------------------------------------------------------
-
-    @staticmethod
-    def check_task_plugins(requested: dict[str, Any], enabled: dict[str, PluginConfig]) -> None:
-        """A task may name only enabled plugins (422 otherwise, naming it)."""
-        for name in requested:
-            if name not in SPECS:
-                raise ValidationError(f"plugin_configs.{name}: unknown plugin (plugins: {', '.join(SPECS)})")
-            if name not in enabled:
-                raise ValidationError(f"plugin_configs.{name}: the plugin is disabled on this server")
-
-

@@ -25,12 +25,14 @@ from fetchml.core.models import (
     Task,
     TaskList,
 )
+from fetchml.core.plugins import check_task_plugins
 from fetchml.core.redact import redact_text, redact_url
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.budget import DEFAULT_LIST_BYTES, size_of, within_budget
 from fetchml.services.nodes import nodes_of
 from fetchml.services.placement import Placer
+from fetchml.services.plugins import enabled_plugins, task_plugin_status
 from fetchml.services.principal import Principal
 from fetchml.services.progress import settle_gang
 from fetchml.services.reservations import check_task_reservation
@@ -133,6 +135,11 @@ def create_task_op(
     principal: Principal, req: CreateTaskRequest, default_max_retries: int, ip_address: str | None
 ) -> Callable[[Tx], Task]:
     def op(tx: Tx) -> Task:
+        plugin_status: dict[str, Any] = {}
+        if req.plugin_configs:
+            enabled = enabled_plugins(tx.session)
+            check_task_plugins(req.plugin_configs, enabled)
+            plugin_status = {name: task_plugin_status(name, enabled[name]) for name in req.plugin_configs}
         values: dict[str, Any] = {
             "id": new_task_id(),
             "job_name": req.job_name,
@@ -163,7 +170,7 @@ def create_task_op(
             "plugin_configs": {
                 k: v.model_dump(exclude_none=True) for k, v in (req.plugin_configs or {}).items()
             },
-            "plugin_status": {},
+            "plugin_status": plugin_status,
             "node_assignments": [],
             "pending_reason": None,  # worked out by the scheduler when read (see services/placement)
             "attempt": 0,

@@ -29,6 +29,7 @@ from fetchml.core.enums import (
     WorkerStatus,
 )
 from fetchml.core.errors import ConflictError, FetchmlError, ForbiddenError, NotFoundError
+from fetchml.core.plugins import task_env
 from fetchml.core.protocol import (
     Assignment,
     HeartbeatRequest,
@@ -62,6 +63,7 @@ from fetchml.services.nodes import (
     set_nodes,
 )
 from fetchml.services.placement import Placer, service_holders
+from fetchml.services.plugins import enabled_plugins
 from fetchml.services.principal import Principal
 from fetchml.services.progress import apply_report, find_node, lose_node, lose_task, unplace
 from fetchml.services.reservations import expire_reservations
@@ -299,6 +301,9 @@ class WorkerService:
                     master_addr=master_addr,
                     master_port=master_port(task) if task.node_count > 1 else None,
                     lease_expires_at=now + lease,
+                    env=task_env(task.id, task.plugin_configs or {}, enabled_plugins(tx.session))
+                    if task.plugin_configs
+                    else {},
                 )
             return None
 

@@ -40,3 +40,17 @@ def test_set_show_health_disable(srv: ServerHandle) -> None:
     assert "no plugin is enabled" in assert_ok(run(["plugins", "health"], cli_env(srv, user))).stdout
     unknown = run(["plugins", "show", "comet"], cli_env(srv, user))
     assert unknown.returncode != 0 and "NOT_FOUND" in unknown.stderr
+
+
+def test_submit_with_plugins(srv: ServerHandle) -> None:
+    admin, user = srv.make_key("root2", "admin"), srv.make_key("bob", "user")
+    env = cli_env(srv, user)
+    args = ["submit", "tracked", "-e", "train.py", "--json"]
+    disabled = run([*args, "--plugin", "tensorboard"], env)
+    assert disabled.returncode != 0 and "plugin_configs.tensorboard" in disabled.stderr
+    bad = run([*args, "--plugin", "mlflow:experiment"], env)
+    assert bad.returncode == 2 and "--plugin" in bad.stderr
+    assert_ok(run(["plugins", "set", "mlflow", "tracking_uri=http://127.0.0.1:9/"], cli_env(srv, admin)))
+    task = json.loads(assert_ok(run([*args, "--plugin", "mlflow:experiment=resnet"], env)).stdout)
+    assert task["plugin_configs"] == {"mlflow": {"settings": {"experiment": "resnet"}}}
+    assert task["plugin_status"]["mlflow"]["url"] == "http://127.0.0.1:9/"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.harness import ServerHandle, expect_error
-from tests.protocol_kit import FakeWorker, cancel_leftovers
+from tests.protocol_kit import FakeWorker, cancel_leftovers, enable_plugins
 
 SHA = "ab" * 32
 
@@ -35,7 +35,9 @@ class K:
 
 @pytest.fixture(scope="module")
 def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
-    return module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000")
+    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000")
+    enable_plugins(srv, "mlflow")
+    return srv
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ SECRET_BODY = {
     "metadata": {"note": "ALICE-SECRET-META"},
     "datasets": ["alice-private"],
     "dataset_specs": [{"name": "d", "source": "/srv/alice/ALICE-SECRET-PATH", "sha256": SHA}],
-    "plugin_configs": {"mlflow": {"enabled": True, "settings": {"uri": "ALICE-SECRET-PLUGIN"}}},
+    "plugin_configs": {"mlflow": {"enabled": True, "settings": {"experiment": "ALICE-SECRET-PLUGIN"}}},
     "cpu": 2,
     "memory_gb": 4,
     "priority": 10,
@@ -228,7 +230,9 @@ def test_a_worker_downloads_only_snapshots_of_attempts_it_holds(
 
 @pytest.fixture(scope="module")
 def open_srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
-    return module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000", FETCHML_SHARED_TASK_CONTENTS="true")
+    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000", FETCHML_SHARED_TASK_CONTENTS="true")
+    enable_plugins(srv, "mlflow")
+    return srv
 
 
 def test_shared_task_contents_opens_them_to_every_user(open_srv: ServerHandle) -> None:

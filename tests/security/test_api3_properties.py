@@ -19,7 +19,7 @@ import pytest
 from fetchml.core.models import TASK_CONTENT_FIELDS
 from fetchml.core.redact import redact_text, redact_url
 from tests.harness import ServerHandle
-from tests.protocol_kit import FakeWorker, cancel_leftovers
+from tests.protocol_kit import FakeWorker, cancel_leftovers, enable_plugins
 
 SHA = "ab" * 32
 SECRET_SOURCE = "https://data-user:HUNTER2pw@data.example:8443/sets/x.tar?token=TOKVAL123&part=2#sig=FRAGSIG9"
@@ -37,7 +37,9 @@ class K:
 
 @pytest.fixture(scope="module")
 def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
-    return module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000")
+    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000")
+    enable_plugins(srv, "mlflow")
+    return srv
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from fetchml.core.models import MAX_METADATA_BYTES, MAX_PLUGIN_CONFIGS_BYTES, MA
 from fetchml.store.tables import TaskRow
 from tests.backends import SQLITE
 from tests.harness import Keys, ServerHandle, expect_error, make_keys
+from tests.protocol_kit import enable_plugins
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,6 @@ HEALTH_LIMIT_S = 1.0
 def maximal_task(n: int, datasets: int = MAX_DATASETS) -> dict[str, Any]:
     """A task with every variable-size field at (or next to) its cap."""
     key_len = MAX_METADATA_BYTES // 64 // 2
-    per_plugin = (MAX_PLUGIN_CONFIGS_BYTES - 1000) // MAX_PLUGINS
     return {
         "job_name": f"big-{n}",
         "args": "a" * 16384,
@@ -51,9 +51,11 @@ def maximal_task(n: int, datasets: int = MAX_DATASETS) -> dict[str, Any]:
             for i in range(datasets)
         ],
         "metadata": {f"k{i:03d}".ljust(key_len, "k"): "v" * key_len for i in range(64)},
+        # Tasks may name only the (enabled) plugins there are, with their own few settings.
         "plugin_configs": {
-            f"plugin{i:02d}": {"enabled": True, "settings": {"blob": "x" * (per_plugin - 60)}}
-            for i in range(MAX_PLUGINS)
+            "mlflow": {"enabled": True, "settings": {"experiment": "x" * 256}},
+            "wandb": {"enabled": True, "settings": {"project": "x" * 256, "entity": "x" * 256}},
+            "tensorboard": {"enabled": True},
         },
     }
 
@@ -62,6 +64,7 @@ def maximal_task(n: int, datasets: int = MAX_DATASETS) -> dict[str, Any]:
 def full_server(module_server_factory: Callable[..., ServerHandle]) -> tuple[ServerHandle, Keys]:
     srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000")
     keys = make_keys(srv)
+    enable_plugins(srv, "mlflow", "wandb", "tensorboard")
 
     def submit(n: int) -> None:
         with srv.http(keys.user) as http:

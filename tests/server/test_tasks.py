@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.harness import Keys, ServerHandle, expect_error
+from tests.protocol_kit import enable_plugins
 
 SHA = "ab" * 32
 
@@ -90,8 +91,9 @@ def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -
         "gpu_type": "A100",
         "max_retries": 1,
         "node_count": 2,
-        "plugin_configs": {"mlflow": {"enabled": True, "mode": "sidecar", "settings": {"uri": "x"}}},
+        "plugin_configs": {"mlflow": {"enabled": True, "mode": "remote", "settings": {"experiment": "x"}}},
     }
+    enable_plugins(shared_server, "mlflow")
     created = submit(shared_server, keys.user, **body)
     with shared_server.http(keys.user) as http:
         fetched = http.get(f"/v1/tasks/{created['id']}").json()
@@ -117,8 +119,9 @@ def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -
         assert t["dataset_specs"][0]["sha256"] == SHA  # normalised to lower case
         assert t["dataset_specs"][0]["mount_path"] == "data/mnist"
         assert "mount_path" not in t["dataset_specs"][1]
-        assert t["plugin_configs"]["mlflow"]["mode"] == "sidecar"
-        assert t["plugin_configs"]["mlflow"]["settings"] == {"uri": "x"}
+        assert t["plugin_configs"]["mlflow"]["mode"] == "remote"
+        assert t["plugin_configs"]["mlflow"]["settings"] == {"experiment": "x"}
+        assert t["plugin_status"]["mlflow"] == {"name": "mlflow", "url": "http://127.0.0.1:9/"}
     # A queued task's priority_aged grows while it waits (FETCHML_PRIORITY_AGING_PER_HOUR).
     assert created["priority_aged"] == 9.0 and 9.0 <= fetched["priority_aged"] < 9.1
     # The scheduler explains a queued task when it is read (not in the submit answer).
