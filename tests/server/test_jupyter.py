@@ -290,8 +290,10 @@ def test_a_lost_worker_turns_its_services_to_error(
 
 
 def test_an_idle_service_is_stopped_and_audited(server_factory: Callable[..., ServerHandle]) -> None:
-    # Longer than the clock moves below: the worker must not be declared lost meanwhile.
-    srv = server_factory(FETCHML_HEARTBEAT_TIMEOUT="7200", FETCHML_SWEEP_INTERVAL="0.1")
+    # 25 min: longer than each move of the clock below (the worker, heartbeating between them,
+    # is never declared lost), shorter than their sum (the sweep, idle culling included, runs
+    # only once the grace after the start has passed).
+    srv = server_factory(FETCHML_HEARTBEAT_TIMEOUT="1500", FETCHML_SWEEP_INTERVAL="0.1")
     user = srv.make_key("alice", "user")
     admin = srv.make_key("root", "admin")
     w = FakeWorker(srv, srv.make_key("boxes", "worker"))
