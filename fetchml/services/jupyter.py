@@ -18,13 +18,14 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from fetchml.core.enums import AuditEventType, Role, WorkerStatus
-from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
+from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from fetchml.core.jupyter import (
     MAX_LOG_TAIL,
     JupyterService,
@@ -39,7 +40,7 @@ from fetchml.core.scheduling import TaskReq, decide
 from fetchml.core.settings import Settings
 from fetchml.events.bus import SAFETY_RECHECK, TASKS_TOPIC, EventBus
 from fetchml.services.base import read
-from fetchml.services.placement import ClusterState, Placer, cluster_state
+from fetchml.services.placement import SERVICE_HOLDING, ClusterState, Placer, cluster_state
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.services.worker_auth import owned_worker
@@ -53,7 +54,7 @@ STOPPING = JupyterStatus.STOPPING.value
 STOPPED = JupyterStatus.STOPPED.value
 ERROR = JupyterStatus.ERROR.value
 UNFINISHED = (QUEUED, STARTING, RUNNING, STOPPING)
-ON_WORKER = (STARTING, RUNNING, STOPPING)
+ON_WORKER = SERVICE_HOLDING  # placed on a worker: what it holds counts there
 # A service's start, stop or end changes what the scheduler sees: claims of both kinds look again.
 SERVICES_TOPIC = TASKS_TOPIC
 # (the class below has a method named `list`)
@@ -210,6 +211,19 @@ def cull_idle(tx: Tx, now: datetime) -> list[str]:
             )
             culled.append(row.id)
     return culled
+
+
+def _check_reported_url(url: str, service_id: str) -> None:
+    """The address the server's proxy will request: http(s), and only the service's own base
+    path there, so a bad report cannot aim the server at other paths of the hosts it reaches
+    (a metadata endpoint, an admin page on loopback). Refused before anything is stored."""
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path.rstrip("/") != proxy_path(service_id).rstrip("/")
+    ):
+        raise ValidationError("url: must be http(s)://HOST:PORT followed by the service's base_url")
 
 
 def _service_workers(state: ClusterState) -> list[Any]:
@@ -549,6 +563,7 @@ class JupyterServices:
                 if row.status == STARTING:
                     if not rep.url:
                         raise ConflictError("The first running report must carry the service's url")
+                    _check_reported_url(rep.url, row.id)
                     row.status = RUNNING
                     row.url = rep.url
                     row.started_at = now

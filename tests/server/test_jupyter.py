@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fetchml.core.jupyter import ServiceReport
+from fetchml.core.jupyter import ServiceReport, proxy_path
 from tests.harness import ServerHandle, expect_error
 from tests.protocol_kit import FakeWorker, cancel_leftovers, submit, unique
 
@@ -77,8 +77,10 @@ def claim(w: FakeWorker, running: list[str] | None = None, wait: float = 0.0) ->
     return w.client.jupyter_workers.claim(w.name, running or [], wait)
 
 
-def run(w: FakeWorker, sid: str, url: str = "http://127.0.0.1:9/x/") -> None:
+def run(w: FakeWorker, sid: str, port: int = 9) -> str:
+    url = f"http://127.0.0.1:{port}{proxy_path(sid)}"
     w.client.jupyter_workers.report(w.name, sid, ServiceReport(status="running", url=url))
+    return url
 
 
 @pytest.mark.parametrize(
@@ -168,9 +170,9 @@ def test_start_run_stop_through_the_worker_protocol(
     assert not claim(box, [a.id]).start  # delivered once
     placed = get(srv, keys["alice"], s["id"])
     assert placed["status"] == "starting" and placed["worker_id"] == box.name and "pending_reason" not in placed
-    run(box, a.id, "http://127.0.0.1:9/v1/x/")
+    url = run(box, a.id)
     mine = get(srv, keys["alice"], s["id"])
-    assert mine["status"] == "running" and mine["url"] == "http://127.0.0.1:9/v1/x/" and mine["started_at"]
+    assert mine["status"] == "running" and mine["url"] == url and mine["started_at"]
     with srv.http(keys["admin"]) as http:
         slots = http.get(f"/v1/scheduler/workers/{box.name}").json()["slots"]
         assert slots["service_total"] == 1 and slots["service_available"] == 0

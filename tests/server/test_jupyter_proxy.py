@@ -30,6 +30,7 @@ from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from fetchml.cli.jupyter_forward import run_forward
+from fetchml.core.errors import ValidationError
 from fetchml.core.jupyter import ServiceReport, StartJupyterRequest, proxy_path
 from tests.backends import SQLITE
 from tests.harness import Keys, ServerHandle, ServerPool, die_with_parent, expect_error, free_port, make_keys
@@ -305,9 +306,10 @@ def test_reported_address_outside_the_base_path_is_not_used(world: World, url: s
     _claim(world, sid)
     # Its port answers: were the address used, the request would get through.
     port = world.jupyter_url.split(":")[2].split("/")[0]
-    _report_running(world, sid, url.format(port=port, base=proxy_path(sid)))
+    with pytest.raises(ValidationError, match="base_url"):  # refused, nothing stored
+        _report_running(world, sid, url.format(port=port, base=proxy_path(sid)))
     r = httpx.get(proxy_url(world, sid) + "api/status", headers={"X-API-Key": world.keys.user}, timeout=WAIT)
-    expect_error(r, 502, "SERVICE_UNAVAILABLE")
+    expect_error(r, 409, "CONFLICT")  # still starting: the address was never taken
     with world.srv.client(world.keys.user) as c:
         c.jupyter.stop(sid)
 
