@@ -17,6 +17,12 @@ def serve(
         None, "--database-url", help="SQLAlchemy URL (env FETCHML_DATABASE_URL)."
     ),
     no_worker: bool = typer.Option(False, "--no-worker", help="Do not start the embedded local worker."),
+    no_sidecars: bool = typer.Option(
+        False,
+        "--no-sidecars",
+        help="Do not run the tracking plugins' sidecars (mlflow, tensorboard) here: with several "
+        "servers on one database, one runs them (env FETCHML_SIDECARS=false).",
+    ),
     worker_executor: str = typer.Option(
         "local", "--worker-executor", help="Executor of the embedded worker: local, docker or auto."
     ),
@@ -73,6 +79,8 @@ def serve(
         for k, v in {"host": host, "port": port, "data_dir": data_dir, "database_url": database_url}.items()
         if v is not None
     }
+    if no_sidecars:
+        overrides["sidecars"] = False
     settings = Settings(**overrides)  # type: ignore[arg-type]
     if not no_worker:
         # Before anything opens the database or binds: a refused server touches nothing.

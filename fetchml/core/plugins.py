@@ -9,6 +9,7 @@ names the field.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -22,7 +23,7 @@ Mode = Literal["sidecar", "remote", "disabled"]
 
 @dataclass(frozen=True)
 class Setting:
-    kind: Literal["str", "url", "int", "choice"]
+    kind: Literal["str", "url", "int", "choice", "host"]
     modes: tuple[str, ...]  # the modes it applies to
     required: bool = False
     secret: bool = False
@@ -49,6 +50,8 @@ SPECS: dict[str, Spec] = {
             "tracking_uri": Setting("url", ("remote",), required=True),
             "token": Setting("str", ("remote",), secret=True, max_len=4096),
             "port": Setting("int", ("sidecar",), default=5000, lo=1, hi=65535),
+            "host": Setting("host", ("sidecar",), default="127.0.0.1"),
+            "public_url": Setting("url", ("sidecar",)),
             "default_experiment": Setting("str", ("remote", "sidecar")),
         },
         extra="mlflow",
@@ -59,6 +62,8 @@ SPECS: dict[str, Spec] = {
         {
             "url": Setting("url", ("remote",), required=True),
             "port": Setting("int", ("sidecar",), default=6006, lo=1, hi=65535),
+            "host": Setting("host", ("sidecar",), default="127.0.0.1"),
+            "public_url": Setting("url", ("sidecar",)),
             "reload_interval": Setting("int", ("sidecar",), default=5, lo=1, hi=3600),
         },
         extra="tensorboard",
@@ -71,7 +76,9 @@ SPECS: dict[str, Spec] = {
             "base_url": Setting("url", ("remote",), default="https://api.wandb.ai"),
             "project": Setting("str", ("remote",)),
             "entity": Setting("str", ("remote",)),
-            "mode": Setting("choice", ("remote",), default="online", choices=("online", "offline", "disabled")),
+            "mode": Setting(
+                "choice", ("remote",), default="online", choices=("online", "offline", "disabled")
+            ),
         },
     ),
 }
@@ -141,6 +148,13 @@ def validate(name: str, cfg: PluginConfig) -> PluginConfig:
 
 
 def _check(field: str, setting: Setting, value: Any) -> Any:
+    if setting.kind == "host":
+        # An address the sidecar binds to: an IP literal or localhost, never something that
+        # could read as another command-line option.
+        try:
+            return str(ipaddress.ip_address(value)) if value != "localhost" else value
+        except ValueError:
+            raise _bad(field, "must be an IP address (127.0.0.1, 0.0.0.0, ::) or localhost") from None
     if setting.kind == "url":
         return _check_url(field, value)
     if setting.kind == "int":
@@ -169,7 +183,11 @@ def redact_url(url: str) -> str:
         netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}" + (
             f":{parts.port}" if parts.port else ""
         )
-    query = "&".join(f"{kv.split('=', 1)[0]}={REDACTED}" for kv in parts.query.split("&") if kv) if parts.query else ""
+    query = (
+        "&".join(f"{kv.split('=', 1)[0]}={REDACTED}" for kv in parts.query.split("&") if kv)
+        if parts.query
+        else ""
+    )
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
@@ -203,12 +221,32 @@ def secrets_of(name: str, cfg: PluginConfig) -> list[str]:
     return out
 
 
+URL_SETTING = {"mlflow": "tracking_uri", "tensorboard": "url", "wandb": "base_url"}
+
+
+def tracker_url(name: str, cfg: PluginConfig) -> str | None:
+    """Where the tracker answers: a remote's URL, or a sidecar's public_url, else its own address."""
+    s = cfg.settings or {}
+    if cfg.mode == "sidecar":
+        return str(s["public_url"]) if s.get("public_url") else sidecar_local_url(cfg)
+    value = s.get(URL_SETTING[name])
+    return value if isinstance(value, str) and cfg.mode == "remote" else None
+
+
+def sidecar_local_url(cfg: PluginConfig) -> str:
+    """A sidecar's address on the server's own machine (where the supervisor probes it)."""
+    s = cfg.settings or {}
+    host = str(s.get("host") or "127.0.0.1")
+    # A wildcard bind is reached on loopback from this machine; other machines need public_url.
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{host}:{s.get('port')}/"
+
+
 DISABLED = PluginConfig(enabled=False, mode="disabled", settings={})
 
 
 def as_model(value: dict[str, Any] | None) -> PluginConfig:
     return PluginConfig.model_validate(value) if value else DISABLED
-
 
 
 # What a task may set per plugin in its own plugin_configs[name].settings.
@@ -242,12 +280,12 @@ def task_env(task_id: str, requested: dict[str, Any], enabled: dict[str, PluginC
     env: dict[str, str] = {}
     for name, raw in requested.items():
         cfg = enabled.get(name)
-        if cfg is None or cfg.mode != "remote":
+        if cfg is None or cfg.mode not in ("remote", "sidecar"):
             continue
         mine = dict((raw or {}).get("settings") or {})
         s = dict(cfg.settings or {})
         if name == "mlflow":
-            env["MLFLOW_TRACKING_URI"] = s["tracking_uri"]
+            env["MLFLOW_TRACKING_URI"] = tracker_url(name, cfg) or ""
             if s.get("token"):
                 env["MLFLOW_TRACKING_TOKEN"] = s["token"]
             experiment = mine.get("experiment") or s.get("default_experiment")

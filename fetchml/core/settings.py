@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # Request bodies through the Jupyter proxy (notebook and file uploads) are streamed, not
     # held, up to this size; max_body_bytes does not apply to them.
     jupyter_proxy_max_body_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # Tracking plugins in mode sidecar (docs/plugins.md): whether this server process runs them
+    # (with several servers on one database, let one do it), and how often it probes them.
+    sidecars: bool = True
+    sidecar_probe_interval: float = Field(default=2.0, gt=0, le=60)
     log_level: str = "info"
     # `fetchml serve` on a loopback host, with no API key in its database, makes an admin key for
     # the local user and writes it to the client config file (docs/configuration.md#first-run).

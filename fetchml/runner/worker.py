@@ -58,6 +58,7 @@ from fetchml.core.protocol import (
     StatusReport,
     WorkerCapabilities,
 )
+from fetchml.runner import trackers
 from fetchml.runner.capabilities import detect_capabilities
 from fetchml.runner.datasets import DEFAULT_MAX_DATASET_BYTES, DatasetCache, DatasetError, DatasetPolicy
 from fetchml.runner.entrypoint import build_command
@@ -718,13 +719,7 @@ class Worker:
         }
         # The trackers' environment (docs/plugins.md). Secrets: never logged.
         env.update(a.assignment.env)
-        if env.pop("FETCHML_TENSORBOARD", None):
-            tb_dir = ws.output_dir / "tensorboard"  # comes back with the outputs
-            tb_dir.mkdir(exist_ok=True)
-            owner = ws.output_dir.stat()
-            if os.geteuid() == 0:  # the task may run as another user: the folder is the outputs' owner's
-                os.chown(tb_dir, owner.st_uid, owner.st_gid)
-            env["FETCHML_TENSORBOARD_DIR"] = str(tb_dir)
+        trackers.prepare(env, ws.output_dir, rank0=a.assignment.node_rank == 0)
         if a.assignment.master_addr:
             env["MASTER_ADDR"] = a.assignment.master_addr
             env["MASTER_PORT"] = str(a.assignment.master_port or 29500)
@@ -802,9 +797,12 @@ class Worker:
             shown = ", ".join(skipped[:20]) + (f" and {len(skipped) - 20} more" if len(skipped) > 20 else "")
             note = f"[fetchml] not collected (links, fifos or devices): {shown}"
             output = f"{output}\n{note}"[-65536:] if output else note
-        if status.cancelled or a.cancelled.is_set():
+        cancelled = status.cancelled or a.cancelled.is_set()
+        succeeded = not cancelled and status.exit_code == 0 and status.error is None and upload_error is None
+        trackers.finish(env, succeeded=succeeded)
+        if cancelled:
             self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error="cancelled", output=output)
-        elif status.exit_code == 0 and status.error is None and upload_error is None:
+        elif succeeded:
             self._report(a, TaskStatus.COMPLETED, exit_code=0, output=output)
         else:
             error = status.error or upload_error or f"exit code {status.exit_code}"

@@ -46,7 +46,8 @@ from fetchml.services.container import Services
 
 
 def _background(services: Services) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """The lease sweeper and the audit checkpointer run for the life of the app, on its event loop."""
+    """The lease sweeper, the audit checkpointer and the tracker sidecars' supervisor run for the
+    life of the app, on its event loop."""
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
@@ -54,12 +55,14 @@ def _background(services: Services) -> Callable[[Litestar], AbstractAsyncContext
         await services.start_feed()
         sweeper = asyncio.create_task(services.workers.run_sweeper(stop), name="fetchml-lease-sweeper")
         checkpointer = asyncio.create_task(services.checkpoints.run(stop), name="fetchml-audit-checkpoints")
+        sidecars = asyncio.create_task(services.sidecars.run(stop), name="fetchml-sidecars")
         try:
             yield
         finally:
             stop.set()
             await sweeper
             await checkpointer
+            await sidecars  # the trackers stop with the server
             await services.stop_feed()
 
     return lifespan

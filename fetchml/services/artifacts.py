@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +27,8 @@ from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import ArtifactRow, TaskRow, WorkerRow
 
+log = logging.getLogger("fetchml.artifacts")
+
 
 def clean_artifact_path(path: str) -> str:
     try:
@@ -41,17 +45,47 @@ def _to_wire(row: ArtifactRow) -> Artifact:
     )
 
 
+TENSORBOARD_PREFIX = "tensorboard/"
+
+
+def _mirror(src: Path, dest: Path) -> None:
+    """A hard link (a copy across file systems) of an uploaded TensorBoard file; failing to make
+    one costs the task nothing but its place in TensorBoard."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        log.warning("could not place %s for TensorBoard: %s", src, exc)
+        tmp.unlink(missing_ok=True)
+
+
 class ArtifactTooLargeError(ValidationError):
     status = 413
     code = "BAD_REQUEST"
 
 
 class ArtifactService:
-    def __init__(self, db: Database, writer: WriteQueue, data_dir: Path, max_bytes: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        writer: WriteQueue,
+        data_dir: Path,
+        max_bytes: int,
+        tensorboard_dir: Path | None = None,
+    ) -> None:
         self.db = db
         self.writer = writer
         self.root = data_dir / "artifacts"
         self.max_bytes = max_bytes
+        # Files under the outputs' tensorboard/ folder also appear here, as <task>/<path>:
+        # the TensorBoard sidecar serves this folder (docs/plugins.md).
+        self.tensorboard_dir = tensorboard_dir
 
     def _file(self, task_id: str, attempt: int, path: str) -> Path:
         return self.root / task_id / str(attempt) / path
@@ -106,6 +140,10 @@ class ArtifactService:
                     ) from None
 
             await asyncio.to_thread(place)
+            if self.tensorboard_dir is not None and rel.startswith(TENSORBOARD_PREFIX):
+                await asyncio.to_thread(
+                    _mirror, dest, self.tensorboard_dir / task_id / rel[len(TENSORBOARD_PREFIX) :]
+                )
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -27,6 +27,7 @@ from fetchml.services.plugins import PluginService
 from fetchml.services.queue import QueueService
 from fetchml.services.reservations import ReservationService
 from fetchml.services.scheduler import SchedulerService
+from fetchml.services.sidecars import SidecarSupervisor, tensorboard_logdir
 from fetchml.services.snapshots import SnapshotService
 from fetchml.services.streams import StreamService
 from fetchml.services.tasks import TaskService
@@ -88,7 +89,14 @@ class Services:
         self.workers = WorkerService(self.db, self.writer, self.bus, settings, self.placer)
         self.reservations = ReservationService(self.db, self.writer)
         self.jupyter = JupyterServices(self.db, self.writer, self.bus, settings, self.placer)
-        self.plugins = PluginService(self.db, self.writer, self.clock, __version__)
+        self.sidecars = SidecarSupervisor(
+            self.db,
+            settings.data_dir,
+            self.clock,
+            enabled=settings.sidecars,
+            interval=settings.sidecar_probe_interval,
+        )
+        self.plugins = PluginService(self.db, self.writer, self.clock, __version__, self.sidecars)
         self.logs = LogService(
             self.db,
             self.writer,
@@ -96,7 +104,13 @@ class Services:
             max_lines=settings.max_log_lines_per_task,
             max_bytes=settings.max_log_bytes_per_task,
         )
-        self.artifacts = ArtifactService(self.db, self.writer, settings.data_dir, settings.max_artifact_bytes)
+        self.artifacts = ArtifactService(
+            self.db,
+            self.writer,
+            settings.data_dir,
+            settings.max_artifact_bytes,
+            tensorboard_dir=tensorboard_logdir(settings.data_dir),
+        )
         self.experiments = ExperimentService(self.db, self.writer)
         self.queue = QueueService(self.db, timezone=settings.timezone, clock=self.clock)
         self.scheduler = SchedulerService(self.db, self.clock)

@@ -1,14 +1,14 @@
 """Tracking plugins: configs (stored with their secrets, served redacted), health, and the check
 of the plugins a task names at submission (docs/plugins.md).
 
-Remote mode is served; sidecar mode (fetchml starting and supervising the tracker) is refused
-with a 422 that says so, and names the extra when it is missing.
+Sidecars themselves are run by fetchml.services.sidecars; this service asks it for their status
+and wakes it when a config changes.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import select
@@ -18,15 +18,19 @@ from fetchml.core.clock import Clock
 from fetchml.core.enums import AuditEventType
 from fetchml.core.errors import NotFoundError, ValidationError
 from fetchml.core.models import HealthResponse, PluginConfig, PluginStatus
-from fetchml.core.plugins import SPECS, Plugin, as_model, redact_url, redacted, validate
+from fetchml.core.plugins import SPECS, Plugin, as_model, redact_url, redacted, tracker_url, validate
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import PluginRow
 
+if TYPE_CHECKING:
+    from fetchml.services.sidecars import SidecarSupervisor
+
 PROBE_TIMEOUT = 3.0  # seconds a remote's reachability probe may take
-URL_SETTING = {"mlflow": "tracking_uri", "tensorboard": "url", "wandb": "base_url"}
+# What a sidecar's health probe asks for; a remote answers anything.
+HEALTH_PATH = {"mlflow": "health", "tensorboard": "data/environment"}
 
 
 def _spec_or_404(name: str) -> None:
@@ -35,8 +39,7 @@ def _spec_or_404(name: str) -> None:
 
 
 def _url_of(name: str, cfg: PluginConfig) -> str | None:
-    value = (cfg.settings or {}).get(URL_SETTING[name])
-    return value if isinstance(value, str) else None
+    return tracker_url(name, cfg)
 
 
 def configs(session: Session) -> dict[str, PluginConfig]:
@@ -59,8 +62,16 @@ def task_plugin_status(name: str, cfg: PluginConfig) -> dict[str, Any]:
 
 
 class PluginService:
-    def __init__(self, db: Database, writer: WriteQueue, clock: Clock, version: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        writer: WriteQueue,
+        clock: Clock,
+        version: str,
+        supervisor: SidecarSupervisor | None = None,
+    ) -> None:
         self.db = db
+        self.supervisor = supervisor
         self.writer = writer
         self.clock = clock
         self.version = version
@@ -69,8 +80,13 @@ class PluginService:
 
     # -- reads --------------------------------------------------------------------------------
 
+    def _supervised(self) -> bool:
+        return self.supervisor is not None and self.supervisor.enabled
+
     def _wire(self, name: str, cfg: PluginConfig) -> Plugin:
         status = self._status.get(name)
+        if cfg.mode == "sidecar" and self.supervisor is not None:
+            status = self.supervisor.status(name, cfg) or status
         if cfg.mode == "disabled" or status is None:
             url = _url_of(name, cfg)
             status = PluginStatus(
@@ -84,7 +100,9 @@ class PluginService:
             mode=cfg.mode or "disabled",
             status=status,
             config=redacted(name, cfg),
-            requires_restart=False,
+            # A sidecar this server does not supervise (started with sidecars off) runs only
+            # once a server that does is (re)started.
+            requires_restart=cfg.mode == "sidecar" and not self._supervised(),
             version=self.version,
         )
 
@@ -109,13 +127,14 @@ class PluginService:
         stored = validate(name, cfg)
         if stored.mode == "sidecar":
             extra = SPECS[name].extra
-            if extra and importlib.util.find_spec(extra) is None:
+            if extra and not installed(extra):
                 raise ValidationError(
                     f"mode: sidecar needs the {extra} package on the server: pip install 'fetchml[{extra}]'"
                 )
-            raise ValidationError("mode: sidecar is not available in this version; use mode remote")
         await self.writer.run(lambda tx: self._store(tx, principal, name, stored, ip_address, "configure"))
         self._status.pop(name, None)  # the old health says nothing about the new config
+        if self.supervisor is not None:
+            self.supervisor.kick()  # hot reload: the sidecar restarts with the new settings
         return self._wire(name, stored)
 
     async def disable(self, principal: Principal, name: str, ip_address: str | None = None) -> None:
@@ -126,11 +145,18 @@ class PluginService:
             row = tx.session.get(PluginRow, name)
             old = as_model(row.config if row else None)
             self._store(
-                tx, principal, name, old.model_copy(update={"enabled": False, "mode": "disabled"}), ip_address, "disable"
+                tx,
+                principal,
+                name,
+                old.model_copy(update={"enabled": False, "mode": "disabled"}),
+                ip_address,
+                "disable",
             )
 
         await self.writer.run(op)
         self._status.pop(name, None)
+        if self.supervisor is not None:
+            self.supervisor.kick()
 
     def _store(
         self, tx: Tx, principal: Principal, name: str, cfg: PluginConfig, ip: str | None, action: str
@@ -154,28 +180,43 @@ class PluginService:
     # -- health -------------------------------------------------------------------------------
 
     async def health(self, name: str) -> HealthResponse:
-        """A remote is probed for reachability (any HTTP answer within PROBE_TIMEOUT); a disabled
-        plugin is unhealthy (it serves nothing)."""
+        """A remote is probed for reachability (any HTTP answer within PROBE_TIMEOUT), a sidecar
+        on its health route (a 2xx); a disabled plugin is unhealthy (it serves nothing)."""
         _spec_or_404(name)
         cfg = (await read(self.db, configs))[name]
         now = self.clock.now()
         url = _url_of(name, cfg)
         ok = False
         if cfg.mode == "remote" and url:
-            ok = await self._reachable(url)
+            ok = await reachable(url)
+        elif cfg.mode == "sidecar" and url:
+            ok = await reachable(url.rstrip("/") + "/" + HEALTH_PATH[name], success_only=True)
+        status = "stopped" if cfg.mode == "disabled" else ("healthy" if ok else "unhealthy")
+        if not ok and cfg.mode == "sidecar" and self.supervisor is not None:
+            # Still starting is not a failure: the supervisor knows which it is.
+            supervised = self.supervisor.status(name, cfg)
+            if supervised is not None and supervised.status == "starting":
+                status = "starting"
         self._status[name] = PluginStatus(
-            name=name,
-            status="stopped" if cfg.mode == "disabled" else ("healthy" if ok else "unhealthy"),
-            url=redact_url(url) if url else None,
-            last_check=now,
+            name=name, status=status, url=redact_url(url) if url else None, last_check=now
         )
         return HealthResponse(status="healthy" if ok else "unhealthy", version=self.version, timestamp=now)
 
-    @staticmethod
-    async def _reachable(url: str) -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=PROBE_TIMEOUT, follow_redirects=False, trust_env=False) as http:
-                await http.get(url)
-            return True
-        except httpx.HTTPError:
-            return False
+
+async def reachable(url: str, *, success_only: bool = False) -> bool:
+    """Any HTTP answer (or, with success_only, a 2xx) within PROBE_TIMEOUT. No redirect is
+    followed and no proxy is taken from the environment: only the configured address is asked."""
+    try:
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT, follow_redirects=False, trust_env=False) as http:
+            resp = await http.get(url)
+        return resp.is_success or not success_only
+    except httpx.HTTPError:
+        return False
+
+
+def installed(module: str) -> bool:
+    """Whether the package a sidecar runs can be imported here."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

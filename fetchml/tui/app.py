@@ -27,6 +27,7 @@ from textual.message import Message
 from textual.widgets import Header, Log, Static, TabbedContent, TabPane
 
 from fetchml.tui import feed as io
+from fetchml.tui.plugins import POLL_EVERY, PluginReport, PluginsPoll, PluginsView
 from fetchml.tui.screens import Ask, Confirm, Help, check_priority
 from fetchml.tui.services import ServiceList, ServicesPane, ServicesPoll, ServicesView, stop_question
 from fetchml.tui.state import (
@@ -249,6 +250,8 @@ class FetchmlTui(App[None]):
         # Jupyter services, polled (no stream carries them); offline: as given.
         self.services = ServicesView(services if services is not None or client is not None else [])
         self._services_poll: ServicesPoll | None = None
+        self.plugins, self.plugins_every = PluginsView(), POLL_EVERY  # status bar: plugin health
+        self._plugins_poll: PluginsPoll | None = None
         self._logs: dict[str, io.LogFeed] = {}
         self._logs_done: set[str] = set()
         self._dirty: set[str] = set()
@@ -309,6 +312,8 @@ class FetchmlTui(App[None]):
             self._start_scheduler_feed()
             self._services_poll = ServicesPoll(self.client, self._emit)
             self._run("poll:services", self._services_poll, self._services_poll.run)
+            self._plugins_poll = PluginsPoll(self.client, self._emit, every=self.plugins_every)
+            self._run("poll:plugins", self._plugins_poll, self._plugins_poll.run)
         self.query_one("#queue-table", RowTable).focus()
 
     def on_unmount(self) -> None:
@@ -317,8 +322,9 @@ class FetchmlTui(App[None]):
     def _stop_all(self) -> None:
         if self._feed is not None:
             self._feed.stop()
-        if self._services_poll is not None:
-            self._services_poll.stop()
+        for poll in (self._services_poll, self._plugins_poll):
+            if poll is not None:
+                poll.stop()
         for f in self._logs.values():
             f.stop()
 
@@ -453,6 +459,8 @@ class FetchmlTui(App[None]):
             self._fail(item)
         elif isinstance(item, ServiceList):
             self.query_one("#services-pane", ServicesPane).show(item.services)
+        elif isinstance(item, PluginReport) and self.plugins.load(item):
+            self._paint_status()
 
     def _on_role(self, role: str) -> None:
         if role == self.role:
@@ -620,7 +628,10 @@ class FetchmlTui(App[None]):
             parts.append(self.state.note)
         if link.state == "down" and link.detail:
             parts = [state, link.detail]
-        bar.update(Text("  │  ".join(parts)), layout=False)  # one line, always: no re-layout
+        line, health = Text("  │  ".join(parts)), self.plugins.text()
+        if health:
+            line.append("  │  ").append_text(health)
+        bar.update(line, layout=False)  # one line, always: no re-layout
         bar.set_class(link.state == "reconnecting", "reconnecting")
         bar.set_class(link.state == "down", "down")
 

@@ -93,7 +93,9 @@ def test_only_admins_write(srv: ServerHandle, keys: dict[str, str]) -> None:
         ("mlflow", {"mode": "remote", "image": "x", "settings": {"tracking_uri": "http://h/"}}, "image"),
         ("mlflow", {"enabled": False, "mode": "remote", "settings": {"tracking_uri": "http://h/"}}, "enabled"),
         ("tensorboard", {"mode": "sidecar", "settings": {"port": 70000}}, "settings.port"),
-        ("tensorboard", {"mode": "sidecar"}, "mode"),
+        ("tensorboard", {"mode": "sidecar", "settings": {"host": "--logdir=/"}}, "settings.host"),
+        ("mlflow", {"mode": "sidecar", "settings": {"public_url": "ftp://x"}}, "settings.public_url"),
+        ("mlflow", {"mode": "sidecar", "settings": {"tracking_uri": "http://h/"}}, "settings.tracking_uri"),
         ("mlflow", {"mode": "teleport"}, "mode"),
     ],
 )
