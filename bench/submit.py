@@ -1,6 +1,7 @@
 """bench/submit: concurrent clients POST /v1/tasks to a real fetchml server on loopback.
 
-Prints accepted tasks/s and p50/p99 latency. The server is a separate process with its
+Prints accepted tasks/s and p50/p99 latency, then the same load against bench/ceiling (a minimal
+server on the same stack, bench/ceiling.py) and fetchml's share of that ceiling. The server is a separate process with its
 SQLite database in a temporary directory; every accepted task is durably committed with
 its audit event before its 201 is sent. Afterwards the bench checks that the server holds
 exactly the accepted tasks and that the audit chain verifies.
@@ -13,14 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from bench.common import post_json, run_load
-from tests.harness import ServerHandle
+from bench.common import LoadResult, post_json, run_load
+from tests.harness import ServerHandle, free_port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="SQLite synchronous mode"
     )
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the same load against bench/ceiling")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
 
@@ -53,70 +59,122 @@ def main(argv: list[str] | None = None) -> int:
         admin = server.make_key("bench-admin", "admin")
         server.start()
         try:
-            host, port = "127.0.0.1", server.port
-
-            def request(i: int) -> bytes:
-                return post_json(
-                    "/v1/tasks",
-                    host,
-                    port,
-                    key,
-                    {
-                        "job_name": f"bench-{i % 100}",
-                        "entrypoint": "train.py",
-                        "priority": 1 + i % 10,
-                        "args": "--epochs 1",
-                        "cpu": 1,
-                        "memory_gb": 1,
-                    },
-                )
-
-            asyncio.run(
-                run_load(host, port, request, concurrency=args.concurrency, total=args.warmup, time_limit=30)
-            )
-            res = asyncio.run(
-                run_load(
-                    host,
-                    port,
-                    request,
-                    concurrency=args.concurrency,
-                    total=args.requests,
-                    time_limit=args.time_limit,
-                )
-            )
-            accepted = res.ok(201)
+            res = _load("127.0.0.1", server.port, key, args)
             with httpx.Client(base_url=server.url, headers={"X-API-Key": admin}, timeout=120) as http:
                 stored = http.get("/v1/tasks", params={"limit": 1}).json()["total"]
                 verify = http.post("/v1/audit/verify").json()
         finally:
             server.stop()
+        ceiling = None if args.no_ceiling else _ceiling(Path(tmp), args)
 
-    summary = {
-        "concurrency": args.concurrency,
-        "accepted": accepted,
-        "non_201": {str(k): v for k, v in res.statuses.items() if k != 201},
-        "accepted_per_s": round(accepted / res.elapsed, 1),
-        **res.summary(),
-        "tasks_stored": stored,
-        "audit_chain_valid": verify["valid"],
-        "audit_events": verify["total_events"],
-    }
+    summary = _summary(res, args.concurrency)
+    summary.update(
+        tasks_stored=stored, audit_chain_valid=verify["valid"], audit_events=verify["total_events"]
+    )
+    ok = not summary["non_201"] and verify["valid"]
+    if ceiling is not None:
+        summary["ceiling"] = ceiling
+        summary["share_of_ceiling"] = round(
+            summary["accepted_per_s"] / max(ceiling["accepted_per_s"], 1e-9), 2
+        )
+        ok = ok and not ceiling["non_201"] and ceiling["audit_chain_valid"]
     if args.json:
         print(json.dumps(summary))
-    else:
+        return 0 if ok else 1
+    print(
+        f"bench/submit  concurrency={args.concurrency}  requests={summary['requests']}  "
+        f"access_log={args.access_log}  synchronous={args.synchronous}"
+    )
+    print(f"  accepted tasks/s : {summary['accepted_per_s']}")
+    print(f"  latency p50      : {summary['p50_ms']} ms")
+    print(
+        f"  latency p99      : {summary['p99_ms']} ms   (p90 {summary['p90_ms']} ms, max {summary['max_ms']} ms)"
+    )
+    print(f"  non-201 answers  : {summary['non_201'] or 'none'}")
+    print(
+        f"  stored tasks     : {stored} (warm-up included)   audit chain valid: {verify['valid']} "
+        f"({verify['total_events']} events)"
+    )
+    if ceiling is not None:
+        print("bench/ceiling (Litestar + raw sqlite3, WAL, synchronous=NORMAL; bench/ceiling.py), same load")
+        print(f"  accepted tasks/s : {ceiling['accepted_per_s']}")
+        print(f"  latency p50/p99  : {ceiling['p50_ms']} / {ceiling['p99_ms']} ms")
         print(
-            f"bench/submit  concurrency={args.concurrency}  requests={summary['requests']}  access_log={args.access_log}"
+            f"  stored tasks     : {ceiling['tasks_stored']}   audit chain valid: {ceiling['audit_chain_valid']}"
         )
-        print(f"  accepted tasks/s : {summary['accepted_per_s']}")
-        print(f"  latency p50      : {summary['p50_ms']} ms")
-        print(
-            f"  latency p99      : {summary['p99_ms']} ms   (p90 {summary['p90_ms']} ms, max {summary['max_ms']} ms)"
+        print(f"fetchml / ceiling  : {summary['share_of_ceiling']}x")
+    return 0 if ok else 1
+
+
+def _request(host: str, port: int, key: str) -> Callable[[int], bytes]:
+    def request(i: int) -> bytes:
+        return post_json(
+            "/v1/tasks",
+            host,
+            port,
+            key,
+            {
+                "job_name": f"bench-{i % 100}",
+                "entrypoint": "train.py",
+                "priority": 1 + i % 10,
+                "args": "--epochs 1",
+                "cpu": 1,
+                "memory_gb": 1,
+            },
         )
-        print(f"  non-201 answers  : {summary['non_201'] or 'none'}")
-        print(
-            f"  stored tasks     : {stored} (warm-up included)   audit chain valid: {verify['valid']} ({verify['total_events']} events)"
+
+    return request
+
+
+def _load(host: str, port: int, key: str, args: argparse.Namespace) -> LoadResult:
+    request = _request(host, port, key)
+    asyncio.run(run_load(host, port, request, concurrency=args.concurrency, total=args.warmup, time_limit=30))
+    return asyncio.run(
+        run_load(
+            host, port, request, concurrency=args.concurrency, total=args.requests, time_limit=args.time_limit
         )
-    return 0 if not summary["non_201"] and verify["valid"] else 1
+    )
+
+
+def _summary(res: LoadResult, concurrency: int) -> dict[str, Any]:
+    accepted = res.ok(201)
+    return {
+        "concurrency": concurrency,
+        "accepted": accepted,
+        "non_201": {str(k): v for k, v in res.statuses.items() if k != 201},
+        "accepted_per_s": round(accepted / res.elapsed, 1) if res.elapsed else 0.0,
+        **res.summary(),
+    }
+
+
+def _ceiling(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The same load against bench/ceiling, a minimal server on the same stack."""
+    from bench import ceiling
+
+    db = str(tmp / "ceiling.db")
+    key = "ceiling-bench-key"
+    ceiling.prepare(db, {key: "bench"})
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--db", db],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/v1/tasks", json={}, timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("bench/ceiling did not start") from None
+                time.sleep(0.1)
+        res = _load("127.0.0.1", port, key, args)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    stored, valid = ceiling.count(db)
+    return {**_summary(res, args.concurrency), "tasks_stored": stored, "audit_chain_valid": valid}
 
 
 if __name__ == "__main__":

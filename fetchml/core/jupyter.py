@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from fetchml.core.models import JOB_NAME_PATTERN, JsonInt, Wire
+from fetchml.core.models import JOB_NAME_PATTERN, JsonInt, TimeLimitMinutes, Wire
 
 DEFAULT_JUPYTER_IMAGE = "jupyter/pytorch:latest"  # the contract's default
 # Names that end up in paths on the worker (the workspace directory) and in container names.
@@ -49,6 +49,8 @@ class StartJupyterRequest(Wire):
     # Minutes without kernel or HTTP activity before the service is stopped; 0: never.
     # Default: the server's FETCHML_JUPYTER_IDLE_TIMEOUT_MINUTES.
     idle_timeout_minutes: Annotated[JsonInt, Field(ge=0, le=525_600)] | None = None
+    # Minutes it may run (from its first `running`), busy or idle; absent: no limit.
+    time_limit_minutes: TimeLimitMinutes | None = None
 
 
 class JupyterService(Wire):
@@ -70,6 +72,7 @@ class JupyterService(Wire):
     cpu: int = 0
     memory_gb: int = 0
     idle_timeout_minutes: int = 0
+    time_limit_minutes: int | None = None
     worker_id: str | None = None
     gpus: list[int] = []
     pending_reason: str | None = None
@@ -79,8 +82,8 @@ class JupyterService(Wire):
     last_activity: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
-    # "stop" (asked by a user or admin), "idle_stop", "worker_stopped", "worker_lost",
-    # "worker_restarted", "crashed"
+    # "stop" (asked by a user or admin), "idle_stop", "time_limit", "worker_stopped",
+    # "worker_lost", "worker_restarted", "crashed"
     stop_reason: str | None = None
 
 

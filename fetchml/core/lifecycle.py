@@ -17,6 +17,8 @@ TRANSITIONS: dict[S, frozenset[S]] = {
 }
 
 CANCELLED_ERROR = "cancelled"
+# The error of an attempt its worker stopped at the task's time limit: final, never retried.
+TIME_LIMIT_ERROR = "time limit"
 
 
 def can_transition(current: S, new: S) -> bool:

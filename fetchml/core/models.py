@@ -40,6 +40,20 @@ def _json_integer(v: Any) -> Any:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 NonNegInt = Annotated[JsonInt, Field(ge=0, le=MAX_INT32)]
 
+# A run-time limit in minutes (tasks and Jupyter services), beyond the contract: one minute to
+# one year. A server may set a lower ceiling (FETCHML_MAX_TIME_LIMIT_MINUTES).
+MAX_TIME_LIMIT_MINUTES = 525_600
+TimeLimitMinutes = Annotated[
+    JsonInt,
+    Field(
+        ge=1,
+        le=MAX_TIME_LIMIT_MINUTES,
+        description="Beyond the contract: minutes it may run before it is stopped "
+        "(docs/scheduling.md#time-limits). A task stopped so fails with error `time limit` and "
+        "is not retried.",
+    ),
+]
+
 
 class Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", use_enum_values=False)
@@ -190,6 +204,8 @@ class CreateTaskRequest(Wire):
         Annotated[dict[Annotated[str, Field(max_length=64)], PluginConfig], Field(max_length=MAX_PLUGINS)]
         | None
     ) = None
+    # Default: the server's FETCHML_DEFAULT_TIME_LIMIT_MINUTES (unset: no limit).
+    time_limit_minutes: TimeLimitMinutes | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -259,6 +275,9 @@ class Task(Wire):
     exit_code: int | None = None
     assigned_gpus: list[int] = []
     cancel_requested: bool = False
+    time_limit_minutes: int | None = Field(
+        default=None, description="Beyond the contract: the task's time limit; absent: none."
+    )
     # Fields left out of the JSON: a task's contents, for a reader who is not its owner.
     _hidden: frozenset[str] = PrivateAttr(default=frozenset())
 

@@ -89,6 +89,10 @@ class Assignment(Wire):
     master_addr: str | None = None
     master_port: int | None = None
     lease_expires_at: datetime
+    # The task's time limit in seconds, which the worker measures from the start of the process:
+    # past it the attempt is stopped as a cancel stops it and reported failed, "time limit".
+    # Absent: no limit. The server converts the task's minutes (docs/worker-protocol.md).
+    time_limit_seconds: float | None = None
     # The trackers' environment for the task's process (docs/plugins.md), secrets included: the
     # worker holding the attempt is the only one that sees it, and never logs it.
     env: dict[str, str] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     max_snapshot_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     timezone: str = "UTC"
     default_max_retries: int = Field(default=3, ge=0)
+    # Time limits (docs/scheduling.md#time-limits): the limit of a task submitted without one
+    # (None: no limit), and the largest a task or Jupyter service may ask for (None: one year).
+    default_time_limit_minutes: int | None = Field(default=None, ge=1, le=525_600)
+    max_time_limit_minutes: int | None = Field(default=None, ge=1, le=525_600)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     # How long a statement waits for another process's SQLite lock before answering 503 busy.
     sqlite_busy_timeout: float = Field(default=30.0, gt=0, le=600)
@@ -89,6 +93,9 @@ class Settings(BaseSettings):
     # Testing aid: the server's clock adds the seconds written in this file (fetchml/core/clock.py),
     # so tests of aging, leases, reservations and rate limits move a real server's time forward.
     clock_offset_file: Path | None = None
+    # Testing aid: the seconds one minute of a time limit lasts (60). Tests set 1, so a task
+    # with a one-minute limit is stopped after one second, by the real worker and sweep.
+    time_limit_unit_seconds: float = Field(default=60.0, gt=0, le=60, allow_inf_nan=False)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -101,6 +108,15 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
         return v
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> Settings:
+        d, m = self.default_time_limit_minutes, self.max_time_limit_minutes
+        if d is not None and m is not None and d > m:
+            raise ValueError(
+                f"default_time_limit_minutes ({d}) is above max_time_limit_minutes ({m})"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -54,6 +54,10 @@ class EventBus:
 
 SAFETY_RECHECK = 10.0  # seconds a waiter sleeps without any wake-up before it looks anyway
 TASKS_TOPIC = "tasks"  # a task was queued or capacity was freed: claimers should look again
+# A Jupyter service was asked for, stopped or ended, or capacity came free: service claimers look
+# again. Not woken by task submissions, which cannot help a queued service (and at hundreds a
+# second would cost every worker's service long-poll a write each).
+SERVICES_TOPIC = "services"
 
 
 def task_topic(task_id: str) -> str:

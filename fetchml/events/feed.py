@@ -23,13 +23,14 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from fetchml.core.enums import TaskStatus
 from fetchml.core.events import TASK_EVENTS, EventType, FeedEvent
-from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
+from fetchml.events.bus import SERVICES_TOPIC, TASKS_TOPIC, EventBus, task_topic
 
 log = logging.getLogger("fetchml.feed")
 
 FetchAfter = Callable[[int, int], Awaitable[list[FeedEvent]]]
 WAKE_ALL = "*"
 _FREES_OR_QUEUES = frozenset({TaskStatus.QUEUED.value, TaskStatus.COMPLETED.value, TaskStatus.FAILED.value})
+_FREES = frozenset({TaskStatus.COMPLETED.value, TaskStatus.FAILED.value})
 
 
 class Subscription:
@@ -257,6 +258,8 @@ def wake_topics(events: Iterable[FeedEvent]) -> set[str]:
             topics.add(task_topic(e.task_id))
         if _frees_or_queues(e):
             topics.add(TASKS_TOPIC)
+            if e.type is not EventType.TASK_TRANSITION or e.data.get("to") in _FREES:
+                topics.add(SERVICES_TOPIC)  # a queued service may fit now
     return topics
 
 

@@ -85,6 +85,8 @@ class Services:
             list_budget=settings.max_list_bytes,
             shared_contents=settings.shared_task_contents,
             idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
+            default_time_limit=settings.default_time_limit_minutes,
+            max_time_limit=settings.max_time_limit_minutes,
         )
         self.workers = WorkerService(self.db, self.writer, self.bus, settings, self.placer)
         self.reservations = ReservationService(self.db, self.writer)

@@ -38,10 +38,11 @@ from fetchml.core.jupyter import (
 )
 from fetchml.core.scheduling import TaskReq, decide
 from fetchml.core.settings import Settings
-from fetchml.events.bus import SAFETY_RECHECK, TASKS_TOPIC, EventBus
+from fetchml.events.bus import SAFETY_RECHECK, SERVICES_TOPIC, TASKS_TOPIC, EventBus
 from fetchml.services.base import read
 from fetchml.services.placement import SERVICE_HOLDING, ClusterState, Placer, cluster_state
 from fetchml.services.principal import Principal
+from fetchml.services.timelimits import effective_limit
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.services.worker_auth import owned_worker
 from fetchml.store.db import Database
@@ -55,8 +56,6 @@ STOPPED = JupyterStatus.STOPPED.value
 ERROR = JupyterStatus.ERROR.value
 UNFINISHED = (QUEUED, STARTING, RUNNING, STOPPING)
 ON_WORKER = SERVICE_HOLDING  # placed on a worker: what it holds counts there
-# A service's start, stop or end changes what the scheduler sees: claims of both kinds look again.
-SERVICES_TOPIC = TASKS_TOPIC
 # (the class below has a method named `list`)
 Rows = list[JupyterServiceRow]
 Ids = list[str]
@@ -79,6 +78,7 @@ def to_wire(row: JupyterServiceRow, pending_reason: str | None = None) -> Jupyte
         cpu=row.cpu,
         memory_gb=row.memory_gb,
         idle_timeout_minutes=row.idle_timeout_minutes,
+        time_limit_minutes=row.time_limit_minutes,
         worker_id=row.worker_id,
         gpus=list(row.gpus or []),
         pending_reason=pending_reason if row.status == QUEUED else None,
@@ -124,9 +124,9 @@ def _end(
     )
 
 
-# The audit action of an end, by its reason: a stop asked for (by a user or the idle cull) was
-# audited when asked; its end is "stopped".
-_END_ACTIONS = {"crashed": "error", "stop": "stopped", "idle_stop": "stopped"}
+# The audit action of an end, by its reason: a stop asked for (by a user, the idle cull or the
+# time limit) was audited when asked; its end is "stopped".
+_END_ACTIONS = {"crashed": "error", "stop": "stopped", "idle_stop": "stopped", "time_limit": "stopped"}
 
 
 def lose_worker_services(tx: Tx, worker_id: str, reason: str, now: datetime) -> list[str]:
@@ -296,6 +296,8 @@ class JupyterServices:
             else self.settings.jupyter_idle_timeout_minutes
         )
         limit = self.settings.jupyter_max_services_per_user
+        # No server default here: a service's idle timeout already bounds what it holds unused.
+        time_limit = effective_limit(req.time_limit_minutes, None, self.settings.max_time_limit_minutes)
 
         def op(tx: Tx) -> JupyterService:
             now = tx.clock.now()
@@ -322,6 +324,7 @@ class JupyterServices:
                 cpu=req.cpu,
                 memory_gb=req.memory_gb,
                 idle_timeout_minutes=idle,
+                time_limit_minutes=time_limit,
                 status=QUEUED,
                 token=secrets.token_urlsafe(32),
                 created_at=now,
@@ -342,6 +345,7 @@ class JupyterServices:
                     "cpu": row.cpu,
                     "memory_gb": row.memory_gb,
                     "idle_timeout_minutes": row.idle_timeout_minutes,
+                    **({"time_limit_minutes": time_limit} if time_limit is not None else {}),
                 },
             )
             tx.wake(SERVICES_TOPIC)
@@ -395,10 +399,10 @@ class JupyterServices:
                     ip_address=ip_address,
                     metadata={"name": row.name, "owner": row.user_id, "worker_id": row.worker_id},
                 )
-            tx.wake(SERVICES_TOPIC)
+            tx.wake(SERVICES_TOPIC, TASKS_TOPIC)  # what it held may run a batch task now
 
         await self.writer.run(op)
-        self.bus.publish(SERVICES_TOPIC)
+        self.bus.publish(SERVICES_TOPIC, TASKS_TOPIC)
 
     async def proxy_target(self, principal: Principal, service_id: str) -> tuple[str, str]:
         """(the service's own URL, its token) for the server's proxy: owner and admins only,
@@ -601,10 +605,10 @@ class JupyterServices:
                     )
                 changed = True
             if changed:
-                tx.wake(SERVICES_TOPIC)
+                tx.wake(SERVICES_TOPIC, TASKS_TOPIC)
             return to_wire(row), changed
 
         out, changed = await self.writer.run(op)
         if changed:
-            self.bus.publish(SERVICES_TOPIC)
+            self.bus.publish(SERVICES_TOPIC, TASKS_TOPIC)
         return out

@@ -28,7 +28,7 @@ from typing import Any
 
 from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, TaskStatus
 from fetchml.core.errors import ConflictError
-from fetchml.core.lifecycle import CANCELLED_ERROR, check_transition
+from fetchml.core.lifecycle import CANCELLED_ERROR, TIME_LIMIT_ERROR, check_transition
 from fetchml.core.protocol import StatusReport
 from fetchml.services.nodes import LOST, STOPPED, is_live, is_stopping, nodes_of, set_nodes
 from fetchml.services.uow import Tx
@@ -260,7 +260,12 @@ def apply_report(
             row.output = rep.output
         if new is TaskStatus.FAILED and not stopping:
             detail = rep.error or (f"exit code {rep.exit_code}" if rep.exit_code is not None else "failed")
-            row.error = f"node {rep.node_rank} ({node['worker_id']}) failed: {detail}"
+            # The limit is the task's, not a node's fault: its error reads as a single node's.
+            row.error = (
+                TIME_LIMIT_ERROR
+                if detail == TIME_LIMIT_ERROR
+                else f"node {rep.node_rank} ({node['worker_id']}) failed: {detail}"
+            )
             row.exit_code = rep.exit_code  # the first failure is the task's
     if new is TaskStatus.RUNNING and row.status == TaskStatus.PREPARING.value:
         _advance(row, TaskStatus.RUNNING)

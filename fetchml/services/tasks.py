@@ -37,6 +37,7 @@ from fetchml.services.principal import Principal
 from fetchml.services.progress import settle_gang
 from fetchml.services.reservations import check_task_reservation
 from fetchml.services.snapshots import check_snapshot_use
+from fetchml.services.timelimits import effective_limit
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import IdempotencyKeyRow, TaskRow
@@ -122,6 +123,7 @@ def task_to_wire(
         exit_code=row.exit_code,
         assigned_gpus=list(row.assigned_gpus or []),
         cancel_requested=bool(row.cancel_requested),
+        time_limit_minutes=row.time_limit_minutes,
     )
     return task if contents else task.without(TASK_CONTENT_FIELDS)
 
@@ -132,8 +134,15 @@ def new_task_id() -> str:
 
 
 def create_task_op(
-    principal: Principal, req: CreateTaskRequest, default_max_retries: int, ip_address: str | None
+    principal: Principal,
+    req: CreateTaskRequest,
+    default_max_retries: int,
+    ip_address: str | None,
+    *,
+    time_limit_minutes: int | None = None,
 ) -> Callable[[Tx], Task]:
+    """`time_limit_minutes`: the task's limit, the server's default applied (see TaskService)."""
+
     def op(tx: Tx) -> Task:
         plugin_status: dict[str, Any] = {}
         if req.plugin_configs:
@@ -178,6 +187,7 @@ def create_task_op(
             "assigned_gpus": [],
             "cancel_requested": False,
             "exit_code": None,
+            "time_limit_minutes": time_limit_minutes,
         }
         if req.reservation_id is not None:
             check_task_reservation(tx, principal, req.reservation_id)
@@ -223,12 +233,16 @@ def submit_task_op(
     ip_address: str | None,
     idempotency_key: str | None,
     retention: timedelta,
+    *,
+    time_limit_minutes: int | None = None,
 ) -> Callable[[Tx], tuple[Task, bool]]:
     """create_task_op, once per (user, Idempotency-Key): the key's row is inserted in the same
     transaction as the task, so both commit or neither does. Writes are serialised database-wide
     (see store/db), so two requests with one key never both get past the lookup: the second
     sees the first's row and replays its task. Returns (task, replayed)."""
-    create = create_task_op(principal, req, default_max_retries, ip_address)
+    create = create_task_op(
+        principal, req, default_max_retries, ip_address, time_limit_minutes=time_limit_minutes
+    )
     if idempotency_key is None:
         return lambda tx: (create(tx), False)
     digest = request_digest(req)
@@ -378,6 +392,8 @@ class TaskService:
         list_budget: int = DEFAULT_LIST_BYTES,
         shared_contents: bool = False,
         idempotency_retention: timedelta = timedelta(hours=24),
+        default_time_limit: int | None = None,
+        max_time_limit: int | None = None,
     ) -> None:
         self.db = db
         self.shared_contents = shared_contents  # FETCHML_SHARED_TASK_CONTENTS
@@ -390,6 +406,8 @@ class TaskService:
         self.aging_rate = aging_rate  # FETCHML_PRIORITY_AGING_PER_HOUR; 0 = no aging
         self.aging_cap = aging_cap  # FETCHML_PRIORITY_AGING_CAP
         self.idempotency_retention = idempotency_retention  # FETCHML_IDEMPOTENCY_RETENTION_HOURS
+        self.default_time_limit = default_time_limit  # FETCHML_DEFAULT_TIME_LIMIT_MINUTES
+        self.max_time_limit = max_time_limit  # FETCHML_MAX_TIME_LIMIT_MINUTES
 
     def _wire(
         self,
@@ -451,6 +469,7 @@ class TaskService:
                 )
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
+        limit = effective_limit(req.time_limit_minutes, self.default_time_limit, self.max_time_limit)
         op = submit_task_op(
             principal,
             req,
@@ -458,6 +477,7 @@ class TaskService:
             ip_address,
             idempotency_key,
             self.idempotency_retention,
+            time_limit_minutes=limit,
         )
         task, replayed = await self.writer.run(op)
         if not replayed:

@@ -43,10 +43,9 @@ from fetchml.core.protocol import (
     WorkerSlots,
 )
 from fetchml.core.settings import Settings
-from fetchml.events.bus import SAFETY_RECHECK, TASKS_TOPIC, EventBus, task_topic
+from fetchml.events.bus import SAFETY_RECHECK, SERVICES_TOPIC, TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.jupyter import (
-    SERVICES_TOPIC,
     cull_idle,
     holds_services,
     lose_worker_services,
@@ -68,6 +67,7 @@ from fetchml.services.principal import Principal
 from fetchml.services.progress import apply_report, find_node, lose_node, lose_task, unplace
 from fetchml.services.reservations import expire_reservations
 from fetchml.services.tasks import expire_idempotency_keys, task_to_wire
+from fetchml.services.timelimits import limit_seconds, stop_overtime_services
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.services.worker_auth import owned_worker
 from fetchml.store.db import Database
@@ -274,6 +274,7 @@ class WorkerService:
         self, principal: Principal, worker_id: str
     ) -> Callable[[Tx], tuple[Assignment | None, set[str]]]:
         lease = timedelta(seconds=self.settings.heartbeat_timeout)
+        unit = self.settings.time_limit_unit_seconds
 
         def deliver(tx: Tx, worker: WorkerRow, now: datetime) -> Assignment | None:
             waiting = [(t, n) for t, n in nodes_on(tx.session, worker.id) if not n.get("slot_assigned")]
@@ -301,6 +302,7 @@ class WorkerService:
                     master_addr=master_addr,
                     master_port=master_port(task) if task.node_count > 1 else None,
                     lease_expires_at=now + lease,
+                    time_limit_seconds=limit_seconds(task.time_limit_minutes, unit),
                     env=task_env(task.id, task.plugin_configs or {}, enabled_plugins(tx.session))
                     if task.plugin_configs
                     else {},
@@ -411,8 +413,10 @@ class WorkerService:
                 tx.worker_offline_reason(worker.id, "heartbeat_lost")
                 worker.status = WorkerStatus.OFFLINE.value
                 lose_worker_services(tx, worker.id, "worker_lost", now)
-            if cull_idle(tx, now) or stale_workers:
-                tx.wake(SERVICES_TOPIC)
+            culled = cull_idle(tx, now)
+            overtime = stop_overtime_services(tx, now, self.settings.time_limit_unit_seconds)
+            if culled or overtime or stale_workers:
+                tx.wake(SERVICES_TOPIC, TASKS_TOPIC)
             lost: list[str] = []
             for task in active_rows(tx.session):
                 if task.lease_expires_at is not None and task.lease_expires_at < now:

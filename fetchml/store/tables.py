@@ -74,6 +74,7 @@ class TaskRow(SQLModel, table=True):
         default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
     )
     exit_code: int | None = None
+    time_limit_minutes: int | None = None  # None: no limit
 
 
 class WorkerRow(SQLModel, table=True):
@@ -294,6 +295,7 @@ class JupyterServiceRow(SQLModel, table=True):
     cpu: int = 0
     memory_gb: int = 0
     idle_timeout_minutes: int = 0
+    time_limit_minutes: int | None = None  # None: no limit
     status: str = Field(max_length=16)
     worker_id: str | None = Field(default=None, max_length=64)
     gpus: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
