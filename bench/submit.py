@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                 "FETCHML_ACCESS_LOG": "true" if args.access_log == "on" else "false",
                 "FETCHML_LOG_LEVEL": "warning",
                 "FETCHML_SQLITE_SYNCHRONOUS": args.synchronous,
+                "FETCHML_CLOCK_OFFSET_FILE": "",  # the real clock, as in production
             },
         )
         key = server.make_key("bench", "user")
