@@ -24,6 +24,7 @@ from fetchml.cli.common import (
     table,
     text,
 )
+from fetchml.cli.durations import format_minutes, parse_minutes, time_option
 
 if TYPE_CHECKING:
     from fetchml.client import FetchmlClient
@@ -174,6 +175,7 @@ def start(
         metavar="MINUTES",
         help="Stop it after this long unused; 0 never (default: the server's).",
     ),
+    time_limit: str | None = time_option("service", "none"),
     no_wait: bool = typer.Option(False, "--no-wait", help="Print the service as created and return."),
     timeout: float = typer.Option(
         600, "--timeout", min=0, metavar="S", help="Seconds to wait for it to run."
@@ -188,13 +190,15 @@ def start(
 
       fetchml jupyter start scratch --gpu 1
       fetchml jupyter start big --gpu 4 --gpu-type A100 --memory-gb 128 --idle-timeout 60
+      fetchml jupyter start demo --time 8h
     """
     from fetchml.core.jupyter import JupyterStatus, StartJupyterRequest
 
     # Checked here first: a bad name or value fails in one line, exit 2, without a round trip.
+    minutes = parse_minutes(time_limit) if time_limit is not None else None
     request = StartJupyterRequest.model_validate(
         _service_kw(name=name, gpu=gpu, gpu_type=gpu_type, cpu=cpu, memory_gb=memory_gb, image=image,
-                    workspace=workspace, idle_timeout_minutes=idle_timeout)
+                    workspace=workspace, idle_timeout_minutes=idle_timeout, time_limit_minutes=minutes)
     )  # fmt: skip
     with client(server, api_key) as c:
         svc = c.jupyter.start(request)
@@ -320,6 +324,7 @@ def show(
         ("image", s.image),
         ("resources", _resources(s)),
         ("idle stop", idle),
+        ("time limit", format_minutes(s.time_limit_minutes) if s.time_limit_minutes else "none"),
         ("worker", s.worker_id or "-"),
         ("gpus", ",".join(map(str, s.gpus)) or "-"),
         ("url", s.url or "-"),

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from fetchml.cli.common import ApiKeyOpt, ServerOpt, fail, handle_errors
+from fetchml.cli.durations import TASK_TIME_OPT, parse_minutes
 
 
 def _job_name(entrypoint: str) -> str:
@@ -47,6 +48,7 @@ def run(
         help="name=NAME,source=SRC,sha256=HEX[,mount_path=PATH]; repeatable.",
     ),
     name: str | None = typer.Option(None, "--name", help="Job name (default: from the entry point)."),
+    time_limit: str | None = TASK_TIME_OPT,
     path: Path = typer.Option(Path("."), "--path", help="Folder to snapshot (default: the current one)."),
     embedded: bool = typer.Option(
         True, "--embedded/--no-embedded", help="Run an in-process server when none answers (default: yes)."
@@ -96,6 +98,7 @@ def run(
                 "gpu": gpu,
                 "image": image,
                 "dataset_specs": [parse_dataset(s) for s in datasets or []] or None,
+                "time_limit_minutes": parse_minutes(time_limit) if time_limit is not None else None,
             }.items()
             if v is not None
         }

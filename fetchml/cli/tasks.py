@@ -21,6 +21,7 @@ from fetchml.cli.common import (
     table,
     text,
 )
+from fetchml.cli.durations import TASK_TIME_OPT, format_minutes, parse_minutes
 
 DATASET_FIELDS = ("name", "source", "sha256", "mount_path")
 DATASET_FORMAT = "name=NAME,source=SRC,sha256=HEX with optional ,mount_path=PATH"
@@ -145,6 +146,7 @@ def submit(
         metavar="NAME[:KEY=VALUE,...]",
         help="Track the run with an enabled plugin (mlflow, tensorboard, wandb), e.g. mlflow:experiment=resnet; repeatable.",
     ),
+    time_limit: str | None = TASK_TIME_OPT,
     server: str | None = ServerOpt,
     api_key: str | None = ApiKeyOpt,
     as_json: bool = JsonOpt,
@@ -156,6 +158,7 @@ def submit(
       fetchml submit resnet -e train.py --args="--epochs 10" --gpu 1
       fetchml submit eval -e eval.py -d name=val,source=/d/val.tar,sha256=HEX
       fetchml submit r50 -e train.py --plugin mlflow:experiment=resnet --plugin wandb
+      fetchml submit sweep -e sweep.py --time 1h30m
     """
     from fetchml.core.models import CreateTaskRequest
 
@@ -177,6 +180,7 @@ def submit(
         "reservation_id": reservation,
         "metadata": parse_meta(meta or []) or None,
         "plugin_configs": parse_plugins(plugins or []) or None,
+        "time_limit_minutes": parse_minutes(time_limit) if time_limit is not None else None,
     }
     # Checked here first: a bad request fails in one line, exit 2, without a round trip.
     request = CreateTaskRequest.model_validate({k: v for k, v in body.items() if v is not None})
@@ -286,6 +290,8 @@ def status(
         ("nodes", str(t.node_count)),
         ("retries", f"{t.retry_count} of {t.max_retries}"),
     ]
+    if t.time_limit_minutes is not None:
+        rows.append(("time limit", format_minutes(t.time_limit_minutes)))
     if t.reservation_id:
         rows.append(("reservation", t.reservation_id))
     if t.snapshot_id:

@@ -50,7 +50,7 @@ class StartJupyterRequest(Wire):
     # Default: the server's FETCHML_JUPYTER_IDLE_TIMEOUT_MINUTES.
     idle_timeout_minutes: Annotated[JsonInt, Field(ge=0, le=525_600)] | None = None
     # Minutes it may run (from its first `running`), busy or idle; absent: no limit.
-    time_limit_minutes: TimeLimitMinutes | None = None
+    time_limit_minutes: TimeLimitMinutes = None
 
 
 class JupyterService(Wire):

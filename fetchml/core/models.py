@@ -41,10 +41,11 @@ JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 NonNegInt = Annotated[JsonInt, Field(ge=0, le=MAX_INT32)]
 
 # A run-time limit in minutes (tasks and Jupyter services), beyond the contract: one minute to
-# one year. A server may set a lower ceiling (FETCHML_MAX_TIME_LIMIT_MINUTES).
+# one year; None: no limit. A server may set a lower ceiling (FETCHML_MAX_TIME_LIMIT_MINUTES).
+# The constraints sit on the optional type, so /schema shows them (and the description).
 MAX_TIME_LIMIT_MINUTES = 525_600
 TimeLimitMinutes = Annotated[
-    JsonInt,
+    JsonInt | None,
     Field(
         ge=1,
         le=MAX_TIME_LIMIT_MINUTES,
@@ -205,7 +206,7 @@ class CreateTaskRequest(Wire):
         | None
     ) = None
     # Default: the server's FETCHML_DEFAULT_TIME_LIMIT_MINUTES (unset: no limit).
-    time_limit_minutes: TimeLimitMinutes | None = None
+    time_limit_minutes: TimeLimitMinutes = None
 
     @field_validator("metadata")
     @classmethod

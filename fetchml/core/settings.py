@@ -113,9 +113,7 @@ class Settings(BaseSettings):
     def _default_within_max(self) -> Settings:
         d, m = self.default_time_limit_minutes, self.max_time_limit_minutes
         if d is not None and m is not None and d > m:
-            raise ValueError(
-                f"default_time_limit_minutes ({d}) is above max_time_limit_minutes ({m})"
-            )
+            raise ValueError(f"default_time_limit_minutes ({d}) is above max_time_limit_minutes ({m})")
         return self
 
     @property

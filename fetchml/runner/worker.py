@@ -51,6 +51,7 @@ from fetchml.core.errors import (
     ServiceUnavailableError,
     UnauthorizedError,
 )
+from fetchml.core.lifecycle import TIME_LIMIT_ERROR
 from fetchml.core.protocol import (
     ActiveAttempt,
     Assignment,
@@ -66,6 +67,7 @@ from fetchml.runner.executors.base import ExecSpec, Execution, Executor, Executo
 from fetchml.runner.gpus import GpuProvider, NvmlGpuProvider, StaticGpuProvider
 from fetchml.runner.logship import LogShipper
 from fetchml.runner.services import ServiceManager
+from fetchml.runner.timelimit import TimeLimit
 from fetchml.runner.workspace import (
     OutputError,
     SnapshotCache,
@@ -751,6 +753,7 @@ class Worker:
             self._report(a, TaskStatus.FAILED, error=str(exc))
             shutil.rmtree(root, ignore_errors=True)
             return
+        started = time.monotonic()  # the time limit counts from here
         with a.lock:
             a.execution = execution
         if a.cancelled.is_set():
@@ -762,6 +765,8 @@ class Worker:
             a.shipper = shipper
         if a.cancelled.is_set() and a.interrupted is None:
             shipper.cancel()
+        label = f"task {task.id} attempt {n}"
+        limit = TimeLimit(a, execution, a.assignment.time_limit_seconds, self.cfg.stop_grace, started, label)
         try:
             if not self._report(a, TaskStatus.RUNNING):
                 execution.stop(self.cfg.stop_grace)
@@ -797,11 +802,14 @@ class Worker:
             shown = ", ".join(skipped[:20]) + (f" and {len(skipped) - 20} more" if len(skipped) > 20 else "")
             note = f"[fetchml] not collected (links, fifos or devices): {shown}"
             output = f"{output}\n{note}"[-65536:] if output else note
-        cancelled = status.cancelled or a.cancelled.is_set()
+        timed_out = limit.stopped_it(status.cancelled)
+        # A limit that fired as the process ended on its own leaves it its own end.
+        cancelled = status.cancelled or (a.cancelled.is_set() and not limit.expired)
         succeeded = not cancelled and status.exit_code == 0 and status.error is None and upload_error is None
         trackers.finish(env, succeeded=succeeded)
-        if cancelled:
-            self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error="cancelled", output=output)
+        if timed_out or cancelled:
+            error = TIME_LIMIT_ERROR if timed_out else "cancelled"
+            self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error=error, output=output)
         elif succeeded:
             self._report(a, TaskStatus.COMPLETED, exit_code=0, output=output)
         else:

@@ -36,8 +36,11 @@ def test_import_loads_no_heavy_module() -> None:
     code = (
         "import json, sys, typer\n"
         "import fetchml.cli\n"
-        "from fetchml.cli.main import app\n"
-        "typer.main.get_command(app)\n"  # building the command tree, as --help does
+        "from fetchml.cli.main import COMMANDS, app\n"
+        "group = typer.main.get_command(app)\n"  # building the command tree, as --help does
+        # Commands load lazily (fetchml/cli/root.py): resolve each, as its own --help does.
+        "ctx = typer.Context(group)\n"
+        "for name in COMMANDS: group.get_command(ctx, name)\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
@@ -92,17 +95,20 @@ def test_every_command_and_option_has_help() -> None:
 
     missing: list[str] = []
 
-    def walk(cmd: click.Command, path: str) -> None:
+    def walk(cmd: click.Command, path: str, ctx: typer.Context) -> None:
         if not (cmd.help or cmd.short_help):
             missing.append(f"{path} (command)")
         for param in cmd.params:
             if param.name != "help" and not getattr(param, "help", None):
                 missing.append(f"{path} {param.name}")
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                walk(sub, f"{path} {name}")
+        # Typer's groups are not click.Group (Typer 0.2x has a Click of its own), and the root
+        # loads its commands on demand: walk by list_commands/get_command.
+        for name in getattr(cmd, "list_commands", lambda _: [])(ctx):
+            sub = cmd.get_command(ctx, name)
+            walk(sub, f"{path} {name}", typer.Context(sub, parent=ctx, info_name=name))
 
-    walk(typer.main.get_command(app), "fetchml")
+    root = typer.main.get_command(app)
+    walk(root, "fetchml", typer.Context(root, info_name="fetchml"))
     assert not missing, f"no help text: {missing}"
 
 
