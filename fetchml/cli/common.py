@@ -55,6 +55,16 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+def fail_json(message: str, error_code: str, trace_id: str | None, code: int) -> NoReturn:
+    """With --json: the error as the API's envelope on stdout (scripts never parse prose), and
+    the usual line on stderr."""
+    body: dict[str, Any] = {"error": " ".join(message.split()), "code": error_code}
+    if trace_id:
+        body["trace_id"] = trace_id
+    sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
+    fail(f"{error_code}: {message}", code)
+
+
 def _one_line_validation(exc: Any) -> str:
     """A pydantic ValidationError as `field: problem; field: problem`."""
     parts = []
@@ -92,6 +102,13 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from fetchml.core.errors import FetchmlError, RateLimitedError
 
+        as_json = bool(kwargs.get("as_json"))
+
+        def failed(message: str, error_code: str, code: int, trace_id: str | None = None) -> NoReturn:
+            if as_json:
+                fail_json(message, error_code, trace_id, code)
+            fail(f"{error_code}: {message}" if error_code != "USAGE" else message, code)
+
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
@@ -103,24 +120,26 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
                 hint = hint.format(data_dir=_local_data_dir())
             if isinstance(exc, RateLimitedError):
                 hint = f" — retry in {exc.retry_after}s."
+            if as_json:
+                fail_json(f"{exc.message}{hint}", exc.code, exc.trace_id, EXIT_ERROR)
             fail(f"{exc.code}: {exc.message}{trace}{hint}", EXIT_ERROR)
         except ValueError as exc:
             from pydantic import ValidationError
 
             if isinstance(exc, ValidationError):
-                fail(f"VALIDATION_ERROR: {_one_line_validation(exc)}", EXIT_USAGE)
-            fail(str(exc), EXIT_USAGE)
+                failed(_one_line_validation(exc), "VALIDATION_ERROR", EXIT_USAGE)
+            failed(str(exc), "USAGE", EXIT_USAGE)
         except OSError as exc:
-            fail(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+            failed(f"{type(exc).__name__}: {exc}", "IO_ERROR", EXIT_ERROR)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            failed("interrupted", "INTERRUPTED", 130)
         except Exception as exc:
             import click
 
             if isinstance(exc, click.ClickException) or os.environ.get("FETCHML_DEBUG"):
                 raise
-            fail(
-                f"INTERNAL_ERROR: unexpected {type(exc).__name__}: {exc} (FETCHML_DEBUG=1 shows a traceback)"
+            failed(
+                f"unexpected {type(exc).__name__}: {exc} (FETCHML_DEBUG=1 shows a traceback)", "INTERNAL_ERROR", 1
             )
 
     return wrapper

@@ -30,7 +30,8 @@ APP_HELP = (
     "Run ML experiments on the GPU machines your team already owns. "
     "Server commands take --server and --api-key (or FETCHML_SERVER_URL, FETCHML_API_KEY, "
     "or `fetchml config set`). Exit codes: 0 ok, 1 error from or reaching the server, "
-    "2 invalid command line."
+    "2 invalid command line, 130 interrupted. --no-color (or NO_COLOR) turns colour off; with "
+    "--json, errors too are JSON on stdout."
 )
 INSTALL_COMPLETION_HELP = "Install completion for the current shell."
 SHOW_COMPLETION_HELP = "Show completion for the current shell, to copy it or customize the installation."
@@ -189,7 +190,24 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _strip_no_color(args: list[str]) -> list[str]:
+    """The line without our --no-color; past `fetchml run`'s script, the script's own arguments
+    are passed on untouched."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if out[:1] == ["run"] and any(not a.startswith("-") for a in out[1:]):
+            return out + args[i:]
+        if arg != "--no-color":
+            out.append(arg)
+    return out
+
+
 def main() -> None:
+    # --no-color anywhere on the line: as NO_COLOR (https://no-color.org), which Rich and our own
+    # output already honour, for every command.
+    if "--no-color" in sys.argv[1:]:
+        sys.argv = [sys.argv[0], *_strip_no_color(sys.argv[1:])]
+        os.environ["NO_COLOR"] = "1"
     args = sys.argv[1:]
     if args == ["--help"] and COMPLETE_VAR not in os.environ:
         sys.stdout.write(render_help())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -43,12 +44,18 @@ def assert_ok(result: Result) -> Result:
 
 
 def assert_one_line_error(result: Result, code: str, exit_code: int | None = None) -> str:
-    """Non-zero exit, nothing on stdout, exactly one `error: CODE: ...` line on stderr."""
+    """Non-zero exit, exactly one `error: CODE: ...` line on stderr, and on stdout nothing, or
+    (a command run with --json) the error as one JSON envelope with the same code."""
     assert result.returncode != 0, f"expected failure, got 0:\n{result.stdout}"
     if exit_code is not None:
         assert result.returncode == exit_code, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
-    assert result.stdout == "", f"stdout should be empty on error: {result.stdout!r}"
+    if "--json" in result.args:
+        envelope = json.loads(result.stdout)
+        assert envelope["code"] == code and envelope["error"], envelope
+        assert result.stdout.count("\n") == 1, result.stdout
+    else:
+        assert result.stdout == "", f"stdout should be empty on error: {result.stdout!r}"
     lines = result.stderr.splitlines()
     assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{result.stderr}"
     assert lines[0].startswith(f"error: {code}: "), lines[0]
