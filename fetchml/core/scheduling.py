@@ -8,7 +8,10 @@ written down in docs/scheduling.md; in short:
   lower task may backfill capacity a higher, blocked task cannot use (no strict head-of-line
   blocking), except:
 - Anti-starvation: the highest-ordered *gang* (node_count > 1) that does not fit gets a shadow
-  hold on the best candidate workers; tasks after it cannot use that held capacity.
+  hold on the best candidate workers; tasks after it cannot use that held capacity, unless
+  (backfill) they carry a time limit that ends by the gang's *shadow start*, the time its
+  capacity is expected to be free (from the running tasks' time limits, ``WorkerFree.releases``;
+  ``fetchml.core.backfill``).
 - Reservations withhold their GPUs from every task but their owner's tasks carrying their id.
 - A gang is placed whole, on distinct workers, or not at all.
 
@@ -34,11 +37,12 @@ from array import array
 from bisect import bisect_right, insort
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
-from operator import attrgetter, ge, le, lt, neg
+from itertools import compress, islice, repeat
+from operator import attrgetter, ge, itemgetter, le, lt, neg
 from typing import NamedTuple
 
 from fetchml.core.aging import DEFAULT_AGING_CAP, DEFAULT_AGING_RATE, aged_priority, check_aging, hours_waited
+from fetchml.core.backfill import Release, fmt_duration, ready_at
 
 __all__ = [
     "REASON_NEVER",
@@ -49,6 +53,7 @@ __all__ = [
     "Decision",
     "NodePlacement",
     "Placement",
+    "Release",
     "ReservationHold",
     "Shadow",
     "ShadowNode",
@@ -72,7 +77,7 @@ REASON_RESERVATION = "capacity held by reservation"  # + " r-1[, r-2...]"
 
 # Reason kinds (internal).
 _NEVER, _NO_WORKERS, _RESERVATION, _PRIORITY, _SHADOW, _RESOURCE = range(6)
-_SHADOWABLE = (_PRIORITY, _RESOURCE)
+_SHADOWABLE = (_PRIORITY, _RESOURCE, _RESERVATION)
 _PROBE_AFTER = 256  # consecutive memoised failures before checking whether anything can still fit
 
 
@@ -107,6 +112,8 @@ class TaskReq:
     ``created_at`` is POSIX seconds (``datetime.timestamp()``); ``seq`` is the submission order
     (unique, increasing). ``gpu_type`` only matters when ``gpu > 0`` and matches the worker's
     type case-insensitively. ``user_id``/``is_admin`` only matter with a ``reservation_id``.
+    ``time_limit_s`` (seconds, None = no limit) is not part of the shape: it only decides
+    whether the task may backfill capacity held for a blocked task (it must end by then).
     """
 
     id: str
@@ -121,11 +128,14 @@ class TaskReq:
     reservation_id: str | None = None
     user_id: str = ""
     is_admin: bool = False
+    time_limit_s: float | None = None
     shape: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.node_count < 1 or self.gpu < 0 or self.cpu < 0 or self.memory_gb < 0:
             raise ValueError(f"task {self.id}: resources must be >= 0 and node_count >= 1")
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise ValueError(f"task {self.id}: time_limit_s must be > 0 (or None)")
         object.__setattr__(
             self,
             "shape",
@@ -150,7 +160,9 @@ class WorkerFree:
     scheduler withholds those itself). ``total_*``/``batch_total`` are the worker's whole
     capacity, used only to tell "can never fit" from "not now"; when None the free figure
     stands in (then a busy worker looks small: pass the totals). Inactive workers (draining,
-    offline) get nothing placed but count for "can ever fit".
+    offline) get nothing placed but count for "can ever fit". ``releases``: what each running
+    task (node) frees here when it ends, at its start + time limit (``Release.at`` None: no
+    limit); only used to plan a shadow's start and backfill (empty: nothing is known).
     """
 
     id: str
@@ -164,6 +176,7 @@ class WorkerFree:
     total_memory_gb: int | None = None
     total_gpus: int | None = None
     batch_total: int | None = None
+    releases: tuple[Release, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +206,8 @@ class Placement:
     nodes: tuple[NodePlacement, ...]  # rank 0 first; one per node, on distinct workers
     priority_aged: float
     reservation_id: str | None = None  # set when the task was allowed to use its reservation
+    # True when it uses capacity held for the shadow owner (it ends by Shadow.start)
+    backfill: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +221,16 @@ class ShadowNode:
 
 @dataclass(frozen=True, slots=True)
 class Shadow:
-    """Capacity withheld (for this decision only) from every task ordered after ``task_id``."""
+    """Capacity withheld (for this decision only) from every task ordered after ``task_id``.
+
+    ``start``: when the owner is expected to fit (POSIX seconds), from the workers' releases;
+    None when some capacity it needs has no known end. Only tasks that end by then may use the
+    held capacity (backfill).
+    """
 
     task_id: str
     nodes: tuple[ShadowNode, ...]
+    start: float | None = None
 
 
 class _Reasons(dict[str, str]):
@@ -303,6 +324,10 @@ _SEQ = attrgetter("seq")
 _PRIO = attrgetter("priority")
 _CREATED = attrgetter("created_at")
 _SHAPE = attrgetter("shape")
+_LIMIT = attrgetter("time_limit_s")
+_NO_LIMIT = {None: float("inf")}  # .get(limit, limit): a task without a limit never ends
+_FIRST_TWO = itemgetter(0, 1)
+_GE: Callable[[float, float], bool] = ge
 
 
 @dataclass(slots=True)
@@ -316,6 +341,21 @@ class _Shape:
     nodes: int
     res: str | None  # the reservation this shape may use (exists, and owner or admin)
     never: tuple[int, str] | None = None
+
+
+@dataclass(slots=True)
+class _Held:
+    """What is still held for the shadow owner on one worker (backfill takes from it)."""
+
+    cpu: int
+    mem: int
+    slots: int
+    gpus: list[int]  # unreserved
+    res: str | None  # the owner's reservation, if it may use one
+    res_gpus: list[int]  # GPUs of that reservation
+
+
+_NOTHING_HELD = _Held(0, 0, 0, [], None, [])
 
 
 def _parse_shape(key: str) -> tuple[int, int, int, int, bool, str, str, str]:
@@ -447,6 +487,7 @@ class _Cluster:
             for w in workers
         }
         active = [w for w in workers if w.active]
+        self.releases = [w.releases for w in active]
         self.ids = [w.id for w in active]
         self.gtype = [w.gpu_type.lower() if w.gpu_type else None for w in active]
         self.cpu = [w.free_cpu for w in active]
@@ -483,7 +524,12 @@ class _Cluster:
         self._snaps: dict[bool, tuple[int, list[tuple[int, int, int, int, dict[str, int]]]]] = {}
         self.initial = self.snapshot()
         self.shadow: Shadow | None = None
-        self.shadow_add: list[tuple[int, int, int, int, str | None, int]] = []  # i, cpu, mem, slots, res, n
+        # What is still held for the shadow owner, per worker index, in shadow order.
+        self.hold: dict[int, _Held] = {}
+        # Releases of the tasks placed in this decision so far (worker index -> Release), for
+        # planning the shadow's start; only tasks with a time limit ever release.
+        self.placed_rel: dict[int, list[Release]] = {}
+        self.now = 0.0  # set by hold_for
 
     # -- shapes -------------------------------------------------------------------------------
 
@@ -607,6 +653,64 @@ class _Cluster:
                 insort(self.buckets[new_k], i)
         return tuple(sorted(got))
 
+    def note_release(self, i: int, at: float, sh: _Shape, gpus: tuple[int, ...]) -> None:
+        """A task placed in this decision frees this node at `at` (its time limit)."""
+        self.placed_rel.setdefault(i, []).append(Release(at, gpus, sh.cpu, sh.mem, 1))
+
+    # -- backfill: capacity held for the shadow, for tasks that end before it starts ---------
+
+    def fits_with_hold(self, i: int, sh: _Shape) -> bool:
+        """One node of the shape fits worker i's free capacity plus what is held there."""
+        h = self.hold.get(i, _NOTHING_HELD)
+        if self.slots[i] + h.slots < 1 or self.cpu[i] + h.cpu < sh.cpu or self.mem[i] + h.mem < sh.mem:
+            return False
+        if not sh.gpu:
+            return True
+        if sh.gtype is not None and self.gtype[i] != sh.gtype:
+            return False
+        usable = len(self.free[i]) + len(h.gpus)
+        if sh.res is not None:
+            usable += len(self.rfree[i].get(sh.res, ())) + (len(h.res_gpus) if h.res == sh.res else 0)
+        return usable >= sh.gpu
+
+    def search_backfill(self, sh: _Shape) -> list[int]:
+        """Workers for a task that may backfill: those its nodes fit without held capacity
+        (best fit), then the asking worker and the held ones with it."""
+        chosen = self.search(sh)
+        if len(chosen) == sh.nodes:
+            return chosen
+        p = self.prefer
+        for i in (*(() if p is None else (p,)), *self.hold):
+            if i not in chosen and self.fits_with_hold(i, sh):
+                chosen.append(i)
+                if len(chosen) == sh.nodes:
+                    break
+        return chosen
+
+    def take_backfill(self, i: int, sh: _Shape) -> tuple[tuple[int, ...], bool]:
+        """Takes one node from worker i: free capacity first, then held (each held unit used
+        may delay the owner's actual start if running tasks end before their limits).
+        Returns (GPUs, whether it used held capacity)."""
+        h = self.hold.get(i)
+        if h is None:
+            return self.take(i, sh.cpu, sh.mem, 1, sh.gpu, sh.res), False
+        res = sh.res
+        own = len(self.rfree[i].get(res, ())) if res is not None else 0
+        c, m = min(self.cpu[i], sh.cpu), min(self.mem[i], sh.mem)
+        s = min(max(self.slots[i], 0), 1)
+        g = min(sh.gpu, own + len(self.free[i]))
+        hc, hm, hs, hg = sh.cpu - c, sh.mem - m, 1 - s, sh.gpu - g
+        got: list[int] = []
+        if hg and res is not None and h.res == res:
+            got = h.res_gpus[:hg]
+            del h.res_gpus[:hg]
+        k = hg - len(got)
+        got += h.gpus[:k]
+        del h.gpus[:k]
+        h.cpu, h.mem, h.slots = h.cpu - hc, h.mem - hm, h.slots - hs
+        got += self.take(i, c, m, s, g, res)  # bumps the version (snapshots see the new hold)
+        return tuple(sorted(got)), bool(hc or hm or hs or hg)
+
     # -- views for pending reasons ------------------------------------------------------------
 
     def snapshot(self, with_shadow: bool = False) -> list[tuple[int, int, int, int, dict[str, int]]]:
@@ -625,12 +729,11 @@ class _Cluster:
             for i in range(self.n)
         ]
         if with_shadow:
-            for i, c, m, s, res, g in self.shadow_add:
+            for i, h in self.hold.items():
                 cpu, mem, slots, free, rf = snap[i]
-                if res is not None:
-                    rf[res] = rf.get(res, 0) + g
-                    g = 0
-                snap[i] = (cpu + c, mem + m, slots + s, free + g, rf)
+                if h.res is not None and h.res_gpus:
+                    rf[h.res] = rf.get(h.res, 0) + len(h.res_gpus)
+                snap[i] = (cpu + h.cpu, mem + h.mem, slots + h.slots, free + len(h.gpus), rf)
         self._snaps[with_shadow] = (self.version, snap)
         return snap
 
@@ -669,7 +772,7 @@ class _Cluster:
         if sh.never is not None:
             return sh.never
         if self.shadow is not None and self.fits(sh, self.snapshot(with_shadow=True)):
-            return _SHADOW, f"{REASON_SHADOW} {self.shadow.task_id}"
+            return _SHADOW, f"{REASON_SHADOW} {self.shadow.task_id}{self.shadow_wait_text()}"
         if self.fits(sh, self.initial):
             return _PRIORITY, REASON_PRIORITY
         released = self.hosts(sh, self.initial, release=True)
@@ -681,6 +784,13 @@ class _Cluster:
             fit_now = len(self.hosts(sh, self.snapshot()))
             return _RESOURCE, f"waiting for {sh.nodes} nodes; {fit_now} fit now"
         return _RESOURCE, self.resource_text(sh)
+
+    def shadow_wait_text(self) -> str:
+        """', expected to start in 1h 5m; ...' when the shadow's start is known, else ''."""
+        if self.shadow is None or self.shadow.start is None:
+            return ""
+        wait = fmt_duration(self.shadow.start - self.now)
+        return f", expected to start in {wait}; a task with a time limit of at most {wait} may use it"
 
     def resource_text(self, sh: _Shape) -> str:
         ids = self.ids
@@ -708,44 +818,67 @@ class _Cluster:
 
     # -- anti-starvation ----------------------------------------------------------------------
 
-    def hold_for(self, task: TaskReq, sh: _Shape) -> bool:
-        """Shadow-holds, for `task`, the capacity it waits for on its best candidate workers."""
+    def hold_for(self, task: TaskReq, sh: _Shape, now: float) -> bool:
+        """Shadow-holds, for `task`, the capacity it waits for on its best candidate workers.
+
+        Candidates are ranked by when one node is expected to fit there (from the releases;
+        never, when a needed part has no known end), then by how much is missing now; the
+        shadow start is the latest time of those chosen. With no releases known this is the
+        ranking by what is missing now alone."""
+        self.now = now
         held_count: dict[str, int] = {}  # GPUs on a worker held by reservations sh cannot use
         for wid, per in self.held.items():
             held_count[wid] = sum(1 for rid in per.values() if rid != sh.res)
-        ranked: list[tuple[tuple[int, int, int, int], int]] = []
+        never = float("inf")
+        ranked: list[tuple[float, tuple[int, int, int, int], int]] = []
         for i in range(self.n):
-            _, tg, ts, tc, tm = self.totals[self.ids[i]]
-            tg -= held_count.get(self.ids[i], 0)
+            wid = self.ids[i]
+            _, tg, ts, tc, tm = self.totals[wid]
+            tg -= held_count.get(wid, 0)
             if sh.gpu and ((sh.gtype is not None and self.gtype[i] != sh.gtype) or tg < sh.gpu):
                 continue
             if ts < 1 or tc < sh.cpu or tm < sh.mem:
                 continue
             usable = len(self.free[i]) + (len(self.rfree[i].get(sh.res, ())) if sh.res else 0)
-            deficit = (
-                max(0, sh.gpu - usable),
-                max(0, sh.cpu - self.cpu[i]),
-                max(0, sh.mem - self.mem[i]),
-                max(0, 1 - self.slots[i]),
-            )
-            ranked.append((deficit, i))
+            missing = (sh.gpu - usable, sh.cpu - self.cpu[i], sh.mem - self.mem[i], 1 - self.slots[i])
+            deficit = (max(0, missing[0]), max(0, missing[1]), max(0, missing[2]), max(0, missing[3]))
+            if max(missing) <= 0:
+                ready: float | None = now
+            elif self.releases[i] or i in self.placed_rel:
+                ready = ready_at(now, missing, self._releases(i, sh))
+            else:
+                ready = None
+            ranked.append((never if ready is None else ready, deficit, i))
         if len(ranked) < sh.nodes:
             return False
         ranked.sort()
+        chosen = ranked[: sh.nodes]
+        start = chosen[-1][0]
         nodes = []
-        for _, i in ranked[: sh.nodes]:
+        for _, _, i in chosen:
             c, m, s = min(self.cpu[i], sh.cpu), min(self.mem[i], sh.mem), min(self.slots[i], 1)
             from_res = 0
             if sh.res is not None:
                 from_res = min(sh.gpu, len(self.rfree[i].get(sh.res, ())))
+            res_gpus = self.rfree[i][sh.res][:from_res] if sh.res is not None and from_res else []
             g = min(sh.gpu, from_res + len(self.free[i]))
             gpus = self.take(i, c, m, s, g, sh.res)
-            if from_res:
-                self.shadow_add.append((i, 0, 0, 0, sh.res, from_res))
-            self.shadow_add.append((i, c, m, s, None, g - from_res))
+            self.hold[i] = _Held(c, m, s, [x for x in gpus if x not in res_gpus], sh.res, res_gpus)
             nodes.append(ShadowNode(self.ids[i], gpus, c, m, s))
-        self.shadow = Shadow(task.id, tuple(nodes))
+        self.shadow = Shadow(task.id, tuple(nodes), None if start == never else start)
         return True
+
+    def _releases(self, i: int, sh: _Shape) -> list[tuple[float, int, int, int, int]]:
+        """Worker i's known releases as (at, GPUs the shape may use, cpu, memory, slots)."""
+        out = []
+        per = self.held.get(self.ids[i])
+        for rels in (self.releases[i], self.placed_rel.get(i, ())):
+            for r in rels:
+                if r.at is None:
+                    continue
+                g = len(r.gpus) if not per else sum(1 for x in r.gpus if per.get(x, sh.res) == sh.res)
+                out.append((r.at, g, r.cpu, r.memory_gb, r.slots))
+        return out
 
 
 def decide(
@@ -783,6 +916,11 @@ def decide(
     owner_reason: str | None = None
     scanned = 0
     streak, probe_at = 0, _PROBE_AFTER
+    # Backfill, once a shadow with a known start exists: a later task whose time limit ends by
+    # then may also use the held capacity. Free + held capacity only shrinks as well, so a
+    # shape that failed to backfill once fails for the rest of the decision.
+    bf_start: float | None = None
+    bf_failed: set[str] = set()
 
     def shape_of(key: str) -> _Shape:
         sh = shapes.get(key)
@@ -795,19 +933,75 @@ def decide(
         return f
 
     def maybe_hold(task: TaskReq, sh: _Shape, kind: int) -> None:
-        nonlocal owner_reason
+        nonlocal owner_reason, bf_start
         if (
             cluster.shadow is None
             and kind in _SHADOWABLE
             and (sh.nodes > 1 or shadow_single_node)
             and sh.key not in no_shadow_for
         ):
-            if cluster.hold_for(task, sh):
+            if cluster.hold_for(task, sh, now):
                 assert cluster.shadow is not None
                 where = ", ".join(n.worker_id for n in cluster.shadow.nodes)
                 owner_reason = f"{failed[sh.key][1]}; capacity on {where} is held for it"
+                bf_start = cluster.shadow.start
+                if bf_start is not None:
+                    owner_reason += f"; expected to start in {fmt_duration(bf_start - now)}"
             else:
                 no_shadow_for.add(sh.key)
+
+    def may_backfill(task: TaskReq) -> bool:
+        lim = task.time_limit_s
+        return (
+            lim is not None and bf_start is not None and now + lim <= bf_start and task.shape not in bf_failed
+        )
+
+    def backfill(task: TaskReq, key: str, aged: float) -> bool:
+        """Places a task that may backfill and does not fit free capacity alone; False when
+        it does not fit with the held capacity either (then its shape never will)."""
+        sh = shape_of(key)
+        if sh.never is None:
+            chosen = cluster.search_backfill(sh)
+            if len(chosen) == sh.nodes:
+                used = False
+                nodes = []
+                for rank, i in enumerate(chosen):
+                    gpus, u = cluster.take_backfill(i, sh)
+                    used = used or u
+                    nodes.append(NodePlacement(rank, cluster.ids[i], gpus))
+                assignments.append(Placement(task.id, tuple(nodes), aged, sh.res, backfill=used))
+                return True
+        bf_failed.add(key)
+        return False
+
+    def backfill_tail(aged: float, task: TaskReq) -> None:
+        """Nothing more fits but held capacity: place, in order, the tasks after this one that
+        may backfill; the others cannot fit (free capacity only shrinks) and keep their shape's
+        reason. One pass over the queue, paid only when a shadow has a known start."""
+        nonlocal scanned
+        if bf_start is None:
+            return
+        seq = task.seq
+        after: list[tuple[float, int, TaskReq]] = []
+        # C-level pre-filter (no limit -> inf) with a second of slack; the exact test follows
+        limits: Iterator[float] = map(_NO_LIMIT.get, map(_LIMIT, queue), map(_LIMIT, queue))
+        for t in compress(queue, map(_GE, repeat(bf_start - now + 1.0), limits)):
+            lim = t.time_limit_s
+            if lim is None or now + lim > bf_start or t.shape in bf_failed:
+                continue
+            a = aged_priority(t.priority, hours_waited(t.created_at, now), aging_rate, aging_cap)
+            if a < aged or (a == aged and t.seq > seq):  # after this task (order_key, inlined)
+                after.append((-a, t.seq, t))
+        if not after:
+            return
+        # Every other shape meets the capacity left here: settle their reasons before the
+        # backfills take it (else they would read "waiting behind higher-priority tasks").
+        all_failed_after_probe()
+        after.sort(key=_FIRST_TWO)
+        for neg_a, _, t in after:
+            scanned += 1
+            if t.shape not in bf_failed:
+                backfill(t, t.shape, -neg_a)
 
     def all_failed_after_probe() -> bool:
         """Settles every shape not yet tried that cannot fit now; True when nothing can fit."""
@@ -826,13 +1020,18 @@ def decide(
         key = task.shape
         f = failed.get(key)
         if f is not None:
-            maybe_hold(task, shapes[key], f[0])
+            if bf_start is not None and may_backfill(task) and backfill(task, key, aged):
+                streak = 0
+            else:
+                maybe_hold(task, shapes[key], f[0])
+                streak += 1
             if cluster.total_slots <= 0:
+                backfill_tail(aged, task)
                 break
-            streak += 1
             if streak >= probe_at:
                 streak, probe_at = 0, probe_at * 2
                 if all_failed_after_probe():
+                    backfill_tail(aged, task)
                     break
             continue
         streak = 0
@@ -843,13 +1042,20 @@ def decide(
                 NodePlacement(rank, cluster.ids[i], cluster.take(i, sh.cpu, sh.mem, 1, sh.gpu, sh.res))
                 for rank, i in enumerate(chosen)
             )
+            lim = task.time_limit_s
+            if lim is not None and cluster.shadow is None:
+                for node, i in zip(nodes, chosen, strict=True):
+                    cluster.note_release(i, now + lim, sh, node.gpus)
             assignments.append(Placement(task.id, nodes, aged, sh.res))
         else:
             kind, _ = fail(key, sh)
-            maybe_hold(task, sh, kind)
-            if all_shapes and len(failed) == len(all_shapes):
-                break
+            if not (bf_start is not None and may_backfill(task) and backfill(task, key, aged)):
+                maybe_hold(task, sh, kind)
+                if all_shapes and len(failed) == len(all_shapes):
+                    backfill_tail(aged, task)
+                    break
         if cluster.total_slots <= 0:
+            backfill_tail(aged, task)
             break
 
     # Tasks not walked (the walk stopped because nothing more can fit) get the reason of their

@@ -72,6 +72,7 @@ class Services:
             aging_rate=settings.priority_aging_per_hour,
             aging_cap=settings.priority_aging_cap,
             lease_seconds=settings.heartbeat_timeout,
+            time_limit_unit=settings.time_limit_unit_seconds,
         )
         self.tasks = TaskService(
             self.db,

@@ -29,7 +29,7 @@ from fetchml.core.aging import MAX_PRIORITY, MIN_PRIORITY
 from fetchml.core.enums import AuditEventType, TaskStatus, WorkerStatus
 from fetchml.core.lifecycle import check_transition
 from fetchml.core.protocol import WorkerCapabilities
-from fetchml.core.scheduling import Decision, Placement, ReservationHold, TaskReq, WorkerFree, decide
+from fetchml.core.scheduling import Decision, Placement, Release, ReservationHold, TaskReq, WorkerFree, decide
 from fetchml.services.nodes import ASSIGNED, active_rows, is_live, nodes_of, set_nodes
 from fetchml.services.uow import Tx
 from fetchml.store.tables import JupyterServiceRow, ReservationRow, TaskRow, WorkerRow
@@ -80,9 +80,27 @@ def held_reservations(session: Session, now: datetime) -> list[ReservationRow]:
     )
 
 
-def cluster_state(session: Session, now: datetime) -> ClusterState:
+# Past a node's start + its time limit, the worker still stops it (its stop grace) and collects
+# its outputs before the capacity is free: planned releases allow this much for that.
+RELEASE_ALLOWANCE = 60.0
+# A node placed but not started yet is planned to start within this long.
+START_ALLOWANCE = 60.0
+
+
+def _release_at(
+    started: datetime | None, limit_minutes: int | None, now: datetime, unit: float
+) -> float | None:
+    """When a node holding capacity is expected to free it (POSIX seconds), None: not known."""
+    if not limit_minutes:
+        return None
+    start = started.timestamp() if started is not None else now.timestamp() + START_ALLOWANCE
+    return start + limit_minutes * unit + RELEASE_ALLOWANCE
+
+
+def cluster_state(session: Session, now: datetime, unit: float = 60.0) -> ClusterState:
     """Every non-offline worker's free capacity: its capacity minus what the live nodes on it
-    hold (placed-but-unclaimed nodes included)."""
+    hold (placed-but-unclaimed nodes included), and when each of those is expected to free it
+    (from time limits; `unit`: seconds per limit minute, docs/scheduling.md#backfill)."""
     workers = {
         w.id: w
         for w in session.scalars(
@@ -94,6 +112,7 @@ def cluster_state(session: Session, now: datetime) -> ClusterState:
     rows = active_rows(session)
     used: dict[str, list[int]] = {wid: [0, 0, 0] for wid in workers}  # cpu, memory, nodes
     taken: dict[str, set[int]] = {wid: set() for wid in workers}
+    releases: dict[str, list[Release]] = {wid: [] for wid in workers}
     for row in rows:
         for n in nodes_of(row):
             wid = n["worker_id"]
@@ -102,7 +121,10 @@ def cluster_state(session: Session, now: datetime) -> ClusterState:
                 u[0] += row.cpu or 0
                 u[1] += row.memory_gb or 0
                 u[2] += 1
-                taken[wid].update(n.get("gpus") or [])
+                gpus = n.get("gpus") or []
+                taken[wid].update(gpus)
+                at = _release_at(row.started_at, row.time_limit_minutes, now, unit)
+                releases[wid].append(Release(at, tuple(gpus), row.cpu or 0, row.memory_gb or 0, 1))
     services_used: dict[str, int] = {}
     for svc in service_holders(session):
         wid = svc.worker_id or ""
@@ -112,6 +134,9 @@ def cluster_state(session: Session, now: datetime) -> ClusterState:
             u[1] += svc.memory_gb
             taken[wid].update(svc.gpus or [])
             services_used[wid] = services_used.get(wid, 0) + 1
+            at = _release_at(svc.started_at, svc.time_limit_minutes, now, unit)
+            if at is not None:  # a service takes no batch slot
+                releases[wid].append(Release(at, tuple(svc.gpus or []), svc.cpu, svc.memory_gb, 0))
     free: list[WorkerFree] = []
     for wid, w in workers.items():
         caps = WorkerCapabilities.model_validate(w.capabilities)
@@ -130,6 +155,7 @@ def cluster_state(session: Session, now: datetime) -> ClusterState:
                 total_memory_gb=caps.memory_gb,
                 total_gpus=len(all_gpus),
                 batch_total=w.batch_total,
+                releases=tuple(releases[wid]),
             )
         )
     reservations = {r.id: r for r in held_reservations(session, now)}
@@ -169,6 +195,7 @@ _QUEUE_COLUMNS = (
     col(TaskRow.node_count),
     col(TaskRow.reservation_id),
     col(TaskRow.user_id),
+    col(TaskRow.time_limit_minutes),
 )
 
 
@@ -182,7 +209,10 @@ class Placer:
     placements are decided from the database under its write lock.
     """
 
-    def __init__(self, *, aging_rate: float, aging_cap: float, lease_seconds: float) -> None:
+    def __init__(
+        self, *, aging_rate: float, aging_cap: float, lease_seconds: float, time_limit_unit: float = 60.0
+    ) -> None:
+        self.time_limit_unit = time_limit_unit
         self.aging_rate = aging_rate
         self.aging_cap = aging_cap
         self.lease = timedelta(seconds=lease_seconds)
@@ -236,7 +266,13 @@ class Placer:
             # on shared capacity like any other. Ownership was checked at submission.
             rid = r.reservation_id if r.reservation_id in held_ids else None
             req = cache.get(r.seq)
-            if req is None or req.priority != r.priority or req.reservation_id != rid:
+            limit = r.time_limit_minutes * self.time_limit_unit if r.time_limit_minutes else None
+            if (
+                req is None
+                or req.priority != r.priority
+                or req.reservation_id != rid
+                or req.time_limit_s != limit
+            ):
                 req = TaskReq(
                     id=r.id,
                     seq=r.seq,
@@ -250,6 +286,7 @@ class Placer:
                     reservation_id=rid,
                     user_id=r.user_id,
                     is_admin=rid is not None,
+                    time_limit_s=limit,
                 )
             fresh[r.seq] = req
             queue.append(req)
@@ -293,7 +330,7 @@ class Placer:
         that is not asking for it (busy, or dead but not yet timed out).
         """
         session = tx.session
-        state = cluster_state(session, now)
+        state = cluster_state(session, now, self.time_limit_unit)
         me = next((w for w in state.free if w.id == worker_id), None)
         if me is None or not me.active or me.batch_available <= 0:
             return set()
@@ -381,7 +418,7 @@ class Placer:
             or time.monotonic() - last[0] > REASONS_MAX_AGE
             or any(t not in last[2] for t in queued)
         ):
-            state = cluster_state(session, now)
+            state = cluster_state(session, now, self.time_limit_unit)
             queue, _ = self.load_queue(session, state.reservations)
             self._decide(queue, state, now)
             last = self._last
