@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import sys
@@ -42,6 +43,19 @@ def _tune_runtime() -> None:
     # The event loop and the writer thread share the GIL; a shorter switch interval keeps a
     # long commit batch from holding request handling back for the default 5 ms slices.
     sys.setswitchinterval(0.001)
+    _cap_malloc_arenas()
+
+
+def _cap_malloc_arenas() -> None:
+    """Two glibc malloc arenas instead of one per thread (up to 8 per core): the request threads
+    then reuse each other's freed memory instead of each keeping its own high-water mark. The
+    GIL runs one thread's Python at a time, so more arenas buy no speed (bench/scale: the RSS
+    after the load, 4-10 MB less)."""
+    import ctypes
+
+    m_arena_max = -8  # glibc's malloc.h; elsewhere (no glibc) nothing changes
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, 2)
 
 
 def build(settings: Settings) -> tuple[Services, Any]:

@@ -5,15 +5,16 @@ from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from fetchml.core.audit import GENESIS_HASH, ChainCheck, CheckpointedVerification, verify_chain
 from fetchml.core.enums import AuditEventType
 from fetchml.core.models import AuditEvent, AuditEventList, ChainRoot
+from fetchml.services.auditquery import EventFilter, page
 from fetchml.services.base import read
-from fetchml.services.budget import DEFAULT_LIST_BYTES, size_of, within_budget
+from fetchml.services.budget import DEFAULT_LIST_BYTES, big_page, size_of, within_budget
 from fetchml.services.checkpoints import CheckpointService
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
@@ -94,36 +95,33 @@ class AuditService:
         new appends do not shift, for reading the whole chain page by page. event_types keeps
         only those types (None: every type); total counts what the filters keep."""
         order = SEQ.desc() if after_seq is None else SEQ.asc()
+        types: tuple[str, ...] | None = (event_type.value,) if event_type is not None else None
+        if event_types is not None:
+            wanted = sorted(t.value for t in event_types)
+            types = tuple(t for t in wanted if types is None or t in types)
+        where = EventFilter(start=start, end=end, types=types, user_id=user_id, after_seq=after_seq)
 
         def q(session: Session) -> AuditEventList:
-            conds: list[ColumnElement[bool]] = []
-            if after_seq is not None:
-                conds.append(col(AuditEventRow.sequence_num) > after_seq)
-            if start is not None:
-                conds.append(col(AuditEventRow.timestamp) >= start)
-            if end is not None:
-                conds.append(col(AuditEventRow.timestamp) <= end)
-            if event_type is not None:
-                conds.append(col(AuditEventRow.event_type) == event_type.value)
-            if event_types is not None:
-                conds.append(col(AuditEventRow.event_type).in_(sorted(t.value for t in event_types)))
-            if user_id is not None:
-                conds.append(col(AuditEventRow.user_id) == user_id)
-            total = session.scalar(select(func.count()).select_from(AuditEventRow).where(*conds)) or 0
-            sized = session.execute(
-                select(SEQ, EVENT_SIZE).where(*conds).order_by(order).limit(limit).offset(offset)
-            )
-            seqs = within_budget(sized, self.list_budget)
+            # Totals and page positions through the zone map (services/auditquery); then the
+            # page's sizes, and only the rows that fit the byte budget are loaded.
+            found = page(session, where, limit=limit, offset=offset)
+            seqs: list[int] = []
+            if found.keys is not None:
+                sized = session.execute(
+                    select(SEQ, EVENT_SIZE).where(SEQ.in_(found.keys.scalar_subquery())).order_by(order)
+                )
+                seqs = within_budget(sized, self.list_budget)
             rows = (
                 session.scalars(select(AuditEventRow).where(SEQ.in_(seqs)).order_by(order)).all()
                 if seqs
                 else []
             )
             return AuditEventList(
-                events=[event_to_wire(r) for r in rows], total=total, limit=limit, offset=offset
+                events=[event_to_wire(r) for r in rows], total=found.total, limit=limit, offset=offset
             )
 
-        return await read(self.db, q)
+        async with big_page(limit):
+            return await read(self.db, q)
 
     async def chain_root(self) -> ChainRoot:
         def q(session: Session) -> ChainRoot:

@@ -8,7 +8,10 @@ rows, `total` stays the count of all matches, and it pages on with `offset + len
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, Text, cast, func, literal
@@ -16,6 +19,11 @@ from sqlalchemy import ColumnElement, Integer, Text, cast, func, literal
 # What a row costs on the wire beyond its big columns: ids, timestamps, small fields, keys.
 ROW_OVERHEAD = 1024
 DEFAULT_LIST_BYTES = 4 * 1024 * 1024
+# Pages of more rows than this are built one at a time (per event loop, see big_page).
+BIG_PAGE_ROWS = 100
+_big_pages: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def size_of(*text_columns: Any, json_columns: Iterable[Any] = ()) -> ColumnElement[int]:
@@ -40,3 +48,21 @@ def within_budget(sized: Iterable[Sequence[Any]], budget: int) -> list[Any]:
             break
         keys.append(key)
     return keys
+
+
+@contextlib.asynccontextmanager
+async def big_page(rows: int) -> AsyncIterator[None]:
+    """Hold around building a page of `rows` rows: pages of more than BIG_PAGE_ROWS take turns.
+
+    A page of 1000 tasks is some 10 MB of Python objects while it is built; the GIL runs one
+    builder at a time anyway, so building them in turn costs no throughput, and the server's
+    memory stays bounded however many clients ask for big pages at once."""
+    if rows <= BIG_PAGE_ROWS:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    gate = _big_pages.get(loop)
+    if gate is None:
+        gate = _big_pages[loop] = asyncio.Semaphore(1)
+    async with gate:
+        yield

@@ -29,7 +29,7 @@ from fetchml.core.plugins import check_task_plugins
 from fetchml.core.redact import redact_text, redact_url
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
 from fetchml.services.base import read
-from fetchml.services.budget import DEFAULT_LIST_BYTES, size_of, within_budget
+from fetchml.services.budget import DEFAULT_LIST_BYTES, big_page, size_of, within_budget
 from fetchml.services.nodes import nodes_of
 from fetchml.services.placement import Placer
 from fetchml.services.plugins import enabled_plugins, task_plugin_status
@@ -510,10 +510,15 @@ class TaskService:
             if user_id is not None:
                 conds.append(col(TaskRow.user_id) == user_id)
             total = session.scalar(select(func.count()).select_from(TaskRow).where(*conds)) or 0
-            # The page's keys and sizes first; only the rows that fit the byte budget are loaded.
+            # The page's keys, then their sizes; only the rows that fit the byte budget are loaded.
+            # The keys alone come from an index (ix_tasks_seq, ix_tasks_status_seq, ...): a deep
+            # offset skips index entries, not the table's rows.
             newest = col(TaskRow.seq).desc()
+            keys = select(col(TaskRow.seq)).where(*conds).order_by(newest).limit(limit).offset(offset)
             sized = session.execute(
-                select(col(TaskRow.seq), TASK_SIZE).where(*conds).order_by(newest).limit(limit).offset(offset)
+                select(col(TaskRow.seq), TASK_SIZE)
+                .where(col(TaskRow.seq).in_(keys.scalar_subquery()))
+                .order_by(newest)
             )
             seqs = within_budget(sized, self.list_budget)
             rows = (
@@ -530,7 +535,8 @@ class TaskService:
                 offset=offset,
             )
 
-        return await read(self.db, q)
+        async with big_page(limit):
+            return await read(self.db, q)
 
     async def queue_head(self, limit: int, viewer: Principal | None = None) -> builtins.list[Task]:
         """The first `limit` queued tasks in base-priority order (oldest first within one),

@@ -180,9 +180,12 @@ class Database:
         with self._migrate_lock:
             if self._migrated:
                 return
-            from fetchml.store.migrate import upgrade_to_head
+            from fetchml.store.schemahead import at_head
 
-            upgrade_to_head(self.write_engine)
+            if not at_head(self.write_engine):  # alembic only when there is work for it
+                from fetchml.store.migrate import upgrade_to_head
+
+                upgrade_to_head(self.write_engine)
             self._migrated = True
 
     def dispose(self) -> None:

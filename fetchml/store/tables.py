@@ -26,6 +26,9 @@ class TaskRow(SQLModel, table=True):
         Index("ix_tasks_status_priority_seq", "status", "priority", "seq"),
         Index("ix_tasks_user_seq", "user_id", "seq"),
         Index("ix_tasks_ended_at", "ended_at"),
+        # listings (migration 0011): a user's tasks of one status; deep offsets walk (seq)
+        Index("ix_tasks_user_status_seq", "user_id", "status", "seq"),
+        Index("ix_tasks_seq", "seq"),
     )
 
     # seq gives a total order for "newest first" that timestamps cannot (ties within a batch).
@@ -160,9 +163,11 @@ class ApiKeyRow(SQLModel, table=True):
 class AuditEventRow(SQLModel, table=True):
     __tablename__ = "audit_events"
     __table_args__ = (
-        Index("ix_audit_events_timestamp", "timestamp"),
         Index("ix_audit_events_type", "event_type"),
-        Index("ix_audit_events_user", "user_id"),
+        # A user's events: in sequence order with the other filters (pages), and by type and
+        # time (counts); time ranges without a user go through AuditBlockRow (migration 0011).
+        Index("ix_audit_events_user_seq", "user_id", "sequence_num", "event_type", "timestamp"),
+        Index("ix_audit_events_user_type", "user_id", "event_type", "timestamp"),
     )
 
     # Assigned by the appender under the chain lock, never by the database: the number is hashed.
@@ -180,6 +185,21 @@ class AuditEventRow(SQLModel, table=True):
     )
     prev_hash: str = Field(max_length=64)
     event_hash: str = Field(max_length=64)
+
+
+class AuditBlockRow(SQLModel, table=True):
+    """The audit log's zone map: per block of sequence numbers (sequence_num // 4096) and
+    event type, how many events and the bounds of their timestamps. Kept exact by triggers on
+    audit_events (migration 0011), never written by the application; the bounds only widen.
+    fetchml.services.auditquery answers totals and deep pages of GET /v1/audit/events from it."""
+
+    __tablename__ = "audit_blocks"
+
+    block_no: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    event_type: str = Field(sa_column=Column(String(32), primary_key=True))
+    events: int = Field(sa_column=Column(BigInteger, nullable=False))
+    first_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class ReservationRow(SQLModel, table=True):
