@@ -173,7 +173,8 @@ def test_failures_complete_nothing_silently(srv: ServerHandle, case: str, tmp_pa
 
 
 def test_a_silent_server_costs_at_most_about_a_second() -> None:
-    """A server that takes the connection and never answers: completion gives up after 1 s."""
+    """A server that takes the connection and never answers: completion gives up after its 1 s
+    deadline, not the client's 30 s timeout (the bound is loose: the suite shares 2 cores)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
@@ -184,4 +185,4 @@ def test_a_silent_server_costs_at_most_about_a_second() -> None:
         startup = time.monotonic() - start
         start = time.monotonic()
         assert completed(bash_complete("fetchml status ", cli_env(key="fml_x", FETCHML_SERVER_URL=url))) == []
-        assert time.monotonic() - start - startup < 2.5
+        assert time.monotonic() - start - startup < 8
