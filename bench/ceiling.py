@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, job_name TEXT NOT NULL, user_id TEXT NOT NULL,
     entrypoint TEXT, args TEXT, priority INTEGER NOT NULL, cpu INTEGER NOT NULL,
     memory_gb INTEGER NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS ix_tasks_seq ON tasks (seq);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
 """
