@@ -42,7 +42,7 @@ from fetchml.events.bus import SAFETY_RECHECK, SERVICES_TOPIC, TASKS_TOPIC, Even
 from fetchml.services.base import read
 from fetchml.services.placement import SERVICE_HOLDING, ClusterState, Placer, cluster_state
 from fetchml.services.principal import Principal
-from fetchml.services.timelimits import effective_limit
+from fetchml.services.timelimits import TIME_LIMIT_STOP, effective_limit
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.services.worker_auth import owned_worker
 from fetchml.store.db import Database
@@ -184,6 +184,20 @@ def _unplace(row: JupyterServiceRow) -> None:
     row.gpus = []
 
 
+def _system_stop(tx: Tx, row: JupyterServiceRow, reason: str, metadata: dict[str, object]) -> None:
+    """The server itself asks a running service to stop (idle, past its time limit): its worker
+    stops it at its next service claim. Audited as user `system`."""
+    row.status = STOPPING
+    row.stop_reason = reason
+    tx.audit(
+        AuditEventType.JUPYTER_STOPPED,
+        user_id="system",
+        resource=f"jupyter:{row.id}",
+        action=reason,
+        metadata={"name": row.name, "owner": row.user_id, **metadata},
+    )
+
+
 def cull_idle(tx: Tx, now: datetime) -> list[str]:
     """Running services idle past their timeout are asked to stop (the sweep calls this)."""
     rows = tx.session.scalars(
@@ -195,22 +209,28 @@ def cull_idle(tx: Tx, now: datetime) -> list[str]:
     for row in rows:
         since = row.last_activity or row.started_at or row.created_at
         if since + timedelta(minutes=row.idle_timeout_minutes) <= now:
-            row.status = STOPPING
-            row.stop_reason = "idle_stop"
-            tx.audit(
-                AuditEventType.JUPYTER_STOPPED,
-                user_id="system",
-                resource=f"jupyter:{row.id}",
-                action="idle_stop",
-                metadata={
-                    "name": row.name,
-                    "owner": row.user_id,
-                    "idle_timeout_minutes": row.idle_timeout_minutes,
-                    "last_activity": since.isoformat(),
-                },
-            )
+            meta = {"idle_timeout_minutes": row.idle_timeout_minutes, "last_activity": since.isoformat()}
+            _system_stop(tx, row, "idle_stop", meta)
             culled.append(row.id)
     return culled
+
+
+def stop_overtime_services(tx: Tx, now: datetime, unit_seconds: float) -> list[str]:
+    """Running services past their time limit are asked to stop (the sweep calls this)."""
+    rows = tx.session.scalars(
+        select(JupyterServiceRow).where(
+            col(JupyterServiceRow.status) == RUNNING, col(JupyterServiceRow.time_limit_minutes).is_not(None)
+        )
+    ).all()
+    stopped: list[str] = []
+    for row in rows:
+        assert row.time_limit_minutes is not None
+        since = row.started_at or row.created_at
+        if since + timedelta(seconds=row.time_limit_minutes * unit_seconds) <= now:
+            meta = {"time_limit_minutes": row.time_limit_minutes, "started_at": since.isoformat()}
+            _system_stop(tx, row, TIME_LIMIT_STOP, meta)
+            stopped.append(row.id)
+    return stopped
 
 
 def _check_reported_url(url: str, service_id: str) -> None:
@@ -535,7 +555,9 @@ class JupyterServices:
         while True:
             wake = self.bus.listen(SERVICES_TOPIC)
             try:
-                out: ServiceClaimResponse = await self.writer.run(self._claim_op(principal, worker_id, have, busy))
+                out: ServiceClaimResponse = await self.writer.run(
+                    self._claim_op(principal, worker_id, have, busy)
+                )
             except BaseException:
                 wake.cancel()
                 raise

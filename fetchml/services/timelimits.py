@@ -4,7 +4,7 @@ A limit is asked in minutes (`time_limit_minutes`), checked against the server's
 stored with the task or service. Tasks are stopped by their worker, which gets the limit in
 seconds in its assignment and measures it from the start of the process (fetchml.runner
 .timelimit); a task so stopped fails with error "time limit" and is never retried. Jupyter
-services are stopped by the server's sweep (`stop_overtime_services`), measured from their
+services are stopped by the server's sweep (`jupyter.stop_overtime_services`), measured from their
 first `running`, as the idle cull stops them.
 
 `time_limit_unit_seconds` is the length of one minute of a limit: 60, except in tests, which
@@ -13,16 +13,7 @@ shorten it so that a real worker stops a one-minute task within a second.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from sqlalchemy import select
-from sqlmodel import col
-
-from fetchml.core.enums import AuditEventType
 from fetchml.core.errors import ValidationError
-from fetchml.core.jupyter import JupyterStatus
-from fetchml.services.uow import Tx
-from fetchml.store.tables import JupyterServiceRow
 
 FIELD = "time_limit_minutes"
 TIME_LIMIT_STOP = "time_limit"  # a Jupyter service's stop_reason and audit action
@@ -42,36 +33,3 @@ def effective_limit(requested: int | None, default: int | None, maximum: int | N
 def limit_seconds(minutes: int | None, unit_seconds: float) -> float | None:
     """What a worker's assignment carries: the limit in seconds, or None for no limit."""
     return None if minutes is None else minutes * unit_seconds
-
-
-def stop_overtime_services(tx: Tx, now: datetime, unit_seconds: float) -> list[str]:
-    """Running services past their time limit are asked to stop (the sweep calls this): their
-    worker stops them at its next service claim, and the stop is audited like the idle cull."""
-    rows = tx.session.scalars(
-        select(JupyterServiceRow).where(
-            col(JupyterServiceRow.status) == JupyterStatus.RUNNING.value,
-            col(JupyterServiceRow.time_limit_minutes).is_not(None),
-        )
-    ).all()
-    stopped: list[str] = []
-    for row in rows:
-        assert row.time_limit_minutes is not None
-        since = row.started_at or row.created_at
-        if since + timedelta(seconds=row.time_limit_minutes * unit_seconds) > now:
-            continue
-        row.status = JupyterStatus.STOPPING.value
-        row.stop_reason = TIME_LIMIT_STOP
-        tx.audit(
-            AuditEventType.JUPYTER_STOPPED,
-            user_id="system",
-            resource=f"jupyter:{row.id}",
-            action=TIME_LIMIT_STOP,
-            metadata={
-                "name": row.name,
-                "owner": row.user_id,
-                "time_limit_minutes": row.time_limit_minutes,
-                "started_at": since.isoformat(),
-            },
-        )
-        stopped.append(row.id)
-    return stopped

@@ -49,6 +49,7 @@ from fetchml.services.jupyter import (
     cull_idle,
     holds_services,
     lose_worker_services,
+    stop_overtime_services,
     unplace_services,
 )
 from fetchml.services.nodes import (
@@ -67,7 +68,7 @@ from fetchml.services.principal import Principal
 from fetchml.services.progress import apply_report, find_node, lose_node, lose_task, unplace
 from fetchml.services.reservations import expire_reservations
 from fetchml.services.tasks import expire_idempotency_keys, task_to_wire
-from fetchml.services.timelimits import limit_seconds, stop_overtime_services
+from fetchml.services.timelimits import limit_seconds
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.services.worker_auth import owned_worker
 from fetchml.store.db import Database

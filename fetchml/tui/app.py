@@ -615,10 +615,7 @@ class FetchmlTui(App[None]):
                  "connecting": "… connecting"}.get(link.state, link.state)  # fmt: skip
         who = self.role or "?"
         if self.role == USER:
-            who = (
-                f"user {self.state.viewer.user_id or ''}".strip()
-                + " · live: your tasks"
-            )
+            who = f"user {self.state.viewer.user_id or ''}".strip() + " · live: your tasks"
         parts = [state, who, self.state.summary()]
         if self.state.last_event_id:
             parts.append(f"event #{self.state.last_event_id}")

@@ -172,6 +172,30 @@ class _Stoppable:
             handle.close()
 
 
+class Poll(_Stoppable):
+    """A read repeated every `every` seconds, or at once after `poke`, until stopped: the TUI's
+    polled panes (Jupyter services, plugin health), which no stream carries."""
+
+    def __init__(self, client: Any, emit: Emit, *, every: float) -> None:
+        super().__init__()
+        self.c = client
+        self.emit = emit
+        self.every = every
+        self._wake = threading.Event()
+
+    def poke(self) -> None:
+        """Read again now, from any thread."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._wake.set()
+
+    def _pause(self) -> None:
+        self._wake.wait(self.every)
+        self._wake.clear()
+
+
 class SchedulerFeed(_Stoppable):
     def __init__(self, client: FetchmlClient, emit: Emit, *, backoff: float = 0.2) -> None:
         super().__init__()

@@ -10,14 +10,13 @@ connection's state is the scheduler feed's to report, and an older server withou
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
 
 from fetchml.core.errors import ForbiddenError, NotFoundError, UnauthorizedError
-from fetchml.tui.feed import Emit, _Stoppable
+from fetchml.tui.feed import Emit, Poll
 
 if TYPE_CHECKING:
     from fetchml.client import FetchmlClient
@@ -79,25 +78,13 @@ class PluginsView:
         return out
 
 
-class PluginsPoll(_Stoppable):
+class PluginsPoll(Poll):
     """Reads the plugins now, then every `every` seconds (or at once after `poke`), until stopped.
     Nothing it meets is shown as an error (see the module's docstring); only a bad key ends it,
     since the scheduler feed reports that and this key will not do better later."""
 
     def __init__(self, client: FetchmlClient, emit: Emit, *, every: float = POLL_EVERY) -> None:
-        super().__init__()
-        self.c = client
-        self.emit = emit
-        self.every = every
-        self._wake = threading.Event()
-
-    def poke(self) -> None:
-        """Read again now, from any thread."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        super().stop()
-        self._wake.set()
+        super().__init__(client, emit, every=every)
 
     def run(self) -> None:
         while not self.stopped:
@@ -111,5 +98,4 @@ class PluginsPoll(_Stoppable):
                 report = PluginReport(None)
             if not self.stopped:
                 self.emit(report)
-            self._wake.wait(self.every)
-            self._wake.clear()
+            self._pause()

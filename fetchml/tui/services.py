@@ -8,7 +8,6 @@ widget: the table and, under it, the highlighted service's details.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from textual.containers import Vertical
 
 from fetchml.client.base import ServerUnreachableError
 from fetchml.core.errors import FetchmlError, ForbiddenError, NotFoundError, UnauthorizedError
-from fetchml.tui.feed import Emit, Failure, _Stoppable
+from fetchml.tui.feed import Emit, Failure, Poll
 from fetchml.tui.state import parse_time
 from fetchml.tui.widgets import Cell, Column, RowTable, TextPane, fmt_age
 
@@ -54,26 +53,14 @@ def read_services(c: FetchmlClient) -> list[dict[str, Any]]:
     return [s.model_dump(mode="json", exclude_none=True) for s in c.jupyter.list()]
 
 
-class ServicesPoll(_Stoppable):
+class ServicesPoll(Poll):
     """Reads the list now, then every `every` seconds (or at once after `poke`), until stopped.
 
     A server that cannot be reached is the scheduler feed's to report (the status bar), so it
     is retried silently; any other error is shown once, not at every read."""
 
     def __init__(self, client: FetchmlClient, emit: Emit, *, every: float = POLL_EVERY) -> None:
-        super().__init__()
-        self.c = client
-        self.emit = emit
-        self.every = every
-        self._wake = threading.Event()
-
-    def poke(self) -> None:
-        """Read again now (after a stop, say), from any thread."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        super().stop()
-        self._wake.set()
+        super().__init__(client, emit, every=every)
 
     def run(self) -> None:
         shown: str | None = None  # the code of the error last shown
@@ -92,8 +79,7 @@ class ServicesPoll(_Stoppable):
                 if exc.code != shown and not self.stopped:
                     shown = exc.code
                     self.emit(Failure.of(exc))
-            self._wake.wait(self.every)
-            self._wake.clear()
+            self._pause()
 
 
 class ServicesView:
