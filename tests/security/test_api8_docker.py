@@ -193,23 +193,28 @@ def test_network_mode_is_the_workers(
 def test_a_fork_bomb_stays_within_the_pids_limit(tmp_path: Path, docker_client: Any, worker_id: str) -> None:
     limit = 64
     executor = DockerExecutor(client=docker_client, pids_limit=limit, default_cpus=0.5, stop_grace=1)
-    # Every bomb process forks in a loop; the task's own shell stays (it waits on its sleep), so
-    # the container lives on while the bomb presses against the limit.
-    bomb = 'sleep 1000 & sh -c "b() { while :; do b & done; }; b" 2>/dev/null; wait'
+    # A filler forks long-lived processes until the kernel refuses a fork; the shell that was refused
+    # exits, so the count settles one below the limit and stays there (a classic bomb, whose branches
+    # die at the limit, decays between looks). The task's own shell only waits, so it never forks at
+    # the limit and the container lives on.
+    bomb = "sleep 1000 & (while :; do sleep 1000 & done) & wait"
     execution = executor.start(spec_for(tmp_path, ["sh", "-c", bomb], worker_id))
     container = docker_client.containers.get(execution.id)
     seen: list[int] = []
     try:
-        # The bomb's processes come and go (a fork that fails ends that branch), so look until it
-        # is seen at the limit: at most 8 looks (each stats call takes about 2 s).
+        # At most 8 looks (each stats call takes about 2 s) until the filler has been refused.
         for _ in range(8):
             pids = container.stats(stream=False).get("pids_stats", {})
             assert pids.get("limit") == limit
             seen.append(int(pids.get("current", 0)))
             assert len(container.top()["Processes"]) <= limit
-            if seen[-1] == limit:
+            if b"can't fork" in container.logs():
                 break
-        assert max(seen) == limit, seen  # it pressed against the limit and never passed it
+        assert b"can't fork" in container.logs(), seen  # the kernel refused a fork...
+        pids = container.stats(stream=False).get("pids_stats", {})
+        seen.append(int(pids.get("current", 0)))
+        assert limit - 2 <= seen[-1] <= limit, seen  # ...with the container full, never past it
+        assert max(seen) <= limit, seen
     finally:
         execution.stop(1)
         status = execution.wait(30)
