@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 
+from fetchml.cli.tasklist import STATUS_STYLES as STATUS_STYLES  # one palette for every status
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -139,7 +141,9 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if isinstance(exc, click.ClickException) or os.environ.get("FETCHML_DEBUG"):
                 raise
             failed(
-                f"unexpected {type(exc).__name__}: {exc} (FETCHML_DEBUG=1 shows a traceback)", "INTERNAL_ERROR", 1
+                f"unexpected {type(exc).__name__}: {exc} (FETCHML_DEBUG=1 shows a traceback)",
+                "INTERNAL_ERROR",
+                1,
             )
 
     return wrapper
@@ -203,16 +207,6 @@ def fmt_time(dt: datetime | None, seconds: bool = True) -> str:
     if dt is None:
         return "-"
     return str(dt.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"))
-
-
-STATUS_STYLES = {
-    "queued": "yellow",
-    "preparing": "cyan",
-    "running": "blue",
-    "collecting": "cyan",
-    "completed": "green",
-    "failed": "red",
-}
 
 
 def text(value: Any, style: str = "") -> Any:

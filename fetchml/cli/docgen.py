@@ -87,13 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="rewrite docs/cli.md in place")
     ap.add_argument("--check", action="store_true", help="exit 1 when docs/cli.md is stale")
     args = ap.parse_args(argv)
+    from fetchml.cli import helpgen
+
     current = DOC.read_text()
     wanted = render(current)
     if args.write:
         DOC.write_text(wanted)
-        return 0
+        return helpgen.main(["--write"])  # the stored --help texts come from the same app
     if args.check:
-        return 0 if wanted == current else 1
+        return 0 if wanted == current and helpgen.main(["--check"]) == 0 else 1
     sys.stdout.write(reference())
     return 0
 

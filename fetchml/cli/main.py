@@ -216,6 +216,11 @@ def main() -> None:
     shell, sep, instruction = os.environ.get(COMPLETE_VAR, "").partition("_")
     if sep and instruction in ("complete", "source"):
         os.environ[COMPLETE_VAR] = f"{instruction}_{shell}"
+    elif COMPLETE_VAR not in os.environ:
+        from fetchml.cli.fast import attempt
+
+        if attempt(args):
+            return
     from fetchml.cli.root import app
 
     # prog_name: under `python -m fetchml` Click would call the program "python -m fetchml", and

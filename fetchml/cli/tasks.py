@@ -17,8 +17,8 @@ from fetchml.cli.common import (
     fmt_time,
     handle_errors,
     kv_table,
+    plain,
     print_json,
-    table,
     text,
 )
 from fetchml.cli.durations import TASK_TIME_OPT, format_minutes, parse_minutes
@@ -209,40 +209,12 @@ def list_tasks(
     as_json: bool = JsonOpt,
 ) -> None:
     """List tasks, newest first."""
+    from fetchml.cli import tasklist
+
     with client(server, api_key) as c:
         page = c.tasks.list(status=status, user_id=user, limit=limit, offset=offset)
-    if as_json:
-        print_json(page)
-        return
-    rows = table(
-        ("ID", {"no_wrap": True}),
-        ("JOB", {"overflow": "fold", "min_width": 6}),
-        ("STATUS", {"overflow": "fold", "min_width": 6}),
-        ("PRIO", {"justify": "right", "no_wrap": True}),
-        ("USER", {"overflow": "fold", "min_width": 5}),
-        ("CREATED", {"min_width": 10}),
-        ("PENDING/ERROR", {"overflow": "fold", "min_width": 13}),
-    )
-    for t in page.tasks:
-        status_value = t.status.value
-        note = t.error if t.error else t.pending_reason
-        rows.add_row(
-            text(t.id),
-            text(t.job_name),
-            text(status_value, STATUS_STYLES.get(status_value, "")),
-            text(t.priority),
-            text(t.user_id),
-            text(fmt_time(t.created_at, seconds=False)),
-            text(note or "", "red" if t.error else "dim"),
-        )
-    out = console()
-    out.print(rows)
-    footer = f"{len(page.tasks)} of {page.total} tasks"
-    if page.offset:
-        footer += f" (offset {page.offset})"
-    if page.offset + len(page.tasks) < page.total:
-        footer += f"; next page: --offset {page.offset + len(page.tasks)}"
-    out.print(text(footer))
+    # The fast path (fetchml/cli/fast.py) prints the server's page through the same renderer.
+    tasklist.show(plain(page), as_json)
 
 
 def _resources(t: Any) -> str:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Every client command reads this module first, so it loads no pathlib, dataclasses or
+# platformdirs of its own (~20 ms; issue 17): paths are strings until a caller wants a Path.
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:9101"
 DEFAULT_TIMEOUT = 30.0
@@ -20,19 +25,30 @@ DEFAULTS: dict[str, str | float | None] = {
 }
 
 
-def config_path() -> Path:
+def config_file() -> str:
+    """The config file's path: FETCHML_CONFIG, else platformdirs' user config folder."""
     override = os.environ.get("FETCHML_CONFIG")
     if override:
-        return Path(override)
+        return override
+    if sys.platform == "linux" and "ANDROID_DATA" not in os.environ:
+        # platformdirs' answer on Linux (XDG), without importing it; a test checks they agree.
+        base = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
+        return os.path.join(base, "fetchml", "config.toml")
     import platformdirs
 
-    return Path(platformdirs.user_config_dir("fetchml", appauthor=False)) / "config.toml"
+    return os.path.join(platformdirs.user_config_dir("fetchml", appauthor=False), "config.toml")
 
 
-def load_file(path: Path | None = None) -> dict[str, Any]:
-    path = path or config_path()
+def config_path() -> Path:
+    from pathlib import Path
+
+    return Path(config_file())
+
+
+def load_file(path: Path | str | None = None) -> dict[str, Any]:
+    path = path or config_file()
     try:
-        with path.open("rb") as fh:
+        with open(path, "rb") as fh:
             _owner_only(fh.fileno())
             return tomllib.load(fh)
     except FileNotFoundError:
@@ -119,8 +135,7 @@ def save_values(values: dict[str, str | None], path: Path | None = None) -> Path
     return path
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One effective client setting and where it came from: flag, env, file or default."""
 
     key: str
@@ -155,8 +170,7 @@ def mask_secret(value: str | None, shown: int = 12) -> str | None:
     return value[: min(shown, len(value) // 2)] + "…"
 
 
-@dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(NamedTuple):
     server_url: str
     api_key: str | None
     timeout: float = DEFAULT_TIMEOUT

@@ -78,7 +78,8 @@ def test_top_level_help_loads_not_even_typer(tmp_path: Path) -> None:
     ids=lambda v: " ".join(v) if isinstance(v, list) else "",
 )
 def test_a_commands_help_loads_that_command_only(args: list[str], module: str, tmp_path: Path) -> None:
-    modules = loaded_by(args, cli_env(), tmp_path)
+    # 60 columns: the app lays the help out (the stored 80-column copy is tests/cli/test_cli_fast.py's).
+    modules = loaded_by(args, cli_env(COLUMNS="60"), tmp_path)
     assert not heavy(modules, NOT_FOR_HELP), heavy(modules, NOT_FOR_HELP)
     assert module in modules
     # root: the app; completion: attaches completers to every command loaded.
@@ -99,8 +100,26 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
         pool.close()
 
 
-def test_listing_tasks_loads_only_what_it_needs(srv: ServerHandle, tmp_path: Path) -> None:
+def test_a_commands_help_on_a_wide_terminal_loads_no_typer(tmp_path: Path) -> None:
+    for args in (["tasks", "--help"], ["audit", "events", "--help"]):
+        modules = loaded_by(args, cli_env(COLUMNS="120"), tmp_path)
+        assert "fetchml.cli.helptext" in modules
+        assert not heavy(modules, (*NOT_FOR_HELP, "typer", "rich", "click")), args
+        assert not [m for m in modules if m.startswith("fetchml.") and m.count(".") > 1 and "cli" not in m]
+
+
+def test_listing_tasks_loads_no_typer_httpx_pydantic_or_rich(srv: ServerHandle, tmp_path: Path) -> None:
     modules = loaded_by(["tasks"], cli_env(srv, srv.make_key("alice", "user")), tmp_path)
+    assert "fetchml.cli.tasklist" in modules  # the fast path listed them
+    # httpx._main is fetchml.client's stand-in (an empty module), not httpx.
+    loaded = heavy(modules - {"httpx._main"}, ("typer", "click", "httpx", "pydantic", "pydantic_core", "rich", "http"))
+    assert not loaded, loaded
+
+
+def test_listing_tasks_loads_only_what_it_needs(srv: ServerHandle, tmp_path: Path) -> None:
+    """The app's own `tasks` (the fast path off, as for any line it does not take)."""
+    env = cli_env(srv, srv.make_key("alice", "user"), FETCHML_NO_FAST_PATH="1")
+    modules = loaded_by(["tasks"], env, tmp_path)
     assert "fetchml.client.tasks" in modules  # the probe did list tasks
     # Other domains' clients and models, and httpx's own command line (click, rich.progress).
     unneeded = (
