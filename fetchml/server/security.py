@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 
 from fetchml.core.clock import Clock
@@ -36,7 +37,7 @@ def make_auth_guard(buckets: TokenBuckets, failures: TokenBuckets, clock: Clock)
         if handler.opt.get("public"):
             return
         raw = connection.headers.get(API_KEY_HEADER)
-        if raw is None and connection.scope["type"] == "websocket":
+        if raw is None and connection.scope["type"] == ScopeType.WEBSOCKET:
             raw = key_from_subprotocols(connection.scope)  # browsers cannot set headers on a WebSocket
         ip = client_ip(connection)
         now = clock.monotonic()

@@ -264,6 +264,12 @@ def _queue_deltas(pending: list[Pending]) -> Counter[int]:
     return deltas
 
 
+_BUMP_QUEUED = text(
+    "INSERT INTO queue_counts (priority, queued) VALUES (:priority, :delta) "
+    "ON CONFLICT (priority) DO UPDATE SET queued = queue_counts.queued + excluded.queued"
+)
+
+
 def _queue_depth(session: Session, deltas: Counter[int], *, reconcile: bool) -> Pending:
     """The queue_depth event, from the per-priority counts kept in `queue_counts` (updated here
     by this transaction's deltas, under the write lock): O(priorities), not O(queued tasks)."""
@@ -279,14 +285,11 @@ def _queue_depth(session: Session, deltas: Counter[int], *, reconcile: bool) -> 
         if counted:
             conn.execute(table.insert(), [{"priority": int(p), "queued": int(n)} for p, n in counted])
     else:
-        for prio, delta in sorted(deltas.items()):
-            if delta == 0:
-                continue
-            done = conn.execute(
-                table.update().where(table.c.priority == prio).values(queued=table.c.queued + delta)
-            )
-            if done.rowcount == 0:
-                conn.execute(table.insert(), [{"priority": prio, "queued": delta}])
+        moved = [{"priority": prio, "delta": delta} for prio, delta in sorted(deltas.items()) if delta]
+        if moved:
+            # One statement for every priority this transaction moved (a batch of submissions
+            # touches many): an upsert, in SQLite and PostgreSQL alike.
+            conn.execute(_BUMP_QUEUED, moved)
     rows = conn.execute(select(table.c.priority, table.c.queued).where(table.c.queued > 0)).all()
     by_priority = {str(int(p)): int(n) for p, n in sorted(rows, reverse=True)}
     return Pending(EventType.QUEUE_DEPTH, {"depth": sum(by_priority.values()), "by_priority": by_priority})

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from fetchml.core.aging import DEFAULT_AGING_CAP, DEFAULT_AGING_RATE
 
@@ -53,6 +53,8 @@ INACTIVE_RESERVATIONS_LIMIT = 50  # claimed or expired reservations still listed
 QUEUE_SORTS = ("schedule", "newest", "user", "gpus")
 RUNNING_SORTS = ("started", "worker", "user", "name")
 WORKER_SORTS = ("name", "status", "load")
+
+_V = TypeVar("_V")
 
 
 def parse_time(value: Any) -> float | None:
@@ -893,10 +895,10 @@ class ViewState:
 
     # --- what the panes read ------------------------------------------------------------------
 
-    def _cached(self, name: str, key: Any, make: Callable[[], Any]) -> Any:
+    def _cached(self, name: str, key: Any, make: Callable[[], _V]) -> _V:
         hit = self._cache.get(name)
         if hit is not None and hit[0] == key:
-            return hit[1]
+            return cast(_V, hit[1])
         value = make()
         self._cache[name] = (key, value)
         return value
