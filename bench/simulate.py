@@ -13,8 +13,10 @@ until its time limit, whichever is shorter). The same trace is run under three p
 - today:    decide() as before time limits: backfill of free capacity, a shadow hold for the
             first blocked gang, no task ever uses held capacity (the tasks are passed without
             their limits; the workers' releases are passed, so the shadow's start is known);
-- backfill: today's policy plus backfill: a task whose time limit ends by the shadow's start
-            may use the held capacity.
+- backfill: today's policy plus backfill (a task whose time limit ends by the shadow's start
+            may use the held capacity) and a kept promise: the shadow's owner keeps it, and
+            its start, until it starts (`Decision.promise` is passed into the next decision,
+            as the server does; fetchml.core.promise).
 
     python -m bench.simulate [--seed 1] [--tasks 5000] [--workers 100] [--load 0.95] [--json]
 
@@ -38,7 +40,16 @@ from bisect import bisect_left, insort
 from dataclasses import dataclass
 
 from fetchml.core.aging import DEFAULT_AGING_CAP, DEFAULT_AGING_RATE, aged_priority, hours_waited
-from fetchml.core.scheduling import Placement, Release, ReservationHold, Shadow, TaskReq, WorkerFree, decide
+from fetchml.core.scheduling import (
+    Placement,
+    Promise,
+    Release,
+    ReservationHold,
+    Shadow,
+    TaskReq,
+    WorkerFree,
+    decide,
+)
 
 T0 = 1_750_000_000.0  # virtual time 0, as POSIX seconds
 GPUS, CPUS, MEM, SLOTS = 8, 128, 1024, 16  # per worker; CPU, memory and slots never bind
@@ -156,6 +167,7 @@ class Sim:
         self.counter = 0  # event tie-break: first pushed, first handled
         self.where: dict[int, list[int]] = {}  # seq -> the workers a running task is on
         self.now = 0.0
+        self.kept: Promise | None = None  # backfill: the promise the latest decision made
         # fifo: the decision order kept incrementally (aging is p + rate * wait, so before the
         # cap the order is by p - rate * arrival, a constant; capped tasks go first, by seq)
         self.uncapped: list[tuple[float, int]] = []
@@ -275,7 +287,9 @@ class Sim:
         else:
             reqs = list(self.reqs.values())
         t0 = time.perf_counter()
-        d = decide(reqs, workers, list(self.holds.values()), now=T0 + self.now)
+        d = decide(reqs, workers, list(self.holds.values()), now=T0 + self.now, promise=self.kept)
+        if self.policy == "backfill":
+            self.kept = d.promise
         self.decide_ms.append((time.perf_counter() - t0) * 1000.0)
         placements = d.assignments
         if self.policy == "fifo":

@@ -12,6 +12,9 @@ written down in docs/scheduling.md; in short:
   (backfill) they carry a time limit that ends by the gang's *shadow start*, the time its
   capacity is expected to be free (from the running tasks' time limits, ``WorkerFree.releases``;
   ``fetchml.core.backfill``).
+- A promise is kept: the owner of the previous decision's shadow (``promise``) gets its hold
+  before the walk, against every task ahead of it too, while it stays queued and blocked
+  (``fetchml.core.promise``).
 - Reservations withhold their GPUs from every task but their owner's tasks carrying their id.
 - A gang is placed whole, on distinct workers, or not at all.
 
@@ -38,21 +41,24 @@ from bisect import bisect_right, insort
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, islice, repeat
-from operator import attrgetter, ge, itemgetter, le, lt, neg
+from operator import attrgetter, ge, indexOf, itemgetter, le, lt, neg
 from typing import NamedTuple
 
 from fetchml.core.aging import DEFAULT_AGING_CAP, DEFAULT_AGING_RATE, aged_priority, check_aging, hours_waited
 from fetchml.core.backfill import Release, fmt_duration, ready_at
+from fetchml.core.promise import Promise, carry
 
 __all__ = [
     "REASON_NEVER",
     "REASON_NO_WORKERS",
     "REASON_PRIORITY",
+    "REASON_PROMISED",
     "REASON_RESERVATION",
     "REASON_SHADOW",
     "Decision",
     "NodePlacement",
     "Placement",
+    "Promise",
     "Release",
     "ReservationHold",
     "Shadow",
@@ -70,6 +76,7 @@ REASON_NO_WORKERS = "no active workers"
 REASON_NEVER = "no worker can ever fit this"  # + ": <what is missing>"
 REASON_PRIORITY = "priority: waiting behind higher-priority tasks"
 REASON_SHADOW = "priority: capacity held for higher-priority task"  # + " <task id>"
+REASON_PROMISED = "priority: capacity held for earlier-promised task"  # + " <task id>" (a kept promise)
 REASON_RESERVATION = "capacity held by reservation"  # + " r-1[, r-2...]"
 # Otherwise (resources): "needs 2 GPUs of type H100; largest free: 1 on w-3",
 # "needs a free batch slot; ...", "needs 8 CPUs; largest free: 4 on w-1",
@@ -263,6 +270,7 @@ class Decision:
         "_placed",
         "assignments",
         "by_shape",
+        "promise",
         "scanned",
         "shadow",
     )
@@ -276,8 +284,11 @@ class Decision:
         scanned: int = 0,
         queue: Sequence[TaskReq] = (),
         owner_reason: str | None = None,
+        promise: Promise | None = None,
     ) -> None:
         self.assignments = assignments  # in decision (priority) order
+        # the shadow owner's promised start, to pass into the next decision (fetchml.core.promise)
+        self.promise = promise
         # TaskReq.shape -> reason; a shape not settled during the walk is settled on first lookup
         self.by_shape = by_shape
         self.shadow = shadow
@@ -530,6 +541,8 @@ class _Cluster:
         # planning the shadow's start; only tasks with a time limit ever release.
         self.placed_rel: dict[int, list[Release]] = {}
         self.now = 0.0  # set by hold_for
+        self.until: float | None = None  # tasks ending by then may use the hold (backfill)
+        self.promised = False  # the shadow is a promise kept from an earlier decision
 
     # -- shapes -------------------------------------------------------------------------------
 
@@ -772,7 +785,8 @@ class _Cluster:
         if sh.never is not None:
             return sh.never
         if self.shadow is not None and self.fits(sh, self.snapshot(with_shadow=True)):
-            return _SHADOW, f"{REASON_SHADOW} {self.shadow.task_id}{self.shadow_wait_text()}"
+            text = REASON_PROMISED if self.promised else REASON_SHADOW
+            return _SHADOW, f"{text} {self.shadow.task_id}{self.shadow_wait_text()}"
         if self.fits(sh, self.initial):
             return _PRIORITY, REASON_PRIORITY
         released = self.hosts(sh, self.initial, release=True)
@@ -790,7 +804,8 @@ class _Cluster:
         if self.shadow is None or self.shadow.start is None:
             return ""
         wait = fmt_duration(self.shadow.start - self.now)
-        return f", expected to start in {wait}; a task with a time limit of at most {wait} may use it"
+        until = wait if self.until is None else fmt_duration(self.until - self.now)
+        return f", expected to start in {wait}; a task with a time limit of at most {until} may use it"
 
     def resource_text(self, sh: _Shape) -> str:
         ids = self.ids
@@ -868,6 +883,20 @@ class _Cluster:
         self.shadow = Shadow(task.id, tuple(nodes), None if start == never else start)
         return True
 
+    def whole_hold(self, sh: _Shape) -> bool:
+        """Every worker of the shadow holds a whole node of the owner: it fits there now."""
+        return len(self.hold) == sh.nodes and all(
+            h.cpu >= sh.cpu and h.mem >= sh.mem and h.slots >= 1 and len(h.gpus) + len(h.res_gpus) >= sh.gpu
+            for h in self.hold.values()
+        )
+
+    def give_hold(self) -> list[tuple[int, tuple[int, ...]]]:
+        """Ends the shadow, handing what it holds to its owner: (worker index, GPUs) per node."""
+        nodes = [(i, tuple(sorted(h.res_gpus + h.gpus))) for i, h in self.hold.items()]
+        self.hold, self.shadow, self.until, self.promised = {}, None, None, False
+        self.version += 1
+        return nodes
+
     def _releases(self, i: int, sh: _Shape) -> list[tuple[float, int, int, int, int]]:
         """Worker i's known releases as (at, GPUs the shape may use, cpu, memory, slots)."""
         out = []
@@ -891,6 +920,7 @@ def decide(
     aging_cap: float = DEFAULT_AGING_CAP,
     shadow_single_node: bool = False,
     prefer: str | None = None,
+    promise: Promise | None = None,
 ) -> Decision:
     """One scheduling decision over the whole queue and cluster. See the module docstring.
 
@@ -900,6 +930,8 @@ def decide(
     anti-starvation shadow to a blocked single-node task when it is the highest blocked task.
     ``prefer``: a worker id that gets any task that fits it (the one a claim came from), ahead
     of the best-fit choice; order, reservations and holds are unchanged by it.
+    ``promise``: the previous decision's ``Decision.promise``: while its owner is queued and
+    blocked it keeps the shadow, held before the walk (``fetchml.core.promise``).
     """
     check_aging(aging_rate, aging_cap)
     if not queue:
@@ -932,6 +964,13 @@ def decide(
         f = failed[key] = sh.never if sh.never is not None else cluster.reason(sh)
         return f
 
+    def held_text(reason: str, shadow: Shadow) -> str:
+        where = ", ".join(n.worker_id for n in shadow.nodes)
+        text = f"{reason}; capacity on {where} is held for it"
+        if shadow.start is not None:
+            text += f"; expected to start in {fmt_duration(shadow.start - now)}"
+        return text
+
     def maybe_hold(task: TaskReq, sh: _Shape, kind: int) -> None:
         nonlocal owner_reason, bf_start
         if (
@@ -942,13 +981,45 @@ def decide(
         ):
             if cluster.hold_for(task, sh, now):
                 assert cluster.shadow is not None
-                where = ", ".join(n.worker_id for n in cluster.shadow.nodes)
-                owner_reason = f"{failed[sh.key][1]}; capacity on {where} is held for it"
-                bf_start = cluster.shadow.start
-                if bf_start is not None:
-                    owner_reason += f"; expected to start in {fmt_duration(bf_start - now)}"
+                owner_reason = held_text(failed[sh.key][1], cluster.shadow)
+                bf_start = cluster.until = cluster.shadow.start
             else:
                 no_shadow_for.add(sh.key)
+
+    def keep(promise: Promise) -> tuple[TaskReq | None, bool]:
+        """Holds, before the walk, for the owner of a kept promise if it is still queued and
+        blocked. Returns (that task, whether it fits whole in the hold: then it is placed there
+        at its turn)."""
+        nonlocal owner_reason, bf_start
+        try:
+            task = queue[indexOf(map(_ID, queue), promise.task_id)]
+        except ValueError:
+            return None, False  # started, cancelled, or not in this (partial) queue
+        sh = shape_of(task.shape)
+        if sh.never is not None or not (sh.nodes > 1 or shadow_single_node):
+            return None, False
+        own = cluster.reason(sh)  # its own reason, against the capacity before anything is held
+        if not cluster.hold_for(task, sh, now):
+            return None, False
+        assert cluster.shadow is not None
+        owner_reason = held_text(own[1], cluster.shadow)
+        kept = carry(promise, task.id, cluster.shadow.start, now)
+        bf_start = cluster.until = None if kept is None else kept.start
+        cluster.promised = True
+        return task, cluster.whole_hold(sh)
+
+    def place_kept(task: TaskReq, aged: float) -> None:
+        """The kept owner's turn, when it fits whole in its hold: it starts there."""
+        nonlocal owner_reason, bf_start
+        sh = shapes[task.shape]
+        nodes = cluster.give_hold()
+        lim = task.time_limit_s
+        if lim is not None:
+            for i, gpus in nodes:
+                cluster.note_release(i, now + lim, sh, gpus)
+        placed = tuple(NodePlacement(rank, cluster.ids[i], gpus) for rank, (i, gpus) in enumerate(nodes))
+        assignments.append(Placement(task.id, placed, aged, sh.res))
+        owner_reason, bf_start = None, None
 
     def may_backfill(task: TaskReq) -> bool:
         lim = task.time_limit_s
@@ -1014,9 +1085,15 @@ def decide(
                     fail(key, sh)
         return len(failed) == len(all_shapes)
 
+    kept, kept_whole = keep(promise) if promise is not None else (None, False)
     for aged, qi in _ordered(queue, now, aging_rate, aging_cap):
         scanned += 1
         task = queue[qi]
+        if task is kept:
+            kept = None
+            if kept_whole:
+                place_kept(task, aged)
+            continue
         key = task.shape
         f = failed.get(key)
         if f is not None:
@@ -1043,7 +1120,8 @@ def decide(
                 for rank, i in enumerate(chosen)
             )
             lim = task.time_limit_s
-            if lim is not None and cluster.shadow is None:
+            # (while a kept owner is still to come, it may start and leave the shadow to another)
+            if lim is not None and (cluster.shadow is None or kept is not None):
                 for node, i in zip(nodes, chosen, strict=True):
                     cluster.note_release(i, now + lim, sh, node.gpus)
             assignments.append(Placement(task.id, nodes, aged, sh.res))
@@ -1058,6 +1136,10 @@ def decide(
             backfill_tail(aged, task)
             break
 
+    if kept is not None and kept_whole:  # the walk stopped before its turn
+        waited = hours_waited(kept.created_at, now)
+        place_kept(kept, aged_priority(kept.priority, waited, aging_rate, aging_cap))
+
     # Tasks not walked (the walk stopped because nothing more can fit) get the reason of their
     # shape against the final state, which is exactly the state they would have met; computed
     # on demand, once per shape. Shapes missing from `failed` after a full walk were all placed.
@@ -1065,11 +1147,13 @@ def decide(
         return fail(key, shape_of(key))[1]
 
     reasons = _Reasons(late_reason, {k: v[1] for k, v in failed.items()})
+    shadow = cluster.shadow
     return Decision(
         assignments,
         reasons,
-        shadow=cluster.shadow,
+        shadow=shadow,
         scanned=scanned,
         queue=queue,
         owner_reason=owner_reason,
+        promise=None if shadow is None else carry(promise, shadow.task_id, shadow.start, now),
     )

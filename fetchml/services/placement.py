@@ -7,6 +7,9 @@ servers sharing a database, never see the same free GPU: placements are decided 
 before the lock is released. Placements are written for every worker at once; each worker
 then picks up its own (see `WorkerService.claim`).
 
+The blocked gang holding the shadow keeps it between passes (`Placer._promise`, in memory;
+`fetchml.core.promise`): each pass hands the previous pass's promise to the decision.
+
 Pending reasons are not written to every queued row (100k rows rewritten per pass would cost
 more than the decision); reads take them from the latest decision, at most `REASONS_MAX_AGE`
 seconds old, or run a read-only decision against the current state.
@@ -15,6 +18,7 @@ seconds old, or run a read-only decision against the current state.
 from __future__ import annotations
 
 import time
+from bisect import insort
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,7 +33,16 @@ from fetchml.core.aging import MAX_PRIORITY, MIN_PRIORITY
 from fetchml.core.enums import AuditEventType, TaskStatus, WorkerStatus
 from fetchml.core.lifecycle import check_transition
 from fetchml.core.protocol import WorkerCapabilities
-from fetchml.core.scheduling import Decision, Placement, Release, ReservationHold, TaskReq, WorkerFree, decide
+from fetchml.core.scheduling import (
+    Decision,
+    Placement,
+    Promise,
+    Release,
+    ReservationHold,
+    TaskReq,
+    WorkerFree,
+    decide,
+)
 from fetchml.services.nodes import ASSIGNED, active_rows, is_live, nodes_of, set_nodes
 from fetchml.services.uow import Tx
 from fetchml.store.tables import JupyterServiceRow, ReservationRow, TaskRow, WorkerRow
@@ -221,6 +234,12 @@ class Placer:
         # worker id -> (state signature, when) of a pass that gave that worker nothing
         self._memo: dict[str, tuple[tuple[Any, ...], float]] = {}
         self._last: tuple[float, Decision, dict[str, TaskReq]] | None = None
+        # The shadow owner's promise, kept from pass to pass so that a later arrival cannot
+        # take its capacity. Only passes (the writer) change it; read-only decisions use it.
+        # Per process: servers sharing a database each keep their own, which at worst protects
+        # two gangs at once. Wrong or stale, it costs nothing: decide() drops an owner that is
+        # no longer queued or blocked.
+        self._promise: Promise | None = None
 
     def invalidate(self) -> None:
         """Something the queue signature cannot see changed (a priority)."""
@@ -229,11 +248,12 @@ class Placer:
     # -- the queue ----------------------------------------------------------------------------
 
     def load_queue(
-        self, session: Session, held: Iterable[str], head: int | None = None
+        self, session: Session, held: Iterable[str], head: int | None = None, also: str | None = None
     ) -> tuple[list[TaskReq], bool]:
         """The queued tasks as TaskReqs; with `head`, only the oldest `head` of each priority
-        (aging keeps FIFO within a priority, so the next tasks to run are among them).
-        Returns (tasks, truncated)."""
+        (aging keeps FIFO within a priority, so the next tasks to run are among them), and the
+        task `also` if it is queued (the promised shadow owner: it must not drop out of a
+        decision because older tasks of its priority fill the head). Returns (tasks, truncated)."""
         held_ids = set(held)
         queued = col(TaskRow.status) == TaskStatus.QUEUED.value
         truncated = False
@@ -247,17 +267,25 @@ class Placer:
             )
         else:
             # One statement (one round trip under the lock), one index range scan per priority.
+            # `also` comes in its own part, so it is read once.
+            other = (col(TaskRow.id) != also,) if also is not None else ()
             parts = [
                 select(*_QUEUE_COLUMNS)
-                .where(queued, col(TaskRow.priority) == p)
+                .where(queued, col(TaskRow.priority) == p, *other)
                 .order_by(col(TaskRow.seq))
                 .limit(head)
                 .subquery()
                 for p in range(MAX_PRIORITY, MIN_PRIORITY - 1, -1)
             ]
+            if also is not None:
+                parts.append(select(*_QUEUE_COLUMNS).where(queued, col(TaskRow.id) == also).subquery())
             rows = list(session.execute(union_all(*(select(part) for part in parts))).all())
+            extra = rows.pop() if also is not None and rows and rows[-1].id == also else None
             per_priority = Counter(r.priority for r in rows)
             truncated = any(n >= head for n in per_priority.values())
+            if extra is not None:
+                # into (priority desc, seq) order, as the rest: the decision's fast path
+                insort(rows, extra, key=lambda r: (-r.priority, r.seq))
         cache = self._reqs
         fresh: dict[int, TaskReq] = {}
         queue: list[TaskReq] = []
@@ -303,7 +331,10 @@ class Placer:
         now: datetime,
         prefer: str | None = None,
         keep: bool = True,
+        promise: bool = False,
     ) -> Decision:
+        """One decision; `keep`: its reasons are served; `promise`: its promise is kept (a pass
+        whose placements are written)."""
         decision = decide(
             queue,
             state.free,
@@ -312,9 +343,12 @@ class Placer:
             aging_rate=self.aging_rate,
             aging_cap=self.aging_cap,
             prefer=prefer,
+            promise=self._promise,
         )
         if keep:
             self._last = (time.monotonic(), decision, {t.id: t for t in queue})
+        if promise:
+            self._promise = decision.promise
         return decision
 
     # -- a pass -------------------------------------------------------------------------------
@@ -348,12 +382,14 @@ class Placer:
         # Enough of each priority's head to fill every free slot a few times over.
         free_slots = sum(w.batch_available for w in state.free if w.active)
         head = max(QUEUE_HEAD_MIN, min(QUEUE_HEAD, 4 * free_slots))
-        queue, truncated = self.load_queue(session, state.reservations, head=head)
-        kept = self._kept(self._decide(queue, state, now, worker_id, keep=not truncated), worker_id)
+        also = None if self._promise is None else self._promise.task_id
+        queue, truncated = self.load_queue(session, state.reservations, head=head, also=also)
+        decision = self._decide(queue, state, now, worker_id, keep=not truncated, promise=True)
+        kept = self._kept(decision, worker_id)
         if not kept and truncated:
             # Every head task was blocked: the whole queue may hold one that fits.
             queue, _ = self.load_queue(session, state.reservations)
-            kept = self._kept(self._decide(queue, state, now, worker_id), worker_id)
+            kept = self._kept(self._decide(queue, state, now, worker_id, promise=True), worker_id)
         if not kept:
             self._memo[worker_id] = (sig, time.monotonic())
             return set()
