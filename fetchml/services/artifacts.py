@@ -23,6 +23,7 @@ from fetchml.core.models import check_mount_path
 from fetchml.core.protocol import Artifact
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
+from fetchml.services.task_rows import audit_task, task_row
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import ArtifactRow, TaskRow, WorkerRow
@@ -92,9 +93,7 @@ class ArtifactService:
 
     async def _check_upload(self, principal: Principal, task_id: str, attempt: int) -> None:
         def q(session: Session) -> None:
-            task = session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
-            if task is None:
-                raise NotFoundError(f"Task {task_id} not found")
+            task = task_row(session, task_id)
             if (
                 task.attempt != attempt
                 or TaskStatus(task.status) not in ACTIVE_STATUSES
@@ -200,10 +199,12 @@ class ArtifactService:
             raise NotFoundError(f"Artifact {rel} of task {task_id} is missing from storage")
 
         def audit(tx: Tx) -> None:
-            tx.audit(
+            audit_task(
+                tx,
                 AuditEventType.FILE_ACCESS,
+                task_id,
+                part=f"artifact:{art.path}",
                 user_id=principal.user_id,
-                resource=f"task:{task_id}/artifact:{art.path}",
                 action="download",
                 ip_address=ip_address,
                 metadata={"attempt": art.attempt, "size": art.size, "sha256": art.sha256},

@@ -24,6 +24,7 @@ from fetchml.core.protocol import LogChunk, LogPage
 from fetchml.events.bus import SAFETY_RECHECK, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
+from fetchml.services.task_rows import task_row
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import TaskLogRow, TaskLogStateRow, TaskRow, WorkerRow
@@ -82,9 +83,7 @@ class LogService:
         max_lines, max_bytes = self.max_lines, self.max_bytes
 
         def op(tx: Tx) -> tuple[AppendResult, bool]:
-            task = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
-            if task is None:
-                raise NotFoundError(f"Task {task_id} not found")
+            task = task_row(tx.session, task_id)
             if (
                 task.attempt != chunk.attempt
                 or task.worker_id is None

@@ -37,6 +37,7 @@ from fetchml.services.principal import Principal
 from fetchml.services.progress import settle_gang
 from fetchml.services.reservations import check_task_reservation
 from fetchml.services.snapshots import check_snapshot_use
+from fetchml.services.task_rows import audit_task, own_task_row, task_row
 from fetchml.services.timelimits import effective_limit
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
@@ -195,10 +196,11 @@ def create_task_op(
             check_snapshot_use(tx.session, principal, req.snapshot_id)
         # A bulk insert, not an ORM object: the writer sends a whole batch in one executemany.
         tx.insert(TaskRow, values)
-        tx.audit(
+        audit_task(
+            tx,
             AuditEventType.JOB_QUEUED,
+            values["id"],
             user_id=principal.user_id,
-            resource=f"task:{values['id']}",
             action="submit",
             ip_address=ip_address,
             metadata={"job_name": req.job_name, "priority": req.priority},
@@ -288,11 +290,7 @@ def expire_idempotency_keys(tx: Tx, before: datetime) -> None:
 
 def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -> Callable[[Tx], Task]:
     def op(tx: Tx) -> Task:
-        row = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
-        if row is None:
-            raise NotFoundError(f"Task {task_id} not found")
-        if not principal.is_admin and row.user_id != principal.user_id:
-            raise ForbiddenError("You may cancel only your own tasks")
+        row = own_task_row(tx.session, task_id, principal, "You may cancel only your own tasks")
         current = TaskStatus(row.status)
         if current in ACTIVE_STATUSES and not any(n.get("slot_assigned") for n in nodes_of(row)):
             # Placed but no worker has taken it yet: nothing runs, so it ends here and now.
@@ -307,10 +305,11 @@ def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -
                 row.cancel_requested = True
                 if row.node_count > 1:
                     settle_gang(tx, row, nodes_of(row), tx.clock.now(), "cancelled")
-                tx.audit(
+                audit_task(
+                    tx,
                     AuditEventType.JOB_CANCELLED,
+                    row.id,
                     user_id=principal.user_id,
-                    resource=f"task:{row.id}",
                     action="cancel_requested",
                     ip_address=ip_address,
                     metadata={
@@ -327,10 +326,11 @@ def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -
         row.error = CANCELLED_ERROR
         row.ended_at = tx.clock.now()
         row.pending_reason = None
-        tx.audit(
+        audit_task(
+            tx,
             AuditEventType.JOB_CANCELLED,
+            row.id,
             user_id=principal.user_id,
-            resource=f"task:{row.id}",
             action="cancel",
             ip_address=ip_address,
             metadata={"previous_status": current.value, "owner": row.user_id},
@@ -348,21 +348,20 @@ def set_priority_op(
     wire: Callable[[TaskRow], Task],
 ) -> Callable[[Tx], Task]:
     def op(tx: Tx) -> Task:
-        row = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
-        if row is None:
-            raise NotFoundError(f"Task {task_id} not found")
-        if not principal.is_admin and row.user_id != principal.user_id:
-            raise ForbiddenError("You may change the priority of your own tasks only")
+        row = own_task_row(
+            tx.session, task_id, principal, "You may change the priority of your own tasks only"
+        )
         current = TaskStatus(row.status)
         if current is not TaskStatus.QUEUED and current not in ACTIVE_STATUSES:
             raise ConflictError(f"Task {task_id} is {current.value}; its priority can no longer change")
         old = row.priority
         if old != priority:  # setting the same value again changes nothing and is not audited
             row.priority = priority
-            tx.audit(
+            audit_task(
+                tx,
                 AuditEventType.PRIORITY_CHANGED,
+                row.id,
                 user_id=principal.user_id,
-                resource=f"task:{row.id}",
                 action="set_priority",
                 ip_address=ip_address,
                 metadata={
@@ -486,9 +485,7 @@ class TaskService:
 
     async def get(self, task_id: str, viewer: Principal | None = None) -> Task:
         def q(session: Session) -> Task:
-            row = session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
-            if row is None:
-                raise NotFoundError(f"Task {task_id} not found")
+            row = task_row(session, task_id)
             now = self.writer.clock.now()
             return self._wire(row, now, self._reasons(session, [row], now).get(row.id), viewer)
 
