@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, union_all
+from sqlalchemy import ColumnElement, and_, func, select, union_all
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -83,14 +83,13 @@ class ClusterState:
         )
 
 
+def holds_capacity(now: datetime) -> ColumnElement[bool]:
+    """The reservations that still hold capacity at `now`: active or claimed, not yet expired."""
+    return and_(col(ReservationRow.status).in_(HELD_RESERVATION), col(ReservationRow.expires_at) > now)
+
+
 def held_reservations(session: Session, now: datetime) -> list[ReservationRow]:
-    return list(
-        session.scalars(
-            select(ReservationRow).where(
-                col(ReservationRow.status).in_(HELD_RESERVATION), col(ReservationRow.expires_at) > now
-            )
-        ).all()
-    )
+    return list(session.scalars(select(ReservationRow).where(holds_capacity(now))).all())
 
 
 # Past a node's start + its time limit, the worker still stops it (its stop grace) and collects

@@ -21,6 +21,16 @@ def start_of_today(now: datetime, tz: ZoneInfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
+def live_task_counts(session: Session) -> dict[str, int]:
+    """How many tasks are queued, and in each active status (preparing, running, collecting)."""
+    status = col(TaskRow.status)
+    live = [TaskStatus.QUEUED.value, *(s.value for s in ACTIVE_STATUSES)]
+    return {
+        s: n
+        for s, n in session.execute(select(status, func.count()).where(status.in_(live)).group_by(status))
+    }
+
+
 class QueueService:
     def __init__(self, db: Database, *, timezone: str = "UTC", clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
@@ -32,14 +42,7 @@ class QueueService:
 
         def q(session: Session) -> QueueStats:
             status = col(TaskRow.status)
-            live: dict[str, int] = {
-                s: n
-                for s, n in session.execute(
-                    select(status, func.count())
-                    .where(status.in_([TaskStatus.QUEUED.value, *(s.value for s in ACTIVE_STATUSES)]))
-                    .group_by(status)
-                ).all()
-            }
+            live = live_task_counts(session)
             ended: dict[str, int] = {
                 s: n
                 for s, n in session.execute(

@@ -19,7 +19,7 @@ from fetchml.core.enums import AuditEventType
 from fetchml.core.errors import ConflictError, ForbiddenError, ValidationError
 from fetchml.core.models import CreateReservationRequest, Reservation
 from fetchml.services.base import read
-from fetchml.services.placement import HELD_RESERVATION, cluster_state
+from fetchml.services.placement import HELD_RESERVATION, cluster_state, holds_capacity
 from fetchml.services.principal import Principal
 from fetchml.services.uow import Tx, WriteQueue
 from fetchml.store.db import Database
@@ -140,9 +140,7 @@ class ReservationService:
             now = self.writer.clock.now()
             stmt = select(ReservationRow).order_by(col(ReservationRow.created_at))
             if not include_expired:
-                stmt = stmt.where(
-                    col(ReservationRow.status).in_(HELD_RESERVATION), col(ReservationRow.expires_at) > now
-                )
+                stmt = stmt.where(holds_capacity(now))
             return [reservation_to_wire(r, now) for r in session.scalars(stmt).all()]
 
         return await read(self.db, q)

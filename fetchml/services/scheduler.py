@@ -12,7 +12,8 @@ from fetchml.core.clock import SYSTEM_CLOCK, Clock
 from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus, WorkerStatus
 from fetchml.core.models import SchedulerStatus
 from fetchml.services.base import read
-from fetchml.services.placement import HELD_RESERVATION
+from fetchml.services.placement import holds_capacity
+from fetchml.services.queue import live_task_counts
 from fetchml.store.db import Database
 from fetchml.store.tables import JupyterServiceRow, ReservationRow, TaskRow, WorkerRow
 
@@ -44,14 +45,7 @@ class SchedulerService:
                 ).all()
             }
             status = col(TaskRow.status)
-            live: dict[str, int] = {
-                s: n
-                for s, n in session.execute(
-                    select(status, func.count())
-                    .where(status.in_([TaskStatus.QUEUED.value, *(s.value for s in ACTIVE_STATUSES)]))
-                    .group_by(status)
-                ).all()
-            }
+            live = live_task_counts(session)
             completed = session.scalar(
                 select(func.count())
                 .select_from(TaskRow)
@@ -61,9 +55,7 @@ class SchedulerService:
                 )
             )
             reservations = session.scalar(
-                select(func.count())
-                .select_from(ReservationRow)
-                .where(col(ReservationRow.status).in_(HELD_RESERVATION), col(ReservationRow.expires_at) > now)
+                select(func.count()).select_from(ReservationRow).where(holds_capacity(now))
             )
             services = session.scalar(
                 select(func.count())

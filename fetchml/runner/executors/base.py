@@ -5,7 +5,8 @@ Both executors (docker, local) implement it; the worker loop knows nothing else 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -99,3 +100,20 @@ class Executor(Protocol):
 
 class ExecutorError(Exception):
     """An attempt could not be started; the message is shown to the user as the task's error."""
+
+
+class _Stoppable(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+    def stop(self, grace: float = 10.0) -> None: ...
+
+
+def stop_in_parallel(executions: Sequence[_Stoppable], grace: float) -> None:
+    """Stop every running one at once, each with the same grace, and return when all have: a
+    worker's shutdown takes about one grace, not one per attempt."""
+    threads = [threading.Thread(target=e.stop, args=(grace,), daemon=True) for e in executions if e.running]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus
+from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus, stop_in_parallel
 from fetchml.runner.lines import LineSplitter
 from fetchml.runner.watchdog import Watchdog
 
@@ -631,13 +631,8 @@ class DockerExecutor:
         """Stop every container this executor started that is still running, in parallel."""
         grace = self.stop_grace if grace is None else grace
         with self._lock:
-            running = [e for e in self._executions if e.running]
-            self._executions = []
-        threads = [threading.Thread(target=e.stop, args=(grace,), daemon=True) for e in running]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            started, self._executions = list(self._executions), []
+        stop_in_parallel(started, grace)
         self._watchdog.close_if_idle()
 
     def remove_orphans(

@@ -56,7 +56,7 @@ from collections.abc import Iterator
 
 import psutil
 
-from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus
+from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus, stop_in_parallel
 from fetchml.runner.lines import READ_SIZE, iter_lines
 from fetchml.runner.watchdog import Watchdog
 
@@ -433,13 +433,8 @@ class LocalExecutor:
         at most, with none of their processes left."""
         grace = self.stop_grace if grace is None else grace
         with self._lock:
-            running = [e for e in self._executions if e.running]
-            self._executions = []
-        threads = [threading.Thread(target=e.stop, args=(grace,), daemon=True) for e in running]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            started, self._executions = list(self._executions), []
+        stop_in_parallel(started, grace)
         self._watchdog.close_if_idle()
 
     def remove_orphans(
