@@ -16,7 +16,7 @@ until its time limit, whichever is shorter). The same trace is run under three p
 - backfill: today's policy plus backfill (a task whose time limit ends by the shadow's start
             may use the held capacity) and a kept promise: the shadow's owner keeps it, and
             its start, until it starts (`Decision.promise` is passed into the next decision,
-            as the server does; fetchml.core.promise).
+            as the server does; fetchml.core.scheduling.shadow).
 
     python -m bench.simulate [--seed 1] [--tasks 5000] [--workers 100] [--load 0.95] [--json]
 

@@ -8,7 +8,7 @@ before the lock is released. Placements are written for every worker at once; ea
 then picks up its own (see `WorkerService.claim`).
 
 The blocked gang holding the shadow keeps it between passes (`Placer._promise`, in memory;
-`fetchml.core.promise`): each pass hands the previous pass's promise to the decision.
+`fetchml.core.scheduling.shadow`): each pass hands the previous pass's promise to the decision.
 
 Pending reasons are not written to every queued row (100k rows rewritten per pass would cost
 more than the decision); reads take them from the latest decision, at most `REASONS_MAX_AGE`

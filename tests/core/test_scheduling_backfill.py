@@ -1,4 +1,4 @@
-"""Backfill (fetchml.core.scheduling + fetchml.core.backfill): time limits, releases, shadow start.
+"""Backfill (fetchml.core.scheduling.shadow): time limits, releases, shadow start.
 
 A blocked gang (or single task, with shadow_single_node) gets a shadow hold and a *shadow
 start*: the earliest time its needs are met on the candidate workers, from what is free now
@@ -25,7 +25,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fetchml.core.backfill import fmt_duration, ready_at
 from fetchml.core.scheduling import (
     REASON_SHADOW,
     Decision,
@@ -37,6 +36,8 @@ from fetchml.core.scheduling import (
     decide,
     order_key,
 )
+from fetchml.core.scheduling.explain import fmt_duration
+from fetchml.core.scheduling.shadow import ready_at
 from tests.core.test_scheduling_properties import (
     Free,
     held_by,

@@ -1,4 +1,4 @@
-"""A kept shadow promise (fetchml.core.promise, `decide(..., promise=)`).
+"""A kept shadow promise (fetchml.core.scheduling.shadow, `decide(..., promise=)`).
 
 The owner of the previous decision's shadow keeps it while it is queued and blocked: its
 capacity is held before the walk, against every task (ahead of it in the order too), and only
@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from fetchml.core.promise import Promise, carry
 from fetchml.core.scheduling import (
     REASON_PROMISED,
     Decision,
+    Promise,
     Release,
     ReservationHold,
     TaskReq,
@@ -30,6 +30,7 @@ from fetchml.core.scheduling import (
     decide,
     order_key,
 )
+from fetchml.core.scheduling.shadow import carry
 from tests.core.test_scheduling_backfill import (
     NOW,
     H,
