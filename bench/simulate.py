@@ -507,7 +507,10 @@ def table(res: dict) -> str:
     row("makespan (h)", lambda r: r["makespan_h"])
     row("GPU utilisation", lambda r: f"{r['utilisation']:.3f}")
     row("utilisation / ideal", lambda r: f"{r['util_vs_ideal']:.3f}")
-    row("GPUs busy while tasks wait", lambda r: f"{r['busy_while_waiting']:.3f}")
+    row(
+        "GPUs busy while tasks wait",
+        lambda r: "-" if r["busy_while_waiting"] is None else f"{r['busy_while_waiting']:.3f}",
+    )
     row(
         "mean wait low / normal / high (min)",
         lambda r: " / ".join(str(r["classes"][c]["wait_mean_min"]) for c in ("low", "normal", "high")),
