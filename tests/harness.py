@@ -21,7 +21,7 @@ from fetchml.core.clock import write_offset_file
 from fetchml.core.enums import Role
 from fetchml.services.keys import create_key_op
 from fetchml.services.principal import LOCAL_OPERATOR
-from fetchml.services.uow import run_write
+from fetchml.services.write_queue import run_write
 from fetchml.store.db import Database
 from tests.backends import POSTGRESQL, SQLITE, create_database, drop_database, pg_exec
 

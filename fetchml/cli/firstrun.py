@@ -29,7 +29,7 @@ def keys_create_command(settings: Any) -> str:
 def ensure_local_key(services: Any, url: str) -> None:
     """`fetchml serve`'s prepare step (see fetchml.server.main.serve): runs once the database
     is migrated, before the port is bound, so a client that sees the server answer finds the
-    key already in its config. `services` is the server's fetchml.services.container.Services,
+    key already in its config. `services` is the server's fetchml.services.wiring.Services,
     reached only through its attributes: the CLI does not import the layers below the client."""
     from fetchml.cli.embedded import is_loopback
     from fetchml.client.config import config_path, load_file

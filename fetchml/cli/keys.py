@@ -71,7 +71,7 @@ def create(
     from fetchml.core.models import CreateKeyRequest
     from fetchml.services.keys import create_key_op
     from fetchml.services.principal import LOCAL_OPERATOR
-    from fetchml.services.uow import run_write
+    from fetchml.services.write_queue import run_write
 
     if role not in Role._value2member_map_:
         fail(f"VALIDATION_ERROR: role: must be one of {', '.join(r.value for r in Role)}", EXIT_USAGE)
@@ -135,7 +135,7 @@ def revoke(
     """Revoke a key. Servers stop accepting it within FETCHML_AUTH_CACHE_SECONDS."""
     from fetchml.services.keys import revoke_key_op
     from fetchml.services.principal import LOCAL_OPERATOR
-    from fetchml.services.uow import run_write
+    from fetchml.services.write_queue import run_write
 
     info = run_write(_db(data_dir, database_url), revoke_key_op(key_id, LOCAL_OPERATOR))
     typer.echo(f"Revoked {info.id} ({info.user_id}, {info.role.value})")

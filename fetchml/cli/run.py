@@ -79,6 +79,7 @@ def run(
     import shlex
     import tempfile
 
+    from fetchml.cli import run_progress
     from fetchml.cli.tasks import parse_dataset
     from fetchml.client import FetchmlClient, ServerUnreachableError, resolve
     from fetchml.client.base import ServerTimeoutError
@@ -117,8 +118,10 @@ def run(
             client.close()
             _say(f"no server at {config.server_url}; running an embedded server and local worker")
             client, stop_embedded, history = _start_embedded()
+        show = run_progress.interactive()
         with tempfile.TemporaryDirectory(prefix="fetchml-snapshot-") as tmp:
-            packed = pack_directory(path.resolve(), Path(tmp) / "snapshot.tar.gz")
+            with run_progress.packing(show) as packed_so_far:
+                packed = pack_directory(path.resolve(), Path(tmp) / "snapshot.tar.gz", progress=packed_so_far)
             for warning in packed.skipped:
                 _say(f"snapshot: {warning}")
             if client.snapshots.exists(packed.sha256):
@@ -127,11 +130,12 @@ def run(
                 _say(
                     f"uploading snapshot {packed.sha256[:12]} ({packed.file_count} files, {packed.size} bytes)"
                 )
-                client.snapshots.upload(packed.sha256, Path(tmp) / "snapshot.tar.gz")
+                with run_progress.uploading(show, packed.size) as sent:
+                    client.snapshots.upload(packed.sha256, Path(tmp) / "snapshot.tar.gz", progress=sent)
         request = request.model_copy(update={"snapshot_id": packed.sha256})
         task = client.tasks.create(request)
         _say(f"task {task.id} queued ({task.job_name}); streaming its output")
-        code = _follow(client, task.id)
+        code = _follow(client, task.id, show)
         if code != 130 and not no_download:
             code = _bring_back(client, task.id, output or Path("fetchml-runs") / task.id, code)
     finally:
@@ -167,11 +171,15 @@ def _bring_back(client: Any, task_id: str, directory: Path, code: int) -> int:
     return code
 
 
-def _follow(client: Any, task_id: str) -> int:
+def _follow(client: Any, task_id: str, show: bool = False) -> int:
+    """Stream the task's log to stdout until it ends (with `show`, its phase on stderr until it
+    runs); the exit code to use."""
+    from fetchml.cli.run_progress import Phases
+
     try:
-        for line in client.logs.follow(task_id):
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+        with Phases(client, task_id, enabled=show) as phases:
+            for line in client.logs.follow(task_id):
+                phases.line(line)
     except KeyboardInterrupt:
         _say(f"interrupted: cancelling task {task_id}")
         client.tasks.cancel(task_id)

@@ -147,6 +147,10 @@ def worker(
         fail(str(exc), 2)
     harden_process()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # httpx logs every request at info: several lines per task (claim, reports, heartbeats)
+        # that say nothing the worker's own lines do not. Shown at debug.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if gpu_type is not None and gpus is None:
         fail("--gpu-type needs --gpus", 2)
     worker_name = name or socket.gethostname().split(".")[0]

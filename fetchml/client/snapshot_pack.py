@@ -24,6 +24,7 @@ import os
 import stat
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class PackResult:
 @dataclass(frozen=True)
 class _Rules:
     base: str  # folder of the ignore files, relative to root ("" for root)
-    spec: pathspec.PathSpec
+    spec: pathspec.GitIgnoreSpec
 
 
 def _load_rules(folder: Path, rel: str) -> _Rules | None:
@@ -72,9 +73,21 @@ def _ignored(rel: str, is_dir: bool, rules: list[_Rules]) -> bool:
     return False
 
 
+# Called after each file packed, with the files and bytes packed so far.
+PackProgress = Callable[[int, int], None]
+
+
 class _Packer:
-    def __init__(self, root: Path, exclude: set[str], max_bytes: int, tar: tarfile.TarFile) -> None:
+    def __init__(
+        self,
+        root: Path,
+        exclude: set[str],
+        max_bytes: int,
+        tar: tarfile.TarFile,
+        progress: PackProgress | None = None,
+    ) -> None:
         self.root = root
+        self.progress = progress
         self.real_root = os.path.realpath(root)
         self.exclude = exclude
         self.max_bytes = max_bytes
@@ -130,6 +143,8 @@ class _Packer:
         with path.open("rb") as fh:
             self.tar.addfile(info, fh)
         self.count += 1
+        if self.progress is not None:
+            self.progress(self.count, self.total)
 
     def _link(self, path: Path, rel: str) -> None:
         target = os.readlink(path)
@@ -151,8 +166,11 @@ def _lexically_escapes(rel: str, target: str) -> bool:
     return joined == ".." or joined.startswith(".." + os.sep)
 
 
-def pack_directory(root: Path, out: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> PackResult:
-    """Packs `root` into `out` (written through a temporary file, then renamed).
+def pack_directory(
+    root: Path, out: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, progress: PackProgress | None = None
+) -> PackResult:
+    """Packs `root` into `out` (written through a temporary file, then renamed). `progress`, if
+    given, is told the files and bytes packed so far after each file.
 
     Raises ValueError when the files to pack add up to more than `max_bytes`.
     """
@@ -170,7 +188,7 @@ def pack_directory(root: Path, out: Path, *, max_bytes: int = DEFAULT_MAX_BYTES)
                 gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
             ):
-                packer = _Packer(root, exclude, max_bytes, tar)
+                packer = _Packer(root, exclude, max_bytes, tar, progress)
                 packer.walk(root, "", [])
             raw.flush()
             os.fsync(raw.fileno())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -20,12 +22,19 @@ from fetchml.core.errors import ERRORS_BY_CODE, FetchmlError, InternalError
 from fetchml.core.snapshots_models import SnapshotInfo, check_digest
 
 _CHUNK = 1024 * 1024
+_UPLOAD_PIECE = 64 * 1024  # small enough for a smooth progress bar, large enough to cost nothing
 # HEAD answers carry no body: the status alone says which error it was.
 _ERRORS_BY_STATUS: dict[int, type[FetchmlError]] = {cls.status: cls for cls in ERRORS_BY_CODE.values()}
 
 
 def _path(digest: str) -> str:
     return f"/v1/snapshots/{check_digest(digest)}"
+
+
+def _pieces(fh: BinaryIO, progress: Callable[[int], None]) -> Iterator[bytes]:
+    while piece := fh.read(_UPLOAD_PIECE):
+        yield piece
+        progress(len(piece))  # once httpx has taken it for sending
 
 
 class SnapshotsClient(DomainClient):
@@ -41,13 +50,22 @@ class SnapshotsClient(DomainClient):
         cls = _ERRORS_BY_STATUS.get(resp.status_code, InternalError)
         raise cls(f"HEAD {resp.request.url.path} answered HTTP {resp.status_code}")
 
-    def upload(self, digest: str, path: str | os.PathLike[str]) -> SnapshotInfo:
+    def upload(
+        self,
+        digest: str,
+        path: str | os.PathLike[str],
+        progress: Callable[[int], None] | None = None,
+    ) -> SnapshotInfo:
         """Streams the tarball at `path` (its Content-Length known up front); 'existed' tells
-        whether the server already had it."""
+        whether the server already had it. `progress` gets the size of each piece as it is sent."""
+        headers = {"Content-Type": "application/gzip"}
         with open(path, "rb") as fh:
-            resp = self._t.request(
-                "PUT", _path(digest), content=fh, headers={"Content-Type": "application/gzip"}
-            )
+            content: BinaryIO | Iterator[bytes] = fh
+            if progress is not None:
+                # Pieces instead of the file: the length is then stated, not found by httpx.
+                headers["Content-Length"] = str(os.fstat(fh.fileno()).st_size)
+                content = _pieces(fh, progress)
+            resp = self._t.request("PUT", _path(digest), content=content, headers=headers)
         return parse(resp, SnapshotInfo)
 
     def download(self, digest: str, dest: str | os.PathLike[str]) -> Path:

@@ -53,6 +53,7 @@ import httpx
 
 from fetchml.core.archive import sha256_file
 from fetchml.core.models import DatasetSpec
+from fetchml.runner.dataset_progress import FetchReport, Say
 
 _CHUNK = 1024 * 1024
 DEFAULT_MAX_DATASET_BYTES = 64 * 1024**3
@@ -277,22 +278,27 @@ class DatasetCache:
         self.policy = policy or DatasetPolicy()
         self._roots = [os.path.realpath(Path(r).expanduser()) for r in self.policy.roots]
 
-    def fetch(self, spec: DatasetSpec, cancel: threading.Event | None = None) -> Path:
+    def fetch(self, spec: DatasetSpec, cancel: threading.Event | None = None, say: Say | None = None) -> Path:
         """The verified local copy of `spec`'s file, fetched only when not cached already.
+        `say` gets its progress lines for the task's log (fetchml.runner.dataset_progress).
         Raises DatasetError (DatasetCancelled once `cancel` is set)."""
+        report = FetchReport(spec.name, say)
         try:
-            return self._fetch(spec, cancel)
+            return self._fetch(spec, cancel, report)
         except DatasetCancelled:
             raise
         except DatasetError as exc:
+            report.failed(str(exc))
             raise type(exc)(f"dataset {spec.name!r}: {exc}") from None
 
-    def _fetch(self, spec: DatasetSpec, cancel: threading.Event | None) -> Path:
+    def _fetch(self, spec: DatasetSpec, cancel: threading.Event | None, report: FetchReport) -> Path:
         src = self._vet(spec.source)
         folder = self.cache_dir / hashlib.sha256(src.key.encode()).hexdigest()
         final = folder / spec.sha256
         if self._hit(spec.sha256, final):
+            report.hit(final.stat().st_size)
             return final
+        report.fetching(src.where)
         for d in (self.cache_dir, folder):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(d, 0o700)  # tasks never see the cache folders, not even their names
@@ -303,7 +309,7 @@ class DatasetCache:
             hasher = hashlib.sha256()
             total = 0
             with os.fdopen(fd, "wb") as out:
-                for chunk in self._read(src, cancel):
+                for chunk in self._read(src, cancel, report):
                     if cancel is not None and cancel.is_set():
                         raise DatasetCancelled()
                     total += len(chunk)
@@ -311,6 +317,7 @@ class DatasetCache:
                         raise DatasetError(f"{src.where} is larger than this worker's limit of {limit} bytes")
                     hasher.update(chunk)
                     out.write(chunk)
+                    report.advance(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
             if hasher.hexdigest() != spec.sha256:
@@ -320,6 +327,7 @@ class DatasetCache:
             write_stamp(final)
         finally:
             tmp.unlink(missing_ok=True)
+        report.verified()
         return final
 
     def _hit(self, sha256: str, final: Path) -> bool:
@@ -376,12 +384,13 @@ class DatasetCache:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _read(self, src: _Source, cancel: threading.Event | None) -> Iterator[bytes]:
+    def _read(self, src: _Source, cancel: threading.Event | None, report: FetchReport) -> Iterator[bytes]:
         if src.url is not None:
-            yield from self._download(src, cancel)
+            yield from self._download(src, cancel, report)
             return
         assert src.path is not None
         with self._open_local(src) as fh:
+            report.expect(os.fstat(fh.fileno()).st_size)
             try:
                 while chunk := fh.read(_CHUNK):
                     yield chunk
@@ -423,7 +432,7 @@ class DatasetCache:
             os.close(fd)
             raise
 
-    def _download(self, src: _Source, cancel: threading.Event | None) -> Iterator[bytes]:
+    def _download(self, src: _Source, cancel: threading.Event | None, report: FetchReport) -> Iterator[bytes]:
         p = self.policy
         timeout = httpx.Timeout(p.read_timeout, connect=p.connect_timeout)
         url = src.url
@@ -453,6 +462,7 @@ class DatasetCache:
                             raise DatasetError(
                                 f"{where} is larger than this worker's limit of {p.max_bytes} bytes"
                             )
+                        report.expect(int(length) if length.isdigit() else None)
                         yield from _body(resp, cancel)
                         return
                 except httpx.HTTPError as exc:

@@ -122,8 +122,8 @@ class LogShipper:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"logs-{task_id[:8]}", daemon=True)
-        self._thread.start()
+        # Started by the first line kept: an attempt that prints nothing costs no thread.
+        self._thread: threading.Thread | None = None
 
     # -- the producer side ------------------------------------------------------------------
     def add(self, line: str) -> None:
@@ -138,6 +138,11 @@ class LogShipper:
                 notice, self._spool_dropped = spool_notice(self._spool_dropped), 0
                 self._keep(notice)
             self._keep(line)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"logs-{self.task_id[:8]}", daemon=True
+                )
+                self._thread.start()
             if len(self._mem) + self._spool_lines >= MAX_LOG_LINES_PER_CHUNK or self._spooling:
                 self._wake.set()
 
@@ -313,9 +318,11 @@ class LogShipper:
         with self._lock:
             deadline = time.monotonic() + self.close_timeout
             self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
-        self._closed = True
+            thread = self._thread
+            self._closed = True
         self._wake.set()
-        self._thread.join()
+        if thread is not None:  # none started: no line was ever kept, nothing to send
+            thread.join()
 
     @property
     def memory_lines_used(self) -> int:

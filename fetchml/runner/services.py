@@ -140,6 +140,12 @@ class ServiceManager:
     # -- what the worker calls ------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.w.cfg.service_slots <= 0:
+            # Told to run no services: none is placed here and a registration holds none, so no
+            # long poll (the server answers one with a write at every task end: freed capacity
+            # wakes service claims). A worker whose slots are 0 for want of Jupyter still asks,
+            # to refuse a start it is sent anyway.
+            return
         self._thread = threading.Thread(target=self._claim_loop, name="fetchml-services", daemon=True)
         self._thread.start()
 

@@ -61,6 +61,7 @@ from fetchml.core.protocol import (
 )
 from fetchml.runner import trackers
 from fetchml.runner.capabilities import detect_capabilities
+from fetchml.runner.collect import NO_OUTPUTS, find_outputs, upload_outputs, with_skipped_note
 from fetchml.runner.datasets import DEFAULT_MAX_DATASET_BYTES, DatasetCache, DatasetError, DatasetPolicy
 from fetchml.runner.entrypoint import build_command
 from fetchml.runner.executors.base import ExecSpec, Execution, Executor, ExecutorError
@@ -68,14 +69,7 @@ from fetchml.runner.gpus import GpuProvider, NvmlGpuProvider, StaticGpuProvider
 from fetchml.runner.logship import LogShipper
 from fetchml.runner.services import ServiceManager
 from fetchml.runner.timelimit import TimeLimit
-from fetchml.runner.workspace import (
-    OutputError,
-    SnapshotCache,
-    WorkspaceError,
-    open_output,
-    prepare_workspace,
-    scan_outputs,
-)
+from fetchml.runner.workspace import SnapshotCache, WorkspaceError, prepare_workspace
 
 log = logging.getLogger("fetchml.runner")
 
@@ -604,9 +598,10 @@ class Worker:
             return f"no heartbeat got through for {now - self._last_contact:.0f}s: the lease is lost"
         return None
 
-    def _report(self, a: _Attempt, status: TaskStatus, **kw: Any) -> bool:
+    def _report(self, a: _Attempt, status: TaskStatus, *, raise_conflict: bool = False, **kw: Any) -> bool:
         """Report, retrying transient failures until the lease is lost; False when the server
-        says this attempt is no longer ours (stale), or when the report could not be made."""
+        says this attempt is no longer ours (stale), or when the report could not be made.
+        `raise_conflict`: a 409 is raised rather than logged (the caller has a second way)."""
         task_id = a.assignment.task.id
         tries = 0
         while True:
@@ -619,6 +614,8 @@ class Worker:
                 )
                 return True
             except (ConflictError, NotFoundError) as exc:
+                if raise_conflict and isinstance(exc, ConflictError):
+                    raise
                 log.warning("task %s attempt %d: %s", task_id, a.assignment.attempt, exc.message)
                 return False
             except TRANSIENT as exc:
@@ -636,6 +633,19 @@ class Worker:
             except FetchmlError as exc:  # a definite refusal: a retry gets the same answer
                 log.warning("report for %s refused: %s", task_id, exc.message)
                 return False
+
+    def _report_completed(self, a: _Attempt, collected: bool, output: str) -> None:
+        """Without a collecting report first (nothing to upload), a server older than this
+        worker refuses completed straight from running (409): collecting goes first then. An
+        attempt that is no longer ours gets a 409 for that one too, and is left there."""
+        if collected:
+            self._report(a, TaskStatus.COMPLETED, exit_code=0, output=output)
+            return
+        try:
+            self._report(a, TaskStatus.COMPLETED, raise_conflict=True, exit_code=0, output=output)
+        except ConflictError:
+            if self._report(a, TaskStatus.COLLECTING):
+                self._report(a, TaskStatus.COMPLETED, exit_code=0, output=output)
 
     def _report_interrupted(
         self, a: _Attempt, exit_code: int | None = None, output: str | None = None
@@ -657,42 +667,36 @@ class Worker:
             self._run_attempt_inner(a)
         except Exception as exc:  # never let one task take the worker down
             log.exception("task %s failed in the worker", a.assignment.task.id)
+            if a.shipper is not None:  # its lines before the report: the log closes with the task
+                a.shipper.close()
             self._report(a, TaskStatus.FAILED, error=f"worker error: {exc}")
         finally:
-            with self._lock:
-                self._attempts.pop(a.key, None)
-            self._slot_freed.set()
+            self._release(a)
 
-    def _upload_outputs(self, a: _Attempt, output_dir: Path) -> tuple[str | None, list[str]]:
-        """Upload the regular files of the output folder, each read through a descriptor opened
-        without following links (a task, root in its container, controls that folder).
-        (why the task fails or None, the entries left out)."""
-        task, n = a.assignment.task, a.assignment.attempt
-        try:
-            found, skipped = scan_outputs(output_dir)
-        except OutputError as exc:
-            log.warning("task %s attempt %d: %s", task.id, n, exc)
-            return str(exc), []
-        for rel, _size in found:
-            try:
-                with open_output(output_dir, rel) as fh:
-                    self.client.artifacts.upload(task.id, n, rel, fh)
-            except OutputError as exc:
-                skipped.append(rel)
-                log.warning("task %s attempt %d: output not collected: %s", task.id, n, exc)
-            except FetchmlError as exc:
-                return f"artifact {rel} could not be uploaded: {exc.message}", skipped
-        if skipped:
-            log.warning("task %s attempt %d: not collected: %s", task.id, n, ", ".join(skipped[:20]))
-        return None, skipped
+    def _release(self, a: _Attempt) -> None:
+        """The attempt no longer holds a slot: the claim loop may take the next task."""
+        with self._lock:
+            self._attempts.pop(a.key, None)
+        self._slot_freed.set()
 
     def _run_attempt_inner(self, a: _Attempt) -> None:
         task, n = a.assignment.task, a.assignment.attempt
         root = self.workspaces_dir / f"{task.id}-{n}"
         shutil.rmtree(root, ignore_errors=True)
+        # Made before the datasets are fetched: their progress lines open the task's log. Closed
+        # (its lines sent) before every report, as the server takes no lines after the last one.
+        shipper = LogShipper(
+            self.client, task.id, n, ship=a.assignment.node_rank == 0, spool_dir=self.cfg.work_dir
+        )
+        with a.lock:
+            a.shipper = shipper
+        if a.cancelled.is_set() and a.interrupted is None:
+            shipper.cancel()
         try:
             tarball = self.snapshots.get(task.snapshot_id) if task.snapshot_id else None
-            datasets = [(spec, self.datasets.fetch(spec, a.cancelled)) for spec in task.dataset_specs]
+            datasets = [
+                (spec, self.datasets.fetch(spec, a.cancelled, shipper.add)) for spec in task.dataset_specs
+            ]
             ws = prepare_workspace(
                 root,
                 snapshot_tarball=tarball,
@@ -703,6 +707,7 @@ class Worker:
             python = self.cfg.python if self.executor.name == "local" else "python"
             command = build_command(task.entrypoint, task.args, python=python)
         except (DatasetError, WorkspaceError, ValueError, FetchmlError) as exc:
+            shipper.close()
             msg = exc.message if isinstance(exc, FetchmlError) else str(exc)
             if a.interrupted is not None:  # e.g. a download cut short by the stop
                 self._report_interrupted(a)
@@ -741,6 +746,7 @@ class Worker:
             server_id=self.server_id,
         )
         if a.cancelled.is_set():
+            shipper.close()
             if a.interrupted is not None:
                 self._report_interrupted(a)
             else:
@@ -750,6 +756,7 @@ class Worker:
         try:
             execution = self.executor.start(spec)
         except ExecutorError as exc:
+            shipper.close()
             self._report(a, TaskStatus.FAILED, error=str(exc))
             shutil.rmtree(root, ignore_errors=True)
             return
@@ -758,13 +765,6 @@ class Worker:
             a.execution = execution
         if a.cancelled.is_set():
             execution.stop(self.cfg.stop_grace)
-        shipper = LogShipper(
-            self.client, task.id, n, ship=a.assignment.node_rank == 0, spool_dir=self.cfg.work_dir
-        )
-        with a.lock:
-            a.shipper = shipper
-        if a.cancelled.is_set() and a.interrupted is None:
-            shipper.cancel()
         label = f"task {task.id} attempt {n}"
         limit = TimeLimit(a, execution, a.assignment.time_limit_seconds, self.cfg.stop_grace, started, label)
         try:
@@ -789,19 +789,14 @@ class Worker:
             if not self.cfg.keep_workspaces:
                 shutil.rmtree(root, ignore_errors=True)
             return
-        if not self._report(a, TaskStatus.COLLECTING):
+        # Artifacts, like logs, come from rank 0 of a gang. Collecting is reported only when
+        # there is a file to upload (see fetchml.runner.collect).
+        outputs = find_outputs(ws.output_dir, label) if a.assignment.node_rank == 0 else NO_OUTPUTS
+        if outputs.files and not self._report(a, TaskStatus.COLLECTING):
             execution.cleanup()
             return
-        # Artifacts, like logs, come from rank 0 of a gang.
-        upload_error: str | None = None
-        skipped: list[str] = []
-        if a.assignment.node_rank == 0:
-            upload_error, skipped = self._upload_outputs(a, ws.output_dir)
-        output = shipper.output()
-        if skipped:
-            shown = ", ".join(skipped[:20]) + (f" and {len(skipped) - 20} more" if len(skipped) > 20 else "")
-            note = f"[fetchml] not collected (links, fifos or devices): {shown}"
-            output = f"{output}\n{note}"[-65536:] if output else note
+        upload_error, skipped = upload_outputs(self.client, task.id, n, ws.output_dir, outputs, label)
+        output = with_skipped_note(shipper.output(), skipped)
         timed_out = limit.stopped_it(status.cancelled)
         # A limit that fired as the process ended on its own leaves it its own end.
         cancelled = status.cancelled or (a.cancelled.is_set() and not limit.expired)
@@ -811,10 +806,13 @@ class Worker:
             error = TIME_LIMIT_ERROR if timed_out else "cancelled"
             self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error=error, output=output)
         elif succeeded:
-            self._report(a, TaskStatus.COMPLETED, exit_code=0, output=output)
+            self._report_completed(a, bool(outputs.files), output)
         else:
             error = status.error or upload_error or f"exit code {status.exit_code}"
             self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error=error, output=output)
+        # Its end is reported, so the server counts the slot free: the next claim need not
+        # wait for the clean-up below.
+        self._release(a)
         execution.cleanup()
         if not self.cfg.keep_workspaces:
             shutil.rmtree(root, ignore_errors=True)

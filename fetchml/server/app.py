@@ -42,7 +42,7 @@ from fetchml.server.routes.tasks import TaskController
 from fetchml.server.routes.workers import TaskReportController, WorkerProtocolController
 from fetchml.server.security import make_auth_guard
 from fetchml.server.websocket import WebSocketDenial, remember_ws_error, ws_updates
-from fetchml.services.container import Services
+from fetchml.services.wiring import Services
 
 
 def _background(services: Services) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:

@@ -7,8 +7,8 @@ from typing import Any
 from litestar.connection import ASGIConnection
 
 from fetchml.core.errors import UnauthorizedError
-from fetchml.services.container import Services
 from fetchml.services.principal import Principal
+from fetchml.services.wiring import Services
 
 TRACE_KEY = "fetchml.trace_id"
 PRINCIPAL_KEY = "fetchml.principal"

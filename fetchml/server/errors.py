@@ -12,7 +12,7 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from fetchml.core.errors import FetchmlError, RateLimitedError, ServiceUnavailableError
 from fetchml.server.context import trace_id_of
 from fetchml.server.middleware import log_safe
-from fetchml.services.uow import describe_fault, storage_error
+from fetchml.services.write_queue import describe_fault, storage_error
 
 log = logging.getLogger("fetchml.server")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from fetchml.core.settings import Settings
 from fetchml.server.app import create_asgi
-from fetchml.services.container import Services
+from fetchml.services.wiring import Services
 
 log = logging.getLogger("fetchml.server")
 

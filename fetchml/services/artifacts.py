@@ -24,7 +24,7 @@ from fetchml.core.protocol import Artifact
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
 from fetchml.services.task_rows import audit_task, task_row
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import ArtifactRow, TaskRow, WorkerRow
 

@@ -17,7 +17,7 @@ from fetchml.services.base import read
 from fetchml.services.budget import DEFAULT_LIST_BYTES, big_page, size_of, within_budget
 from fetchml.services.checkpoints import CheckpointService
 from fetchml.services.principal import Principal
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import AuditEventRow
 

@@ -40,7 +40,7 @@ from fetchml.core.audit import (
 )
 from fetchml.core.errors import InternalError, ServiceUnavailableError
 from fetchml.services.base import read
-from fetchml.services.uow import Tx, WriteQueue, storage_error
+from fetchml.services.write_queue import Tx, WriteQueue, storage_error
 from fetchml.store.auditscan import checkpoint_rows, scan_range
 from fetchml.store.db import Database
 from fetchml.store.tables import AuditCheckpointRow, AuditEventRow, ServerMetaRow

@@ -12,7 +12,7 @@ from fetchml.core.errors import ConflictError
 from fetchml.core.models import CreateExperimentRequest, Experiment
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import ExperimentRow
 

@@ -6,7 +6,7 @@ import logging
 from sqlalchemy import text
 
 from fetchml.services.base import read
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import ServerMetaRow
 

@@ -43,8 +43,8 @@ from fetchml.services.base import read
 from fetchml.services.placement import SERVICE_HOLDING, ClusterState, Placer, cluster_state
 from fetchml.services.principal import Principal
 from fetchml.services.timelimits import TIME_LIMIT_STOP, effective_limit
-from fetchml.services.uow import Tx, WriteQueue
 from fetchml.services.worker_auth import owned_worker
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import JupyterServiceRow
 

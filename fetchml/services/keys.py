@@ -28,7 +28,7 @@ from fetchml.core.errors import (
 from fetchml.core.models import ApiKeyInfo, CreatedKey
 from fetchml.services.base import read
 from fetchml.services.principal import LOCAL_OPERATOR, Principal
-from fetchml.services.uow import Tx, WriteQueue, run_write
+from fetchml.services.write_queue import Tx, WriteQueue, run_write
 from fetchml.store.db import Database
 from fetchml.store.tables import ApiKeyRow
 

@@ -25,7 +25,7 @@ from fetchml.events.bus import SAFETY_RECHECK, EventBus, task_topic
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
 from fetchml.services.task_rows import task_row
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import TaskLogRow, TaskLogStateRow, TaskRow, WorkerRow
 

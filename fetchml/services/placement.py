@@ -43,8 +43,8 @@ from fetchml.core.scheduling import (
     WorkerFree,
     decide,
 )
-from fetchml.services.nodes import ASSIGNED, active_rows, is_live, nodes_of, set_nodes
-from fetchml.services.uow import Tx
+from fetchml.services.node_assignments import ASSIGNED, active_rows, is_live, nodes_of, set_nodes
+from fetchml.services.write_queue import Tx
 from fetchml.store.tables import JupyterServiceRow, ReservationRow, TaskRow, WorkerRow
 
 HELD_RESERVATION = ("active", "claimed")

@@ -21,7 +21,7 @@ from fetchml.core.models import HealthResponse, PluginConfig, PluginStatus
 from fetchml.core.plugins import SPECS, Plugin, as_model, redact_url, redacted, tracker_url, validate
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import PluginRow
 

@@ -21,7 +21,7 @@ from fetchml.core.models import CreateReservationRequest, Reservation
 from fetchml.services.base import read
 from fetchml.services.placement import HELD_RESERVATION, cluster_state, holds_capacity
 from fetchml.services.principal import Principal
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import ReservationRow
 

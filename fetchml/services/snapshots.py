@@ -30,9 +30,9 @@ from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role
 from fetchml.core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError, ValidationError
 from fetchml.core.snapshots_models import SnapshotInfo, check_digest
 from fetchml.services.base import read
-from fetchml.services.nodes import is_live, nodes_of
+from fetchml.services.node_assignments import is_live, nodes_of
 from fetchml.services.principal import Principal
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import SnapshotOwnerRow, SnapshotShareRow, TaskRow
 

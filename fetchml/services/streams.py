@@ -21,7 +21,7 @@ from fetchml.events.feed import EventFeed, Subscription
 from fetchml.services.base import read
 from fetchml.services.feedlog import events_after, oldest_and_newest
 from fetchml.services.principal import Principal
-from fetchml.services.scheduler import SchedulerService
+from fetchml.services.scheduler_status import SchedulerService
 from fetchml.services.tasks import TaskService
 from fetchml.services.workers import WorkerService
 from fetchml.store.db import Database

@@ -12,7 +12,7 @@ from sqlmodel import col
 from fetchml.core.enums import AuditEventType
 from fetchml.core.errors import ForbiddenError, NotFoundError
 from fetchml.services.principal import Principal
-from fetchml.services.uow import Tx
+from fetchml.services.write_queue import Tx
 from fetchml.store.tables import TaskRow
 
 

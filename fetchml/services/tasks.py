@@ -28,18 +28,18 @@ from fetchml.core.models import (
 from fetchml.core.plugins import check_task_plugins
 from fetchml.core.redact import redact_text, redact_url
 from fetchml.events.bus import TASKS_TOPIC, EventBus, task_topic
+from fetchml.services.attempts import settle_gang
 from fetchml.services.base import read
 from fetchml.services.budget import DEFAULT_LIST_BYTES, big_page, size_of, within_budget
-from fetchml.services.nodes import nodes_of
+from fetchml.services.node_assignments import nodes_of
 from fetchml.services.placement import Placer
 from fetchml.services.plugins import enabled_plugins, task_plugin_status
 from fetchml.services.principal import Principal
-from fetchml.services.progress import settle_gang
 from fetchml.services.reservations import check_task_reservation
 from fetchml.services.snapshots import check_snapshot_use
 from fetchml.services.task_rows import audit_task, own_task_row, task_row
 from fetchml.services.timelimits import effective_limit
-from fetchml.services.uow import Tx, WriteQueue
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import IdempotencyKeyRow, TaskRow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fetchml.core.enums import Role
 from fetchml.core.errors import ForbiddenError, NotFoundError
 from fetchml.services.principal import Principal
-from fetchml.services.uow import Tx
+from fetchml.services.write_queue import Tx
 from fetchml.store.tables import WorkerRow
 
 

@@ -44,6 +44,7 @@ from fetchml.core.protocol import (
 )
 from fetchml.core.settings import Settings
 from fetchml.events.bus import SAFETY_RECHECK, SERVICES_TOPIC, TASKS_TOPIC, EventBus, task_topic
+from fetchml.services.attempts import apply_report, find_node, lose_node, lose_task, unplace
 from fetchml.services.base import read
 from fetchml.services.jupyter import (
     cull_idle,
@@ -52,7 +53,7 @@ from fetchml.services.jupyter import (
     stop_overtime_services,
     unplace_services,
 )
-from fetchml.services.nodes import (
+from fetchml.services.node_assignments import (
     STOPPED,
     active_rows,
     held_by,
@@ -65,12 +66,11 @@ from fetchml.services.nodes import (
 from fetchml.services.placement import Placer, service_holders
 from fetchml.services.plugins import enabled_plugins
 from fetchml.services.principal import Principal
-from fetchml.services.progress import apply_report, find_node, lose_node, lose_task, unplace
 from fetchml.services.reservations import expire_reservations
 from fetchml.services.tasks import expire_idempotency_keys, task_to_wire
 from fetchml.services.timelimits import limit_seconds
-from fetchml.services.uow import Tx, WriteQueue
 from fetchml.services.worker_auth import owned_worker
+from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.tables import ServerMetaRow, TaskRow, WorkerRow
 
@@ -315,16 +315,20 @@ class WorkerService:
             worker = owned_worker(tx, principal, worker_id)
             if worker.status != WorkerStatus.ACTIVE.value:
                 return None, set()
-            worker.last_heartbeat = now
-            got = deliver(tx, worker, now)
-            if got is not None:
-                return got, set()
-            # Nothing placed here yet: decide for the whole cluster (placements for other
-            # workers wait for their own claims), then look again.
-            touched = self.placer.schedule(tx, now, worker_id)
-            if touched - {worker_id}:
-                tx.wake(TASKS_TOPIC)  # the workers that got work in this pass, on every server
-            return (deliver(tx, worker, now) if worker_id in touched else None), touched - {worker_id}
+            try:
+                got = deliver(tx, worker, now)
+                if got is not None:
+                    return got, set()
+                # Nothing placed here yet: decide for the whole cluster (placements for other
+                # workers wait for their own claims), then look again.
+                touched = self.placer.schedule(tx, now, worker_id)
+                if touched - {worker_id}:
+                    tx.wake(TASKS_TOPIC)  # the workers that got work in this pass, on every server
+                return (deliver(tx, worker, now) if worker_id in touched else None), touched - {worker_id}
+            finally:
+                # Set after the reads, so it goes out with the claim's own changes rather than in
+                # an autoflush of its own before the first of them.
+                worker.last_heartbeat = now
 
         return op
 

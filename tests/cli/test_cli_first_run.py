@@ -26,7 +26,7 @@ from fetchml.client.artifacts import safe_destination
 from fetchml.services.checkpoints import load_or_create_key
 from fetchml.services.keys import first_admin_key_op
 from fetchml.services.principal import LOCAL_OPERATOR
-from fetchml.services.uow import run_write
+from fetchml.services.write_queue import run_write
 from fetchml.store.db import Database
 from tests.backends import POSTGRESQL, create_database, drop_database
 from tests.cli.conftest import assert_ok, assert_one_line_error

@@ -30,6 +30,8 @@ FAST_LEASES = {
     # wait on it: the server answers a waiting claim as soon as a task fits.
     "FETCHML_CLAIM_WAIT": "1",
 }
+# How the worker's own lines about a task's datasets start in the task's log.
+DATASET_LINE = "fetchml: dataset "
 
 
 @dataclass
@@ -95,9 +97,12 @@ class Cluster:
             assert r.status_code == 200, r.text
             return dict(r.json())
 
-    def logs(self, task_id: str) -> list[str]:
+    def logs(self, task_id: str, *, worker_lines: bool = False) -> list[str]:
+        """The task's log: its own output, without the worker's `fetchml: dataset ...` progress
+        lines unless `worker_lines` (tests/e2e/test_worker_dataset_log.py checks those)."""
         with self.server.http(self.admin) as http:
-            return list(http.get(f"/v1/tasks/{task_id}/logs").json()["lines"])
+            lines = list(http.get(f"/v1/tasks/{task_id}/logs").json()["lines"])
+        return lines if worker_lines else [line for line in lines if not line.startswith(DATASET_LINE)]
 
     def wait_for(self, cond: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout

@@ -144,7 +144,7 @@ def app_routes() -> set[tuple[str, str]]:
 
     from fetchml.core.settings import Settings
     from fetchml.server.app import create_app
-    from fetchml.services.container import Services
+    from fetchml.services.wiring import Services
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -20,7 +20,7 @@ from fetchml.core.protocol import LOG_NEXT_LINE_HEADER, LOG_QUOTA_HEADER, Assign
 from fetchml.events.bus import EventBus
 from fetchml.services.logs import LogService, quota_notice
 from fetchml.services.principal import Principal
-from fetchml.services.uow import WriteQueue
+from fetchml.services.write_queue import WriteQueue
 from fetchml.store.db import Database
 from tests.harness import ServerHandle, expect_error
 from tests.protocol_kit import FakeWorker, cancel_leftovers, submit

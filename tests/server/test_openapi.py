@@ -60,7 +60,7 @@ def test_openapi_lists_every_route(spec: dict) -> None:
 def test_openapi_matches_the_routes_the_app_serves(spec: dict, tmp_path) -> None:
     """Compared with the app's own routing table, so a route added later cannot hide."""
     from fetchml.server.app import create_app
-    from fetchml.services.container import Services
+    from fetchml.services.wiring import Services
 
     services = Services(Settings(data_dir=tmp_path))
     app = create_app(services)

@@ -372,6 +372,25 @@ def test_report_walks_the_state_machine(srv: ServerHandle, ks: K, workers: list[
     assert completed["success"] is True and completed["metadata"]["exit_code"] == 0
 
 
+def test_completed_straight_from_running_passes_through_collecting(
+    srv: ServerHandle, ks: K, workers: list[FakeWorker]
+) -> None:
+    """A worker with no outputs to upload skips the collecting report: the task passes through
+    collecting in the same transaction, and its end reads as any other's."""
+    w = worker(workers, srv, ks.w1)
+    t = submit(srv, ks.user, "no-outputs")
+    a = w.must_claim()
+    w.report(a, "running")
+    done = w.report(a, "completed", exit_code=0, output="ok")
+    assert (done.status, done.exit_code, done.error, done.output) == ("completed", 0, None, "ok")
+    assert done.ended_at is not None and done.started_at is not None
+    [completed] = audit_events(srv, ks.admin, "job_completed", t.id)
+    assert completed["success"] is True and completed["metadata"]["exit_code"] == 0
+    rows = srv.db_exec("SELECT data FROM events WHERE task_id = ? AND type = 'task_transition'", (t.id,))
+    moves = [(d.get("from"), d["to"]) for d in (json.loads(r[0]) for r in rows)]
+    assert ("running", "completed") in moves and ("running", "collecting") not in moves
+
+
 def test_failed_report_names_the_exit_code(srv: ServerHandle, ks: K, workers: list[FakeWorker]) -> None:
     w = worker(workers, srv, ks.w1)
     t = submit(srv, ks.user, "crash")
@@ -394,9 +413,10 @@ def test_illegal_transitions_stale_attempts_and_other_workers(
     expect_error(
         post(srv, w.key, path, {"attempt": 1, "status": "collecting"}), 409, "CONFLICT"
     )  # preparing->collecting
-    w.report(a, "running")
+    # Never completed without having run (running -> completed is legal: nothing to collect).
     err = expect_error(post(srv, w.key, path, {"attempt": 1, "status": "completed"}), 409, "CONFLICT")
-    assert "running" in err["error"] and "completed" in err["error"]
+    assert "preparing" in err["error"] and "completed" in err["error"]
+    w.report(a, "running")
     expect_error(post(srv, w.key, path, {"attempt": 2, "status": "collecting"}), 409, "CONFLICT")
     expect_error(post(srv, w.key, path, {"attempt": 0, "status": "collecting"}), 422, "VALIDATION_ERROR")
     expect_error(post(srv, w.key, path, {"attempt": 1, "status": "queued"}), 422, "VALIDATION_ERROR")

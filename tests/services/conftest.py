@@ -1,5 +1,5 @@
 """Fixtures for the service-layer rule tests: the services wired as a server wires them
-(fetchml.services.container.Services), called in-process on one event loop, on an empty database
+(fetchml.services.wiring.Services), called in-process on one event loop, on an empty database
 per test on every backend under test (tests/backends.py; a test gets the ids [sqlite] and
 [postgresql]; PostgreSQL skips when unreachable, fails under CI=true), with a ManualClock that a
 test advances instead of sleeping.
@@ -36,8 +36,8 @@ from fetchml.core.protocol import (
     WorkerCapabilities,
 )
 from fetchml.core.settings import Settings
-from fetchml.services.container import Services
 from fetchml.services.principal import Principal
+from fetchml.services.wiring import Services
 from fetchml.store.db import Database
 from fetchml.store.tables import AuditEventRow
 from tests.backends import POSTGRESQL, create_database, drop_database, pg_exec

@@ -26,8 +26,8 @@ from fetchml.core.protocol import (
     WorkerCapabilities,
 )
 from fetchml.core.settings import Settings
-from fetchml.services.container import Services
 from fetchml.services.principal import Principal
+from fetchml.services.wiring import Services
 from fetchml.store.tables import AuditEventRow
 
 T = TypeVar("T")

@@ -1,5 +1,5 @@
 """Gangs (node_count > 1): placed on N distinct workers in one pass or not at all, and ended
-as a whole (fetchml/services/progress.py): a failed node stops the others and fails the task
+as a whole (fetchml/services/attempts.py): a failed node stops the others and fails the task
 without a retry; a lost node stops the others and retries the gang (or fails it as "worker
 lost" once retries run out)."""
 

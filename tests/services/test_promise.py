@@ -25,9 +25,9 @@ from fetchml.core.protocol import (
 )
 from fetchml.core.scheduling import REASON_PROMISED
 from fetchml.core.settings import Settings
-from fetchml.services.container import Services
 from fetchml.services.placement import QUEUE_HEAD_MIN
 from fetchml.services.principal import Principal
+from fetchml.services.wiring import Services
 from tests.backends import POSTGRESQL, create_database, drop_database
 
 T = TypeVar("T")

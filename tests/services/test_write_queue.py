@@ -1,4 +1,4 @@
-"""The write queue (fetchml/services/uow.py): ops queued together commit as one transaction;
+"""The write queue (fetchml/services/write_queue.py): ops queued together commit as one transaction;
 an op that fails is undone alone (its savepoint, its deferred rows, its audit events) while its
 neighbours commit; and every op's audit events go into the transaction of its change, so the
 hash chain stays whole whatever failed.
@@ -22,7 +22,7 @@ from fetchml.core.errors import ConflictError, InternalError, ValidationError
 from fetchml.core.events import FeedEvent
 from fetchml.core.models import CreateTaskRequest, Task
 from fetchml.services.tasks import create_task_op
-from fetchml.services.uow import Tx, WriteQueue, run_write
+from fetchml.services.write_queue import Tx, WriteQueue, run_write
 from fetchml.store.tables import AuditEventRow, ServerMetaRow, TaskRow, WorkerRow
 from tests.services.conftest import ALICE, T0, Kit
 

@@ -18,7 +18,7 @@ import pytest
 from fetchml.core.audit import ChainCheck, event_hash, stitch
 from fetchml.core.enums import AuditEventType
 from fetchml.services.audit import _row_fields, _walk_orm
-from fetchml.services.uow import Tx, run_write
+from fetchml.services.write_queue import Tx, run_write
 from fetchml.store import auditscan
 from fetchml.store.auditscan import scan_range
 from fetchml.store.db import Database

@@ -30,8 +30,8 @@ from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, TaskStatus
 from fetchml.core.errors import ConflictError
 from fetchml.core.lifecycle import CANCELLED_ERROR, TIME_LIMIT_ERROR, check_transition
 from fetchml.core.protocol import StatusReport
-from fetchml.services.nodes import LOST, STOPPED, is_live, is_stopping, nodes_of, set_nodes
-from fetchml.services.uow import Tx
+from fetchml.services.node_assignments import LOST, STOPPED, is_live, is_stopping, nodes_of, set_nodes
+from fetchml.services.write_queue import Tx
 from fetchml.store.tables import TaskRow
 
 WORKER_LOST_ERROR = "worker lost"
@@ -224,6 +224,11 @@ def apply_report(
     if node["status"] == new.value:
         return  # a repeated report renews the lease and changes nothing
     if len(nodes) == 1:
+        if new is TaskStatus.COMPLETED and row.status == TaskStatus.RUNNING.value:
+            # Nothing to collect: a worker with no outputs reports the end straight from
+            # running, and the task passes through collecting in this transaction (as a gang
+            # does), one report fewer per task.
+            _advance(row, TaskStatus.COLLECTING)
         check_transition(TaskStatus(row.status), new)
         node["status"] = new.value
         set_nodes(row, nodes)

@@ -26,13 +26,13 @@ from fetchml.services.placement import Placer
 from fetchml.services.plugins import PluginService
 from fetchml.services.queue import QueueService
 from fetchml.services.reservations import ReservationService
-from fetchml.services.scheduler import SchedulerService
+from fetchml.services.scheduler_status import SchedulerService
 from fetchml.services.sidecars import SidecarSupervisor, tensorboard_logdir
 from fetchml.services.snapshots import SnapshotService
 from fetchml.services.streams import StreamService
 from fetchml.services.tasks import TaskService
-from fetchml.services.uow import WriteQueue
 from fetchml.services.workers import WorkerService
+from fetchml.services.write_queue import WriteQueue
 from fetchml.store.db import Database
 from fetchml.store.listen import PgListener
 
