@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--dir", default=None, help="where the temporary database and export go")
     ap.add_argument(
-        "--repeat", type=int, default=3, help="verifications per side; the median is judged, every run printed"
+        "--repeat",
+        type=int,
+        default=3,
+        help="verifications per side; the median is judged, every run printed",
     )
     args = ap.parse_args(argv)
 
@@ -174,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=600,
             )
             offline_runs.append(time.perf_counter() - t0)
-            offline = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {"error": proc.stderr}
+            offline = (
+                json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {"error": proc.stderr}
+            )
         offline_s = statistics.median(offline_runs)
 
         # Online: a real server verifying its own database, the server holding the same key.

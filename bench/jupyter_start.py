@@ -66,11 +66,12 @@ def one(http: Any, i: int, worker: subprocess.Popen[bytes]) -> tuple[float, floa
 def run(n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fetchml-bench-jupyter-") as tmp:
         server = ServerHandle(
-            data_dir=Path(tmp), env_extra={
+            data_dir=Path(tmp),
+            env_extra={
                 "FETCHML_LOG_LEVEL": "warning",
                 "FETCHML_ACCESS_LOG": "false",
                 "FETCHML_RATE_LIMIT_PER_MINUTE": "100000",
-            }
+            },
         )
         user = server.make_key("bench", "user")
         wkey = server.make_key("bench-worker", "worker")
@@ -123,8 +124,12 @@ def main() -> None:
         print(json.dumps(out))
         return
     print(f"Jupyter start-to-running on a local worker, {out['services']} services, one at a time")
-    print(f"  POST -> running   p50 {out['post_to_running_p50_ms']:8.1f} ms   p95 {out['post_to_running_p95_ms']:8.1f} ms")
-    print(f"  server-side       p50 {out['server_started_minus_created_p50_ms']:8.1f} ms   (started_at - created_at)")
+    print(
+        f"  POST -> running   p50 {out['post_to_running_p50_ms']:8.1f} ms   p95 {out['post_to_running_p95_ms']:8.1f} ms"
+    )
+    print(
+        f"  server-side       p50 {out['server_started_minus_created_p50_ms']:8.1f} ms   (started_at - created_at)"
+    )
     print(f"  goal: p50 under {out['goal_p50_ms']} ms")
 
 

@@ -147,6 +147,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # labels() checks and looks up its arguments under a lock on every call: keep the
+        # children, which are as few as the routes times their statuses.
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -168,8 +171,14 @@ class MetricsMiddleware:
             method = scope["method"] if scope.get("path_template") else UNMATCHED
             # Nothing sent: the app raised past its own handlers (the server answers 500).
             code = str(status or 500)
-            self.metrics.http_requests.labels(route, method, code).inc()
-            self.metrics.http_duration.labels(route, method).observe(time.perf_counter() - started)
+            series = self._series.get((route, method, code))
+            if series is None:
+                series = self._series[(route, method, code)] = (
+                    self.metrics.http_requests.labels(route, method, code),
+                    self.metrics.http_duration.labels(route, method),
+                )
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)
 
 
 def metrics_of(connection: ASGIConnection[Any, Any, Any, Any]) -> ServerMetrics:

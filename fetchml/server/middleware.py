@@ -6,15 +6,13 @@ routing failures (404/405) get the headers and the log line."""
 from __future__ import annotations
 
 import ipaddress
-import logging
 import time
-import uuid
 from collections.abc import Iterable
+from random import getrandbits
 from typing import Any
 
+from fetchml.server.accesslog import AccessLog
 from fetchml.server.context import PRINCIPAL_KEY, TRACE_KEY
-
-access_log = logging.getLogger("fetchml.access")
 
 ASGIApp = Any
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -34,7 +32,9 @@ _OURS = {name for name, _ in SECURITY_HEADERS}
 # answer keeps its own Content-Security-Policy, framing and caching rules (ours would stop a
 # Jupyter page's scripts), and gets only the headers below where it has none of its own.
 PROXIED_KEY = "fetchml.proxied"
-_PROXIED_DEFAULTS = [(k, v) for k, v in SECURITY_HEADERS if k in (b"x-content-type-options", b"referrer-policy")]
+_PROXIED_DEFAULTS = [
+    (k, v) for k, v in SECURITY_HEADERS if k in (b"x-content-type-options", b"referrer-policy")
+]
 
 
 def parse_trusted_proxies(spec: str) -> list[Network]:
@@ -106,14 +106,27 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return ",".join(values) if values else None
 
 
+# A version-4 UUID's fixed bits. Trace ids only need to be unique, not unguessable, and
+# uuid.uuid4() (a getrandom syscall and a UUID object) cost a few times more per request.
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_trace_id() -> str:
+    h = f"{getrandbits(128) & _V4_CLEAR | _V4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class TraceMiddleware:
     def __init__(self, app: ASGIApp, *, log_requests: bool = True, trusted_proxies: str = "") -> None:
         self.app = app
-        self.log_requests = log_requests
+        self.access_log = AccessLog() if log_requests else None
         self.trusted = parse_trusted_proxies(trusted_proxies)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan" and self.access_log is not None:
+                send = self._flush_at_shutdown(send, self.access_log)
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
@@ -121,7 +134,7 @@ class TraceMiddleware:
             real = forwarded_client(client[0], _header(scope, b"x-forwarded-for"), self.trusted)
             if real != client[0]:
                 scope["client"] = (real, 0)
-        trace_id = str(uuid.uuid4())
+        trace_id = new_trace_id()
         scope[TRACE_KEY] = trace_id
         extra = [(b"x-trace-id", trace_id.encode()), *SECURITY_HEADERS]
         status = 0
@@ -145,16 +158,22 @@ class TraceMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            if self.log_requests and scope["type"] == "http":
+            if self.access_log is not None and scope["type"] == "http":
                 principal = scope.get(PRINCIPAL_KEY)
                 client = scope.get("client")
-                access_log.info(
-                    "%s %s %s %d %.1fms trace_id=%s user=%s",
-                    log_safe(client[0]) if client else "-",
-                    log_safe(scope["method"]),
-                    log_safe(scope["path"]),
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                    trace_id,
-                    log_safe(principal.user_id) if principal else "-",
+                self.access_log.write(
+                    f"{log_safe(client[0]) if client else '-'} {log_safe(scope['method'])} "
+                    f"{log_safe(scope['path'])} {status} {(time.perf_counter() - started) * 1000:.1f}ms "
+                    f"trace_id={trace_id} user={log_safe(principal.user_id) if principal else '-'}"
                 )
+
+    @staticmethod
+    def _flush_at_shutdown(send: Any, access_log: AccessLog) -> Any:
+        # uvicorn shuts the app down once the last request is answered, then re-raises SIGTERM,
+        # which ends the process without atexit: the last batch goes out here.
+        async def send_flushing(message: dict[str, Any]) -> None:
+            if message["type"].startswith("lifespan.shutdown."):
+                access_log.flush()
+            await send(message)
+
+        return send_flushing

@@ -1,4 +1,4 @@
-"""Guards: rate limit and authenticate every non-public route, then check the role."""
+"""The guard: rate limit and authenticate every non-public route, then check the role."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from fetchml.core.enums import Role
 from fetchml.core.errors import ForbiddenError, RateLimitedError
 from fetchml.core.ratelimit import TokenBuckets
 from fetchml.server.context import PRINCIPAL_KEY, client_ip, services_of
-from fetchml.services.principal import Principal
 
 KEY_SUBPROTOCOL_PREFIX = "fetchml.key."
 
@@ -56,22 +55,25 @@ def make_auth_guard(buckets: TokenBuckets, failures: TokenBuckets, clock: Clock)
             raw, ip, failure_gate=lambda: failures.take(f"fail:{ip}", clock.monotonic())
         )
         connection.scope[PRINCIPAL_KEY] = principal  # type: ignore[literal-required]
+        allowed = handler.opt.get(ROLES)
+        if allowed is not None and principal.role not in allowed:
+            raise ForbiddenError()
 
     return authenticate
 
 
-def requires(*roles: Role) -> Guard:
-    allowed = frozenset(roles)
-
-    async def check_role(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        principal = connection.scope.get(PRINCIPAL_KEY)
-        if not isinstance(principal, Principal) or principal.role not in allowed:
-            raise ForbiddenError()
-
-    return check_role
+ROLES = "roles"  # a route's opt: the roles that may call it; without it, any valid key
 
 
-ADMIN_ONLY = [requires(Role.ADMIN)]
-USERS = [requires(Role.ADMIN, Role.USER)]
-WORKERS = [requires(Role.ADMIN, Role.WORKER)]
-READERS = [requires(Role.ADMIN, Role.USER, Role.WORKER)]
+def allow(*roles: Role) -> dict[str, frozenset[Role]]:
+    """The `opt` that lets these roles call a route. Set on a controller or a handler; the
+    innermost one counts (Litestar merges opts outside in), so a handler narrows its controller's
+    roles by naming fewer of them. The auth guard checks it: one guard per route, because
+    Litestar copies the route handler for each guard it calls."""
+    return {ROLES: frozenset(roles)}
+
+
+ADMIN_ONLY = allow(Role.ADMIN)
+USERS = allow(Role.ADMIN, Role.USER)
+WORKERS = allow(Role.ADMIN, Role.WORKER)
+READERS = allow(Role.ADMIN, Role.USER, Role.WORKER)

@@ -48,7 +48,7 @@ def update_messages(event: FeedEvent) -> list[dict[str, Any]]:
     return messages
 
 
-@websocket("/ws", guards=list(USERS), summary="Task updates (WebSocket)")
+@websocket("/ws", opt=USERS, summary="Task updates (WebSocket)")
 async def ws_updates(socket: WebSocket[Any, Any, Any]) -> None:
     services = services_of(socket)
     settings = services.settings

@@ -25,6 +25,7 @@ from fetchml.core.enums import TERMINAL_STATUSES, TaskStatus, WorkerStatus
 from fetchml.core.events import EventType, FeedEvent
 from fetchml.core.lifecycle import CANCELLED_ERROR
 from fetchml.events.feed import wake_topics
+from fetchml.store.bulk import insert_rows
 from fetchml.store.tables import EventRow, QueueCountRow, ReservationRow, TaskRow, WorkerRow
 
 NOTIFY_CHANNEL = "fetchml_events"
@@ -201,13 +202,14 @@ class Capture:
                 FeedEvent(last + i, p.type, now, p.data, p.task_id, p.user_id)
                 for i, p in enumerate(pending, 1)
             ]
-            session.connection().execute(
-                EventRow.__table__.insert(),  # type: ignore[attr-defined]
-                [
+            insert_rows(
+                session.connection(),
+                EventRow.__table__,  # type: ignore[attr-defined]
+                (
                     {"id": e.id, "type": e.type.value, "at": now, "task_id": e.task_id, "user_id": e.user_id,
                      "data": e.data}
                     for e in events
-                ],
+                ),
             )  # fmt: skip
             top = events[-1].id
             if top // _PRUNE_EVERY != last // _PRUNE_EVERY and top > window:

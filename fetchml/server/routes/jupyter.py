@@ -21,7 +21,7 @@ from fetchml.server.security import USERS, WORKERS
 
 class JupyterController(Controller):
     path = "/v1/jupyter/services"
-    guards = USERS
+    opt = USERS
     tags = ["Jupyter"]
 
     @get(
@@ -73,7 +73,7 @@ class JupyterController(Controller):
 
 class JupyterWorkerController(Controller):
     path = "/v1/workers/{worker_id:str}/services"
-    guards = WORKERS
+    opt = WORKERS
     tags = ["Worker protocol"]
 
     @post(

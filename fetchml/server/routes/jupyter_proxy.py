@@ -111,11 +111,10 @@ async def _proxy(request: Request[Any, Any, Any], service_id: str) -> ASGIApp:
 @route(
     PATHS,
     http_method=DOCUMENTED,
-    guards=list(USERS),
     middleware=[drop_token_param],
     tags=["Jupyter"],
     status_code=200,
-    opt={"errors": (409, 413, 502)},
+    opt={**USERS, "errors": (409, 413, 502)},
     summary="Proxy to a Jupyter service (beyond the contract)",
     description=_DESCRIPTION,
     response_description="Jupyter's own answer, relayed as it is",
@@ -129,7 +128,7 @@ async def jupyter_proxy(request: Request[Any, Any, Any], service_id: str) -> ASG
 @route(
     PATHS,
     http_method=UNDOCUMENTED,
-    guards=list(USERS),
+    opt=USERS,
     middleware=[drop_token_param],
     include_in_schema=False,
     request_max_body_size=None,
@@ -140,7 +139,7 @@ async def jupyter_proxy_head(request: Request[Any, Any, Any], service_id: str) -
 
 @websocket(
     PATHS,
-    guards=list(USERS),
+    opt=USERS,
     middleware=[drop_token_param],
     summary="Proxy to a Jupyter service's WebSocket (beyond the contract)",
 )

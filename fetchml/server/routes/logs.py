@@ -21,8 +21,7 @@ class LogController(Controller):
     @post(
         "/",
         status_code=204,
-        guards=WORKERS,
-        opt={"errors": (409,)},
+        opt={**WORKERS, "errors": (409,)},
         # The handler returns a Response (for its headers): without this, Litestar would
         # document the 204 as a JSON body.
         responses={204: ResponseSpec(data_container=None, description="Appended; no body")},
@@ -47,7 +46,7 @@ class LogController(Controller):
 
     @get(
         "/",
-        guards=READERS,
+        opt=READERS,
         summary="Read a task's log",
         description=(
             "Lines of all attempts in order. `offset` starts at a line index, `tail` returns the last N lines. "

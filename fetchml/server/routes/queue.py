@@ -11,7 +11,7 @@ from fetchml.server.security import USERS
 
 @get(
     "/v1/queue",
-    guards=USERS,
+    opt=USERS,
     tags=["Tasks"],
     summary="Queue statistics",
     description="completed and failed count tasks that ended since local midnight in FETCHML_TIMEZONE (UTC by default).",

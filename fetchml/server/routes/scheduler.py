@@ -18,22 +18,21 @@ class SchedulerController(Controller):
     path = "/v1/scheduler"
     tags = ["Scheduler"]
 
-    @get("/status", guards=ADMIN_ONLY, summary="Scheduler status: worker counts, queue depths, metrics")
+    @get("/status", opt=ADMIN_ONLY, summary="Scheduler status: worker counts, queue depths, metrics")
     async def status(self, request: Request[Any, Any, Any]) -> SchedulerStatus:
         return await services_of(request).scheduler.status()
 
-    @get("/workers", guards=ADMIN_ONLY, summary="List workers (every status, offline ones too)")
+    @get("/workers", opt=ADMIN_ONLY, summary="List workers (every status, offline ones too)")
     async def list_workers(self, request: Request[Any, Any, Any]) -> list[WorkerInfo]:
         return await services_of(request).workers.list()
 
-    @get("/workers/{worker_id:str}", guards=ADMIN_ONLY, summary="Get a worker")
+    @get("/workers/{worker_id:str}", opt=ADMIN_ONLY, summary="Get a worker")
     async def get_worker(self, request: Request[Any, Any, Any], worker_id: str) -> WorkerInfo:
         return await services_of(request).workers.get(worker_id)
 
     @delete(
         "/workers/{worker_id:str}",
-        guards=ADMIN_ONLY,
-        opt={"errors": (409,)},
+        opt={**ADMIN_ONLY, "errors": (409,)},
         summary="Drain a worker",
         description=(
             "No new assignments; its running tasks finish; then it goes offline (at its first "
@@ -45,8 +44,7 @@ class SchedulerController(Controller):
 
     @patch(
         "/jobs/{task_id:str}/priority",
-        guards=USERS,
-        opt={"errors": (409,)},
+        opt={**USERS, "errors": (409,)},
         summary="Change a queued or active task's priority (its owner or an admin)",
     )
     async def set_priority(self, request: Request[Any, Any, Any], task_id: str, data: PriorityUpdate) -> Task:

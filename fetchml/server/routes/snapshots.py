@@ -19,9 +19,8 @@ class SnapshotController(Controller):
 
     @put(
         "/{sha256:str}",
-        guards=USERS,
         status_code=201,
-        opt={"errors": (413, 422)},
+        opt={**USERS, "errors": (413, 422)},
         summary="Upload a snapshot (gzip tarball) under its SHA-256; 200 if it was already stored",
     )
     async def put_snapshot(self, request: Request[Any, Any, Any], sha256: str) -> Response[SnapshotInfo]:
@@ -33,7 +32,7 @@ class SnapshotController(Controller):
 
     @head(
         "/{sha256:str}",
-        guards=READERS,
+        opt=READERS,
         summary="Does this snapshot exist for me? 200, or 404 (also for another user's unshared upload)",
     )
     async def head_snapshot(self, request: Request[Any, Any, Any], sha256: str) -> None:
@@ -43,7 +42,7 @@ class SnapshotController(Controller):
 
     @get(
         "/{sha256:str}",
-        guards=WORKERS,
+        opt=WORKERS,
         media_type="application/gzip",  # the document's content type for the File it returns
         summary="Download a snapshot (admins; a worker only for an attempt it holds)",
     )
@@ -55,7 +54,7 @@ class SnapshotController(Controller):
 
     @post(
         "/{sha256:str}/share",
-        guards=ADMIN_ONLY,
+        opt=ADMIN_ONLY,
         status_code=204,
         summary="Share a snapshot with every user (admin): any task may then name it",
     )

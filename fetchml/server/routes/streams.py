@@ -69,9 +69,8 @@ def sse_response(request: Request[Any, Any, Any], stream: Stream, *, job: bool) 
 
 @get(
     "/v1/scheduler/status/stream",
-    guards=ADMIN_ONLY,
     tags=["Scheduler"],
-    opt={"errors": (400, 429)},
+    opt={**ADMIN_ONLY, "errors": (400, 429)},
     summary="SSE stream of scheduler state changes",
     description=(
         "Opens with a `snapshot` (status, workers, queue head), then one event per committed change. "
@@ -85,9 +84,8 @@ async def scheduler_status_stream(request: Request[Any, Any, Any]) -> StreamResp
 
 @get(
     "/v1/scheduler/jobs/{task_id:str}/stream",
-    guards=USERS,
     tags=["Scheduler"],
-    opt={"errors": (400, 404, 429)},
+    opt={**USERS, "errors": (400, 404, 429)},
     summary="SSE stream of job progress",
     description=(
         "Opens with a `snapshot` of the task, then `transition` and `priority_changed` events; "

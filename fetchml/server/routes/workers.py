@@ -23,7 +23,7 @@ from fetchml.server.security import WORKERS
 
 class WorkerProtocolController(Controller):
     path = "/v1/workers"
-    guards = WORKERS
+    opt = WORKERS
     tags = ["Worker protocol"]
 
     @post("/register", status_code=200, opt={"errors": (409,)}, summary="Register (or re-register) a worker")
@@ -65,7 +65,7 @@ class WorkerProtocolController(Controller):
 
 class TaskReportController(Controller):
     path = "/v1/tasks/{task_id:str}/report"
-    guards = WORKERS
+    opt = WORKERS
     tags = ["Worker protocol"]
 
     @post(
