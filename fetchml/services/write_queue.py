@@ -23,10 +23,9 @@ from functools import cache
 from itertools import groupby
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, event, select
+from sqlalchemy import Table, event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlmodel import col
 
 from fetchml.core.audit import GENESIS_HASH, event_hash
 from fetchml.core.clock import SYSTEM_CLOCK, Clock
@@ -48,6 +47,11 @@ def _core_target(entity: type[Any]) -> tuple[Table, dict[str, str]]:
     mapper = sa_inspect(entity)
     keymap = {attr.key: attr.columns[0].key for attr in mapper.column_attrs}
     return mapper.local_table, keymap
+
+
+_AUDIT_HEAD = (
+    f"SELECT sequence_num, event_hash FROM {AuditEventRow.__tablename__} ORDER BY sequence_num DESC LIMIT 1"
+)
 
 
 class Tx:
@@ -144,11 +148,9 @@ class Tx:
         self._flush()
 
     def _load_head(self) -> tuple[int, str]:
-        row = self._session.execute(
-            select(col(AuditEventRow.sequence_num), col(AuditEventRow.event_hash))
-            .order_by(col(AuditEventRow.sequence_num).desc())
-            .limit(1)
-        ).first()
+        # Plain SQL on the transaction's connection: the chain's rows only ever arrive through
+        # `audit` (deferred inserts), so the ORM's autoflush before a query has nothing to add.
+        row = self._session.connection().exec_driver_sql(_AUDIT_HEAD).first()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
     def audit(

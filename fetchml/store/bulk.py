@@ -16,7 +16,7 @@ from functools import lru_cache
 from itertools import groupby
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import JSON, Connection, Table
 from sqlalchemy.engine import Dialect
 
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
@@ -76,5 +76,20 @@ def _plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Plan | None
     for i, column in enumerate(columns):
         proc = column.type._cached_bind_processor(dialect)
         if proc is not None:
-            convert.append((i, proc))
+            convert.append((i, _empty_once(proc) if isinstance(column.type, JSON) else proc))
     return _Plan(sql, tuple(convert))
+
+
+def _empty_once(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A JSON column's processor that encodes an empty list or dict once, not per row: a new
+    task has half a dozen of them, and json.dumps costs microseconds even for `[]`."""
+    empty_list, empty_dict = proc([]), proc({})
+
+    def convert(value: Any) -> Any:
+        if not value and type(value) is list:
+            return empty_list
+        if not value and type(value) is dict:
+            return empty_dict
+        return proc(value)
+
+    return convert
