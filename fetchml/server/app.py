@@ -53,7 +53,7 @@ def _background(services: Services) -> Callable[[Litestar], AbstractAsyncContext
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         stop = asyncio.Event()
         await services.start_feed()
-        sweeper = asyncio.create_task(services.workers.run_sweeper(stop), name="fetchml-lease-sweeper")
+        sweeper = asyncio.create_task(services.leases.run_sweeper(stop), name="fetchml-lease-sweeper")
         checkpointer = asyncio.create_task(services.checkpoints.run(stop), name="fetchml-audit-checkpoints")
         sidecars = asyncio.create_task(services.sidecars.run(stop), name="fetchml-sidecars")
         try:
@@ -75,7 +75,7 @@ def create_app(services: Services) -> Litestar:
     failures = TokenBuckets(settings.rate_limit_per_minute)
     # This app's own registry: several apps in one process (tests) keep separate counts.
     server_metrics = ServerMetrics()
-    services.workers.start_latency_observers.append(server_metrics.observe_start_latency)
+    services.claims.start_latency_observers.append(server_metrics.observe_start_latency)
     app = Litestar(
         route_handlers=[
             health,

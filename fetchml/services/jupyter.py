@@ -40,7 +40,8 @@ from fetchml.core.scheduling import TaskReq, decide
 from fetchml.core.settings import Settings
 from fetchml.events.bus import SAFETY_RECHECK, SERVICES_TOPIC, TASKS_TOPIC, EventBus
 from fetchml.services.base import read
-from fetchml.services.placement import SERVICE_HOLDING, ClusterState, Placer, cluster_state
+from fetchml.services.capacity import SERVICE_HOLDING, ClusterState, cluster_state
+from fetchml.services.placement import Placer
 from fetchml.services.principal import Principal
 from fetchml.services.timelimits import TIME_LIMIT_STOP, effective_limit
 from fetchml.services.worker_auth import owned_worker

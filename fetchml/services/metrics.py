@@ -22,8 +22,8 @@ from fetchml.core.aging import MAX_PRIORITY, MIN_PRIORITY
 from fetchml.core.enums import TaskStatus, WorkerStatus
 from fetchml.core.protocol import WorkerCapabilities
 from fetchml.services.base import read
+from fetchml.services.capacity import gpu_indices
 from fetchml.services.node_assignments import ACTIVE, is_live, nodes_of
-from fetchml.services.placement import gpu_indices
 from fetchml.store.db import Database
 from fetchml.store.tables import AuditEventRow, TaskRow, WorkerRow
 

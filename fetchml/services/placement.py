@@ -5,7 +5,8 @@ A scheduling pass runs inside a write transaction (under the database-wide write
 every writer takes, on SQLite and PostgreSQL alike), so two passes, in one process or in two
 servers sharing a database, never see the same free GPU: placements are decided and written
 before the lock is released. Placements are written for every worker at once; each worker
-then picks up its own (see `WorkerService.claim`).
+then picks up its own (see `ClaimService.claim`). What is free comes from
+`services/capacity.py`.
 
 The blocked gang holding the shadow keeps it between passes (`Placer._promise`, in memory;
 `fetchml.core.scheduling.shadow`): each pass hands the previous pass's promise to the decision.
@@ -21,178 +22,33 @@ import time
 from bisect import insort
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select, union_all
+from sqlalchemy import CompoundSelect, bindparam, func, select, union_all
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from fetchml.core.aging import MAX_PRIORITY, MIN_PRIORITY
-from fetchml.core.enums import AuditEventType, TaskStatus, WorkerStatus
+from fetchml.core.enums import AuditEventType, TaskStatus
 from fetchml.core.lifecycle import check_transition
-from fetchml.core.protocol import WorkerCapabilities
 from fetchml.core.scheduling import (
     Decision,
     Placement,
     Promise,
-    Release,
-    ReservationHold,
     TaskReq,
-    WorkerFree,
     decide,
 )
-from fetchml.services.node_assignments import ASSIGNED, active_rows, is_live, nodes_of, set_nodes
+from fetchml.services.capacity import ClusterState, cluster_state
+from fetchml.services.node_assignments import ASSIGNED, set_nodes
 from fetchml.services.write_queue import Tx
-from fetchml.store.tables import JupyterServiceRow, ReservationRow, TaskRow, WorkerRow
+from fetchml.store.tables import TaskRow
 
-HELD_RESERVATION = ("active", "claimed")
-# Jupyter services placed on a worker hold its capacity (GPUs, CPUs, memory, a service slot)
-# in these states; `queued` ones hold nothing yet.
-SERVICE_HOLDING = ("starting", "running", "stopping")
 REASONS_MAX_AGE = 2.0  # seconds a decision's pending reasons are served before recomputing
 MEMO_MAX_AGE = 5.0  # an unchanged state is re-decided at least this often (other servers' edits)
 QUEUE_HEAD = 1000  # at most this many queued tasks per priority a claim's pass reads first
 QUEUE_HEAD_MIN = 32
-
-
-def gpu_indices(caps: WorkerCapabilities) -> list[int]:
-    return [g.index for g in caps.gpus] or list(range(caps.gpu_count))
-
-
-@dataclass
-class ClusterState:
-    workers: dict[str, WorkerRow]
-    free: list[WorkerFree]
-    holds: list[ReservationHold]
-    reservations: dict[str, ReservationRow]
-    rows: list[TaskRow]  # active tasks
-    services_used: dict[str, int] = field(default_factory=dict)  # worker id -> live services on it
-
-    def can_place_any(self) -> bool:
-        return any(w.active and w.batch_available > 0 for w in self.free)
-
-    def signature(self) -> tuple[Any, ...]:
-        return (
-            tuple(
-                (w.id, w.active, w.free_cpu, w.free_memory_gb, w.free_gpus, w.batch_available)
-                for w in self.free
-            ),
-            tuple(sorted(self.reservations)),
-        )
-
-
-def holds_capacity(now: datetime) -> ColumnElement[bool]:
-    """The reservations that still hold capacity at `now`: active or claimed, not yet expired."""
-    return and_(col(ReservationRow.status).in_(HELD_RESERVATION), col(ReservationRow.expires_at) > now)
-
-
-def held_reservations(session: Session, now: datetime) -> list[ReservationRow]:
-    return list(session.scalars(select(ReservationRow).where(holds_capacity(now))).all())
-
-
-# Past a node's start + its time limit, the worker still stops it (its stop grace) and collects
-# its outputs before the capacity is free: planned releases allow this much for that.
-RELEASE_ALLOWANCE = 60.0
-# A node placed but not started yet is planned to start within this long.
-START_ALLOWANCE = 60.0
-
-
-def _release_at(
-    started: datetime | None, limit_minutes: int | None, now: datetime, unit: float
-) -> float | None:
-    """When a node holding capacity is expected to free it (POSIX seconds), None: not known."""
-    if not limit_minutes:
-        return None
-    start = started.timestamp() if started is not None else now.timestamp() + START_ALLOWANCE
-    return start + limit_minutes * unit + RELEASE_ALLOWANCE
-
-
-def cluster_state(session: Session, now: datetime, unit: float = 60.0) -> ClusterState:
-    """Every non-offline worker's free capacity: its capacity minus what the live nodes on it
-    hold (placed-but-unclaimed nodes included), and when each of those is expected to free it
-    (from time limits; `unit`: seconds per limit minute, docs/scheduling.md#backfill)."""
-    workers = {
-        w.id: w
-        for w in session.scalars(
-            select(WorkerRow)
-            .where(col(WorkerRow.status) != WorkerStatus.OFFLINE.value)
-            .order_by(col(WorkerRow.id))
-        ).all()
-    }
-    rows = active_rows(session)
-    used: dict[str, list[int]] = {wid: [0, 0, 0] for wid in workers}  # cpu, memory, nodes
-    taken: dict[str, set[int]] = {wid: set() for wid in workers}
-    releases: dict[str, list[Release]] = {wid: [] for wid in workers}
-    for row in rows:
-        for n in nodes_of(row):
-            wid = n["worker_id"]
-            if wid in used and is_live(n):
-                u = used[wid]
-                u[0] += row.cpu or 0
-                u[1] += row.memory_gb or 0
-                u[2] += 1
-                gpus = n.get("gpus") or []
-                taken[wid].update(gpus)
-                at = _release_at(row.started_at, row.time_limit_minutes, now, unit)
-                releases[wid].append(Release(at, tuple(gpus), row.cpu or 0, row.memory_gb or 0, 1))
-    services_used: dict[str, int] = {}
-    for svc in service_holders(session):
-        wid = svc.worker_id or ""
-        if wid in used:
-            u = used[wid]
-            u[0] += svc.cpu
-            u[1] += svc.memory_gb
-            taken[wid].update(svc.gpus or [])
-            services_used[wid] = services_used.get(wid, 0) + 1
-            at = _release_at(svc.started_at, svc.time_limit_minutes, now, unit)
-            if at is not None:  # a service takes no batch slot
-                releases[wid].append(Release(at, tuple(svc.gpus or []), svc.cpu, svc.memory_gb, 0))
-    free: list[WorkerFree] = []
-    for wid, w in workers.items():
-        caps = WorkerCapabilities.model_validate(w.capabilities)
-        all_gpus = gpu_indices(caps)
-        u = used[wid]
-        free.append(
-            WorkerFree(
-                id=wid,
-                free_cpu=max(0, caps.cpu_cores - u[0]),
-                free_memory_gb=max(0, caps.memory_gb - u[1]),
-                free_gpus=tuple(g for g in all_gpus if g not in taken[wid]),
-                gpu_type=caps.gpu_type,
-                batch_available=max(0, w.batch_total - u[2]),
-                active=w.status == WorkerStatus.ACTIVE.value,
-                total_cpu=caps.cpu_cores,
-                total_memory_gb=caps.memory_gb,
-                total_gpus=len(all_gpus),
-                batch_total=w.batch_total,
-                releases=tuple(releases[wid]),
-            )
-        )
-    reservations = {r.id: r for r in held_reservations(session, now)}
-    holds = [
-        ReservationHold(
-            id=r.id,
-            user_id=r.user_id,
-            gpus={wid: tuple(idx) for wid, idx in (r.gpus or {}).items()},
-            gpu_type=r.gpu_type,
-        )
-        for r in reservations.values()
-    ]
-    return ClusterState(workers, free, holds, reservations, rows, services_used)
-
-
-def service_holders(session: Session) -> list[JupyterServiceRow]:
-    """The Jupyter services that hold capacity on a worker now."""
-    return list(
-        session.scalars(
-            select(JupyterServiceRow).where(
-                col(JupyterServiceRow.status).in_(SERVICE_HOLDING),
-                col(JupyterServiceRow.worker_id).is_not(None),
-            )
-        ).all()
-    )
 
 
 _QUEUE_COLUMNS = (
@@ -209,6 +65,27 @@ _QUEUE_COLUMNS = (
     col(TaskRow.user_id),
     col(TaskRow.time_limit_minutes),
 )
+
+
+@lru_cache(maxsize=32)
+def _head_query(head: int, with_also: bool) -> CompoundSelect[Any]:
+    """The oldest `head` queued tasks of each priority, and the task bound as `also` if it is
+    queued. One statement (one round trip under the lock), one index range scan per priority;
+    `also` comes in its own part, so it is read once. Built once per shape: a claim used to
+    spend more on building and keying this statement than on running it."""
+    queued = col(TaskRow.status) == TaskStatus.QUEUED.value
+    other = (col(TaskRow.id) != bindparam("also"),) if with_also else ()
+    parts = [
+        select(*_QUEUE_COLUMNS)
+        .where(queued, col(TaskRow.priority) == p, *other)
+        .order_by(col(TaskRow.seq))
+        .limit(head)
+        .subquery()
+        for p in range(MAX_PRIORITY, MIN_PRIORITY - 1, -1)
+    ]
+    if with_also:
+        parts.append(select(*_QUEUE_COLUMNS).where(queued, col(TaskRow.id) == bindparam("also")).subquery())
+    return union_all(*(select(part) for part in parts))
 
 
 class Placer:
@@ -265,20 +142,8 @@ class Placer:
                 ).all()
             )
         else:
-            # One statement (one round trip under the lock), one index range scan per priority.
-            # `also` comes in its own part, so it is read once.
-            other = (col(TaskRow.id) != also,) if also is not None else ()
-            parts = [
-                select(*_QUEUE_COLUMNS)
-                .where(queued, col(TaskRow.priority) == p, *other)
-                .order_by(col(TaskRow.seq))
-                .limit(head)
-                .subquery()
-                for p in range(MAX_PRIORITY, MIN_PRIORITY - 1, -1)
-            ]
-            if also is not None:
-                parts.append(select(*_QUEUE_COLUMNS).where(queued, col(TaskRow.id) == also).subquery())
-            rows = list(session.execute(union_all(*(select(part) for part in parts))).all())
+            query = _head_query(head, also is not None)
+            rows = list(session.execute(query, {"also": also} if also is not None else {}).all())
             extra = rows.pop() if also is not None and rows and rows[-1].id == also else None
             per_priority = Counter(r.priority for r in rows)
             truncated = any(n >= head for n in per_priority.values())
@@ -352,9 +217,13 @@ class Placer:
 
     # -- a pass -------------------------------------------------------------------------------
 
-    def schedule(self, tx: Tx, now: datetime, worker_id: str) -> set[str]:
+    def schedule(
+        self, tx: Tx, now: datetime, worker_id: str, active: list[TaskRow] | None = None
+    ) -> tuple[set[str], list[TaskRow]]:
         """One pass under the write lock, for the claim of `worker_id`; returns the ids of the
-        workers that got new nodes.
+        workers that got new nodes, and the tasks placed. `active`: the active tasks, if the
+        caller read them in this transaction (nothing changed since); with the tasks placed,
+        they are the active tasks after the pass.
 
         The decision covers the whole cluster, in queue order, preferring the claiming worker
         for any task that fits it. Kept: what lands on the claiming worker, and every gang
@@ -363,21 +232,21 @@ class Placer:
         that is not asking for it (busy, or dead but not yet timed out).
         """
         session = tx.session
-        state = cluster_state(session, now, self.time_limit_unit)
+        state = cluster_state(session, now, self.time_limit_unit, active)
         me = next((w for w in state.free if w.id == worker_id), None)
         if me is None or not me.active or me.batch_available <= 0:
-            return set()
+            return set(), []
         count, top = session.execute(
             select(func.count(), func.max(col(TaskRow.seq))).where(
                 col(TaskRow.status) == TaskStatus.QUEUED.value
             )
         ).one()
         if not count:
-            return set()
+            return set(), []
         sig = (count, top, state.signature())
         memo = self._memo.get(worker_id)
         if memo is not None and memo[0] == sig and time.monotonic() - memo[1] < MEMO_MAX_AGE:
-            return set()  # nothing changed since a pass that gave this worker nothing
+            return set(), []  # nothing changed since a pass that gave this worker nothing
         # Enough of each priority's head to fill every free slot a few times over.
         free_slots = sum(w.batch_available for w in state.free if w.active)
         head = max(QUEUE_HEAD_MIN, min(QUEUE_HEAD, 4 * free_slots))
@@ -391,7 +260,7 @@ class Placer:
             kept = self._kept(self._decide(queue, state, now, worker_id, promise=True), worker_id)
         if not kept:
             self._memo[worker_id] = (sig, time.monotonic())
-            return set()
+            return set(), []
         self._memo.clear()
         return self._apply(tx, kept, state, now)
 
@@ -399,7 +268,9 @@ class Placer:
     def _kept(decision: Decision, worker_id: str) -> list[Placement]:
         return [p for p in decision.assignments if len(p.nodes) > 1 or p.nodes[0].worker_id == worker_id]
 
-    def _apply(self, tx: Tx, placements: list[Placement], state: ClusterState, now: datetime) -> set[str]:
+    def _apply(
+        self, tx: Tx, placements: list[Placement], state: ClusterState, now: datetime
+    ) -> tuple[set[str], list[TaskRow]]:
         touched: set[str] = set()
         session = tx.session
         ids = [p.task_id for p in placements]
@@ -438,7 +309,7 @@ class Placer:
                     action="claim",
                     metadata={"task_id": row.id},
                 )
-        return touched
+        return touched, [rows[p.task_id] for p in placements]
 
     # -- reasons ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from fetchml.core.enums import AuditEventType
 from fetchml.core.errors import ConflictError, ForbiddenError, ValidationError
 from fetchml.core.models import CreateReservationRequest, Reservation
 from fetchml.services.base import read
-from fetchml.services.placement import HELD_RESERVATION, cluster_state, holds_capacity
+from fetchml.services.capacity import HELD_RESERVATION, cluster_state, holds_capacity
 from fetchml.services.principal import Principal
 from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database

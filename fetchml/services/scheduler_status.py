@@ -12,7 +12,7 @@ from fetchml.core.clock import SYSTEM_CLOCK, Clock
 from fetchml.core.enums import ACTIVE_STATUSES, TaskStatus, WorkerStatus
 from fetchml.core.models import SchedulerStatus
 from fetchml.services.base import read
-from fetchml.services.placement import holds_capacity
+from fetchml.services.capacity import holds_capacity
 from fetchml.services.queue import live_task_counts
 from fetchml.store.db import Database
 from fetchml.store.tables import JupyterServiceRow, ReservationRow, TaskRow, WorkerRow

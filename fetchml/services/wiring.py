@@ -15,11 +15,13 @@ from fetchml.services.artifacts import ArtifactService
 from fetchml.services.audit import AuditService
 from fetchml.services.base import read
 from fetchml.services.checkpoints import CheckpointService
+from fetchml.services.claims import ClaimService
 from fetchml.services.experiments import ExperimentService
 from fetchml.services.feedlog import NOTIFY_CHANNEL, events_after, oldest_and_newest
 from fetchml.services.health import HealthService
 from fetchml.services.jupyter import JupyterServices
 from fetchml.services.keys import KeyService
+from fetchml.services.leases import LeaseService
 from fetchml.services.logs import LogService
 from fetchml.services.metrics import MetricsService
 from fetchml.services.placement import Placer
@@ -89,7 +91,9 @@ class Services:
             default_time_limit=settings.default_time_limit_minutes,
             max_time_limit=settings.max_time_limit_minutes,
         )
-        self.workers = WorkerService(self.db, self.writer, self.bus, settings, self.placer)
+        self.workers = WorkerService(self.db, self.writer, self.bus, settings)
+        self.claims = ClaimService(self.writer, self.bus, settings, self.placer)
+        self.leases = LeaseService(self.writer, self.bus, settings)
         self.reservations = ReservationService(self.db, self.writer)
         self.jupyter = JupyterServices(self.db, self.writer, self.bus, settings, self.placer)
         self.sidecars = SidecarSupervisor(

@@ -1,19 +1,16 @@
-"""The worker protocol: registration, heartbeats (lease renewal + commands), claims, reports
-and the lease sweep that requeues the tasks of workers that went silent.
+"""Workers: registration, heartbeats (lease renewal and commands), an operator's drain, and
+the reads. Claims and reports are in services/claims, the lease sweep in services/leases.
 
-Every state change runs through the writer, under the database-wide write lock, so two
-claims can never take the same task or the same GPU, even from two server processes.
+Every state change runs through the writer, under the database-wide write lock.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -21,36 +18,30 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from fetchml.core.enums import (
-    ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     AuditEventType,
     Role,
-    TaskStatus,
     WorkerStatus,
 )
-from fetchml.core.errors import ConflictError, FetchmlError, ForbiddenError, NotFoundError
-from fetchml.core.plugins import task_env
+from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
 from fetchml.core.protocol import (
-    Assignment,
     HeartbeatRequest,
     HeartbeatResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
-    StatusReport,
     WorkerCapabilities,
     WorkerCommand,
     WorkerInfo,
     WorkerSlots,
 )
 from fetchml.core.settings import Settings
-from fetchml.events.bus import SAFETY_RECHECK, SERVICES_TOPIC, TASKS_TOPIC, EventBus, task_topic
-from fetchml.services.attempts import apply_report, find_node, lose_node, lose_task, unplace
+from fetchml.events.bus import SERVICES_TOPIC, TASKS_TOPIC, EventBus, task_topic
+from fetchml.services.attempts import lose_node, unplace
 from fetchml.services.base import read
+from fetchml.services.capacity import service_holders
 from fetchml.services.jupyter import (
-    cull_idle,
     holds_services,
     lose_worker_services,
-    stop_overtime_services,
     unplace_services,
 )
 from fetchml.services.node_assignments import (
@@ -58,17 +49,10 @@ from fetchml.services.node_assignments import (
     active_rows,
     held_by,
     is_stopping,
-    master_port,
     nodes_of,
     nodes_on,
-    set_nodes,
 )
-from fetchml.services.placement import Placer, service_holders
-from fetchml.services.plugins import enabled_plugins
 from fetchml.services.principal import Principal
-from fetchml.services.reservations import expire_reservations
-from fetchml.services.tasks import expire_idempotency_keys, task_to_wire
-from fetchml.services.timelimits import limit_seconds
 from fetchml.services.worker_auth import owned_worker
 from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
@@ -76,7 +60,6 @@ from fetchml.store.tables import ServerMetaRow, TaskRow, WorkerRow
 
 log = logging.getLogger("fetchml.workers")
 
-ACTIVE = [s.value for s in ACTIVE_STATUSES]
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 REPORTED_END = frozenset({*TERMINAL, STOPPED})
 SERVER_ID_KEY = "server_id"
@@ -146,18 +129,11 @@ def worker_to_wire(row: WorkerRow, active: list[TaskRow], services: int = 0) -> 
 
 
 class WorkerService:
-    def __init__(
-        self, db: Database, writer: WriteQueue, bus: EventBus, settings: Settings, placer: Placer
-    ) -> None:
+    def __init__(self, db: Database, writer: WriteQueue, bus: EventBus, settings: Settings) -> None:
         self.db = db
         self.writer = writer
         self.bus = bus
         self.settings = settings
-        self.placer = placer
-        self._next_key_sweep = datetime.min.replace(tzinfo=UTC)  # expired Idempotency-Keys
-        # Called, after the commit, with the seconds from submission to the first start of a task
-        # (the server's submit -> running histogram; plain numbers, no metrics library here).
-        self.start_latency_observers: list[Callable[[float], None]] = []
 
     # -- registration -------------------------------------------------------------------------
 
@@ -268,198 +244,6 @@ class WorkerService:
             return HeartbeatResponse(status=WorkerStatus(worker.status), drain=draining, commands=commands)
 
         return await self.writer.run(op)
-
-    # -- claims -------------------------------------------------------------------------------
-
-    def _claim_op(
-        self, principal: Principal, worker_id: str
-    ) -> Callable[[Tx], tuple[Assignment | None, set[str]]]:
-        lease = timedelta(seconds=self.settings.heartbeat_timeout)
-        unit = self.settings.time_limit_unit_seconds
-
-        def deliver(tx: Tx, worker: WorkerRow, now: datetime) -> Assignment | None:
-            waiting = [(t, n) for t, n in nodes_on(tx.session, worker.id) if not n.get("slot_assigned")]
-            # Several placed in one pass go out in queue order.
-            waiting.sort(key=lambda tn: (-tn[0].priority, tn[0].seq or 0))
-            for task, node in waiting:
-                nodes = nodes_of(task)
-                mine = nodes[node["node_id"]]
-                mine["slot_assigned"] = True
-                mine["status"] = TaskStatus.PREPARING.value
-                set_nodes(task, nodes)
-                task.lease_expires_at = now + lease
-                master_addr: str | None = None
-                if task.node_count > 1:
-                    head = tx.session.get(WorkerRow, nodes[0]["worker_id"])
-                    caps = WorkerCapabilities.model_validate(head.capabilities) if head else None
-                    master_addr = (caps.hostname if caps else None) or nodes[0]["worker_id"]
-                return Assignment(
-                    # The worker downloads the datasets: it gets the sources as submitted.
-                    task=task_to_wire(task, real_sources=True),
-                    attempt=task.attempt,
-                    gpus=list(mine.get("gpus") or []),
-                    node_rank=mine["node_id"],
-                    num_nodes=task.node_count,
-                    master_addr=master_addr,
-                    master_port=master_port(task) if task.node_count > 1 else None,
-                    lease_expires_at=now + lease,
-                    time_limit_seconds=limit_seconds(task.time_limit_minutes, unit),
-                    env=task_env(task.id, task.plugin_configs or {}, enabled_plugins(tx.session))
-                    if task.plugin_configs
-                    else {},
-                )
-            return None
-
-        def op(tx: Tx) -> tuple[Assignment | None, set[str]]:
-            now = tx.clock.now()
-            worker = owned_worker(tx, principal, worker_id)
-            if worker.status != WorkerStatus.ACTIVE.value:
-                return None, set()
-            try:
-                got = deliver(tx, worker, now)
-                if got is not None:
-                    return got, set()
-                # Nothing placed here yet: decide for the whole cluster (placements for other
-                # workers wait for their own claims), then look again.
-                touched = self.placer.schedule(tx, now, worker_id)
-                if touched - {worker_id}:
-                    tx.wake(TASKS_TOPIC)  # the workers that got work in this pass, on every server
-                return (deliver(tx, worker, now) if worker_id in touched else None), touched - {worker_id}
-            finally:
-                # Set after the reads, so it goes out with the claim's own changes rather than in
-                # an autoflush of its own before the first of them.
-                worker.last_heartbeat = now
-
-        return op
-
-    async def claim(self, principal: Principal, worker_id: str, wait: float) -> Assignment | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, min(wait, self.settings.claim_wait))
-        while True:
-            wake = self.bus.listen(TASKS_TOPIC)
-            try:
-                assignment, others = await self.writer.run(self._claim_op(principal, worker_id))
-            except BaseException:
-                wake.cancel()  # a 403/404 must not leave a waiter behind
-                raise
-            if others:
-                self.bus.publish(TASKS_TOPIC)  # wake the workers that got work in this pass
-            if assignment is not None:
-                wake.cancel()
-                self.bus.publish(task_topic(assignment.task.id))
-                return assignment
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                wake.cancel()
-                return None
-            # Other servers' commits wake us through the feed; the timer only covers a lost wake-up.
-            await self.bus.wait(wake, min(remaining, SAFETY_RECHECK))
-
-    # -- reports ------------------------------------------------------------------------------
-
-    async def report(self, principal: Principal, task_id: str, rep: StatusReport) -> Any:
-        lease = timedelta(seconds=self.settings.heartbeat_timeout)
-
-        def op(tx: Tx) -> Any:
-            now = tx.clock.now()
-            task = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
-            if task is None:
-                raise NotFoundError(f"Task {task_id} not found")
-            nodes, node = find_node(task, rep)
-            owned_worker(tx, principal, node["worker_id"])
-            was_started = task.started_at is not None
-            apply_report(tx, task, nodes, node, rep, now, lease)
-            started: float | None = None
-            # The first attempt only: a retry's start measured from the submission would count
-            # the failed attempts' run time as waiting.
-            if not was_started and task.started_at is not None and task.retry_count == 0:
-                started = max(0.0, (task.started_at - task.created_at).total_seconds())
-            return task_to_wire(task), started
-
-        result, started = await self.writer.run(op)
-        if started is not None:
-            for observe in self.start_latency_observers:
-                observe(started)
-        self.bus.publish(task_topic(task_id))
-        if rep.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
-            self.bus.publish(TASKS_TOPIC)  # capacity came free
-        return result
-
-    # -- leases -------------------------------------------------------------------------------
-
-    async def sweep(self) -> list[str]:
-        """Workers silent past the heartbeat timeout go offline; tasks whose lease ran out are
-        retried (retry_count + 1) or failed as "worker lost".
-
-        Grace: nothing is expired until one heartbeat timeout after `writer.healthy_since` (the
-        start of this process, or the end of the last stall it saw). A lease or heartbeat that
-        ran out while this server could not take heartbeats says nothing about the worker.
-        With several servers on one database each sweeper uses its own: a restart of one does
-        not pause the others' sweeps, so their workers get no pass; a database-wide stall (a
-        lock, PostgreSQL away) is seen by every server, and each grants the grace."""
-        timeout = timedelta(seconds=self.settings.heartbeat_timeout)
-        retention = timedelta(hours=self.settings.idempotency_retention_hours)
-
-        def op(tx: Tx) -> list[str]:
-            now = tx.clock.now()
-            changed = expire_reservations(tx, now)
-            if now >= self._next_key_sweep:
-                expire_idempotency_keys(tx, now - retention)
-                self._next_key_sweep = now + timedelta(minutes=1)
-            if now < self.writer.healthy_since + timeout:
-                return changed  # in the grace period after a start or a stall
-            stale_workers = tx.session.scalars(
-                select(WorkerRow).where(
-                    col(WorkerRow.status) != WorkerStatus.OFFLINE.value,
-                    col(WorkerRow.last_heartbeat) < now - timeout,
-                )
-            ).all()
-            for worker in stale_workers:
-                tx.worker_offline_reason(worker.id, "heartbeat_lost")
-                worker.status = WorkerStatus.OFFLINE.value
-                lose_worker_services(tx, worker.id, "worker_lost", now)
-            culled = cull_idle(tx, now)
-            overtime = stop_overtime_services(tx, now, self.settings.time_limit_unit_seconds)
-            if culled or overtime or stale_workers:
-                tx.wake(SERVICES_TOPIC, TASKS_TOPIC)
-            lost: list[str] = []
-            for task in active_rows(tx.session):
-                if task.lease_expires_at is not None and task.lease_expires_at < now:
-                    lose_task(tx, task, "lease expired: no heartbeat from its worker", now)
-                    lost.append(task.id)
-                    continue
-                for worker in stale_workers:
-                    if any(True for _ in held_by([task], worker.id)):
-                        lose_node(tx, task, worker.id, f"worker {worker.id} stopped heartbeating", now)
-                        lost.append(task.id)
-                        if task.status not in ACTIVE:
-                            break
-            return lost + changed
-
-        lost = await self.writer.run(op)
-        if lost:
-            log.warning("lost workers or expired reservations: %s", ", ".join(lost))
-            self.bus.publish(TASKS_TOPIC, *(task_topic(t) for t in lost))
-        return lost
-
-    async def run_sweeper(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while not stop.is_set():
-            # The loop itself stalled (the process was stopped, the event loop blocked): nobody
-            # could heartbeat meanwhile either.
-            gap = loop.time() - last
-            if gap > self.settings.sweep_interval + self.writer.stall_threshold:
-                self.writer.mark_stall(f"the sweeper did not run for {gap:.1f}s")
-            try:
-                await self.sweep()
-            except FetchmlError as exc:  # the database is down, full or busy: already logged
-                log.warning("lease sweep failed: %s", exc.message)
-            except Exception:
-                log.exception("lease sweep failed")
-            last = loop.time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.sweep_interval)
 
     # -- operators ----------------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class Kit:
 
     def claim(self, worker: str) -> Assignment | None:
         """One claim that does not wait (wait=0): what the worker gets now."""
-        return self.run(self.services.workers.claim(worker_key(worker), worker, 0))
+        return self.run(self.services.claims.claim(worker_key(worker), worker, 0))
 
     def must_claim(self, worker: str) -> Assignment:
         got = self.claim(worker)
@@ -102,7 +102,7 @@ class Kit:
 
     def report(self, worker: str, a: Assignment, status: str, **kw: Any) -> Task:
         rep = StatusReport(attempt=kw.pop("attempt", a.attempt), node_rank=a.node_rank, status=status, **kw)
-        task: Task = self.run(self.services.workers.report(worker_key(worker), a.task.id, rep))
+        task: Task = self.run(self.services.claims.report(worker_key(worker), a.task.id, rep))
         return task
 
     def run_to(self, worker: str, a: Assignment, *statuses: str, **kw: Any) -> Task:
@@ -119,7 +119,7 @@ class Kit:
         return self.run(self.services.workers.heartbeat(worker_key(worker), worker, req))
 
     def sweep(self) -> list[str]:
-        return self.run(self.services.workers.sweep())
+        return self.run(self.services.leases.sweep())
 
     def drain(self, worker: str) -> None:
         self.run(self.services.workers.drain(ADMIN, worker))

@@ -141,8 +141,8 @@ def test_a_worker_key_claims_only_as_its_own_worker(kit: Kit) -> None:
     kit.register("w2")
     kit.submit(name="t")
     with pytest.raises(ForbiddenError):
-        kit.run(kit.services.workers.claim(worker_key("w1"), "w2", 0))
+        kit.run(kit.services.claims.claim(worker_key("w1"), "w2", 0))
     with pytest.raises(NotFoundError):
-        kit.run(kit.services.workers.claim(worker_key("ghost"), "ghost", 0))
+        kit.run(kit.services.claims.claim(worker_key("ghost"), "ghost", 0))
     with pytest.raises(ForbiddenError):  # a user key is no worker key
-        kit.run(kit.services.workers.claim(ALICE, "w1", 0))
+        kit.run(kit.services.claims.claim(ALICE, "w1", 0))

@@ -73,9 +73,9 @@ def register(s: Services, name: str = "box", gpus: int = 0) -> None:
 
 def running_task(s: Services) -> tuple[str, int]:
     task = run(s.tasks.create(ALICE, CreateTaskRequest(job_name="leased", entrypoint="x", max_retries=2)))
-    a = run(s.workers.claim(ADMIN, "box", 0))
+    a = run(s.claims.claim(ADMIN, "box", 0))
     assert a is not None and a.task.id == task.id
-    run(s.workers.report(ADMIN, task.id, StatusReport(attempt=a.attempt, status="running")))
+    run(s.claims.report(ADMIN, task.id, StatusReport(attempt=a.attempt, status="running")))
     return task.id, a.attempt
 
 
@@ -103,10 +103,10 @@ def test_a_lease_expires_exactly_one_timeout_after_its_last_renewal(
         )
     )
     clock.advance(LEASE - 0.001)
-    assert run(services.workers.sweep()) == []
+    assert run(services.leases.sweep()) == []
     assert run(services.tasks.get(task_id)).status == "running"
     clock.advance(0.002)
-    assert run(services.workers.sweep()) == [task_id]
+    assert run(services.leases.sweep()) == [task_id]
     t = run(services.tasks.get(task_id))
     assert (t.status, t.retry_count, t.worker_id) == ("queued", 1, None)
     assert run(services.workers.get("box")).status == "offline"
@@ -124,11 +124,11 @@ def test_no_expiry_within_one_timeout_of_the_writer_start(tmp_path: Path, clock:
     second = Services(Settings(data_dir=tmp_path, heartbeat_timeout=LEASE), clock=clock)
     second.start()
     try:
-        assert run(second.workers.sweep()) == []
+        assert run(second.leases.sweep()) == []
         clock.advance(LEASE - 1)
-        assert run(second.workers.sweep()) == []
+        assert run(second.leases.sweep()) == []
         clock.advance(1)
-        assert run(second.workers.sweep()) == [task_id]
+        assert run(second.leases.sweep()) == [task_id]
     finally:
         second.stop()
 
@@ -147,7 +147,7 @@ def test_a_reservation_holds_until_its_expiry_and_not_a_moment_longer(
     # Even before the sweeper gets to it, it reads as expired; the sweep then records it.
     [listed] = run(services.reservations.list(include_expired=True))
     assert listed.status == "expired"
-    assert res.id in run(services.workers.sweep())
+    assert res.id in run(services.leases.sweep())
 
 
 def test_priority_aging_is_exact_on_the_clock(services: Services, clock: ManualClock) -> None:

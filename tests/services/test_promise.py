@@ -71,7 +71,7 @@ def submit(s: Services, name: str, priority: int, **fields: Any) -> Task:
 
 
 def claim(s: Services, worker: str) -> Assignment | None:
-    return run(s.workers.claim(ADMIN, worker, 0))
+    return run(s.claims.claim(ADMIN, worker, 0))
 
 
 def reason(s: Services, task: Task) -> str:
@@ -86,7 +86,7 @@ def test_a_promised_gang_keeps_its_claim_against_later_higher_priority_work(svc:
     busy = submit(svc, "busy", 5, time_limit_minutes=60)
     a = claim(svc, "a")
     assert a is not None and a.task.id == busy.id
-    run(svc.workers.report(ADMIN, busy.id, StatusReport(attempt=a.attempt, status="running")))
+    run(svc.claims.report(ADMIN, busy.id, StatusReport(attempt=a.attempt, status="running")))
     # "low" needs both workers: it is promised "a" once busy's limit is up (+ the allowance)
     low = submit(svc, "low", 2, node_count=2)
     assert claim(svc, "b") is None
@@ -98,7 +98,7 @@ def test_a_promised_gang_keeps_its_claim_against_later_higher_priority_work(svc:
     assert reason(svc, urgent).startswith(f"{REASON_PROMISED} {low.id}"), reason(svc, urgent)
     assert "held for it" not in reason(svc, high) and "held for it" in reason(svc, low)
     # busy ends: low starts on both workers, ahead of them
-    run(svc.workers.report(ADMIN, busy.id, StatusReport(attempt=a.attempt, status="completed", exit_code=0)))
+    run(svc.claims.report(ADMIN, busy.id, StatusReport(attempt=a.attempt, status="completed", exit_code=0)))
     got_a, got_b = claim(svc, "a"), claim(svc, "b")
     assert got_a is not None and got_b is not None and got_a.task.id == got_b.task.id == low.id
     assert run(svc.tasks.get(urgent.id)).status == run(svc.tasks.get(high.id)).status == "queued"

@@ -57,7 +57,7 @@ class WorkerProtocolController(Controller):
         worker_id: str,
         wait: Annotated[float, Parameter(ge=0, le=120)] = 20.0,
     ) -> Response[Assignment | None]:
-        assignment = await services_of(request).workers.claim(principal_of(request), worker_id, wait)
+        assignment = await services_of(request).claims.claim(principal_of(request), worker_id, wait)
         if assignment is None:
             return Response(content=None, status_code=204)
         return Response(content=assignment, status_code=200)
@@ -75,5 +75,5 @@ class TaskReportController(Controller):
         summary="Report an attempt's status (fenced by attempt number)",
     )
     async def report(self, request: Request[Any, Any, Any], task_id: str, data: StatusReport) -> Task:
-        result: Task = await services_of(request).workers.report(principal_of(request), task_id, data)
+        result: Task = await services_of(request).claims.report(principal_of(request), task_id, data)
         return result
