@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy import ColumnElement, and_, bindparam, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -59,8 +59,19 @@ def holds_capacity(now: datetime) -> ColumnElement[bool]:
     return and_(col(ReservationRow.status).in_(HELD_RESERVATION), col(ReservationRow.expires_at) > now)
 
 
+# The reads every claim makes, built once: a statement reused keeps its cache key, where a new
+# one is rebuilt and keyed each time (SQLAlchemy's cost, not the database's).
+_HELD = select(ReservationRow).where(holds_capacity(bindparam("now")))  # type: ignore[arg-type]
+_SERVICE_HOLDERS = select(JupyterServiceRow).where(
+    col(JupyterServiceRow.status).in_(SERVICE_HOLDING), col(JupyterServiceRow.worker_id).is_not(None)
+)
+_LIVE_WORKERS = (
+    select(WorkerRow).where(col(WorkerRow.status) != WorkerStatus.OFFLINE.value).order_by(col(WorkerRow.id))
+)
+
+
 def held_reservations(session: Session, now: datetime) -> list[ReservationRow]:
-    return list(session.scalars(select(ReservationRow).where(holds_capacity(now))).all())
+    return list(session.scalars(_HELD, {"now": now}).all())
 
 
 # Past a node's start + its time limit, the worker still stops it (its stop grace) and collects
@@ -87,14 +98,7 @@ def cluster_state(
     hold (placed-but-unclaimed nodes included), and when each of those is expected to free it
     (from time limits; `unit`: seconds per limit minute, docs/scheduling.md#backfill).
     `active`: the active tasks, when the caller has just read them in this transaction."""
-    workers = {
-        w.id: w
-        for w in session.scalars(
-            select(WorkerRow)
-            .where(col(WorkerRow.status) != WorkerStatus.OFFLINE.value)
-            .order_by(col(WorkerRow.id))
-        ).all()
-    }
+    workers = {w.id: w for w in session.scalars(_LIVE_WORKERS).all()}
     rows = active_rows(session) if active is None else active
     used: dict[str, list[int]] = {wid: [0, 0, 0] for wid in workers}  # cpu, memory, nodes
     taken: dict[str, set[int]] = {wid: set() for wid in workers}
@@ -159,11 +163,4 @@ def cluster_state(
 
 def service_holders(session: Session) -> list[JupyterServiceRow]:
     """The Jupyter services that hold capacity on a worker now."""
-    return list(
-        session.scalars(
-            select(JupyterServiceRow).where(
-                col(JupyterServiceRow.status).in_(SERVICE_HOLDING),
-                col(JupyterServiceRow.worker_id).is_not(None),
-            )
-        ).all()
-    )
+    return list(session.scalars(_SERVICE_HOLDERS).all())

@@ -29,7 +29,7 @@ from fetchml.services.plugins import enabled_plugins
 from fetchml.services.principal import Principal
 from fetchml.services.tasks import task_to_wire
 from fetchml.services.timelimits import limit_seconds
-from fetchml.services.worker_auth import owned_worker
+from fetchml.services.worker_auth import check_owned_worker, owned_worker
 from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.tables import TaskRow, WorkerRow
 
@@ -145,7 +145,7 @@ class ClaimService:
             if task is None:
                 raise NotFoundError(f"Task {task_id} not found")
             nodes, node = find_node(task, rep)
-            owned_worker(tx, principal, node["worker_id"])
+            check_owned_worker(tx, principal, node["worker_id"])
             was_started = task.started_at is not None
             apply_report(tx, task, nodes, node, rep, now, lease)
             started: float | None = None

@@ -63,8 +63,11 @@ def is_stopping(row: TaskRow, nodes: list[dict[str, Any]]) -> bool:
     )
 
 
+_ACTIVE_ROWS = select(TaskRow).where(col(TaskRow.status).in_(ACTIVE))  # built once: see capacity._HELD
+
+
 def active_rows(session: Session) -> list[TaskRow]:
-    return list(session.scalars(select(TaskRow).where(col(TaskRow.status).in_(ACTIVE))).all())
+    return list(session.scalars(_ACTIVE_ROWS).all())
 
 
 def held_by(rows: list[TaskRow], worker_id: str) -> Iterator[tuple[TaskRow, dict[str, Any]]]:
