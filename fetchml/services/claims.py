@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlmodel import col
 
 from fetchml.core.enums import TaskStatus, WorkerStatus
@@ -32,6 +32,9 @@ from fetchml.services.timelimits import limit_seconds
 from fetchml.services.worker_auth import check_owned_worker, owned_worker
 from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.tables import TaskRow, WorkerRow
+
+# Built once, as every statement on the claim and report path (see services/capacity._HELD).
+_TASK_BY_ID = select(TaskRow).where(col(TaskRow.id) == bindparam("id"))
 
 
 class ClaimService:
@@ -141,7 +144,7 @@ class ClaimService:
 
         def op(tx: Tx) -> Any:
             now = tx.clock.now()
-            task = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).first()
+            task = tx.session.scalars(_TASK_BY_ID, {"id": task_id}).first()
             if task is None:
                 raise NotFoundError(f"Task {task_id} not found")
             nodes, node = find_node(task, rep)

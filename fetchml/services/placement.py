@@ -67,6 +67,13 @@ _QUEUE_COLUMNS = (
 )
 
 
+# Built once (see services/capacity._HELD).
+_QUEUED_COUNT_AND_TOP = select(func.count(), func.max(col(TaskRow.seq))).where(
+    col(TaskRow.status) == TaskStatus.QUEUED.value
+)
+_TASKS_BY_IDS = select(TaskRow).where(col(TaskRow.id).in_(bindparam("ids", expanding=True)))
+
+
 @lru_cache(maxsize=32)
 def _head_query(head: int, with_also: bool) -> CompoundSelect[Any]:
     """The oldest `head` queued tasks of each priority, and the task bound as `also` if it is
@@ -236,11 +243,7 @@ class Placer:
         me = next((w for w in state.free if w.id == worker_id), None)
         if me is None or not me.active or me.batch_available <= 0:
             return set(), []
-        count, top = session.execute(
-            select(func.count(), func.max(col(TaskRow.seq))).where(
-                col(TaskRow.status) == TaskStatus.QUEUED.value
-            )
-        ).one()
+        count, top = session.execute(_QUEUED_COUNT_AND_TOP).one()
         if not count:
             return set(), []
         sig = (count, top, state.signature())
@@ -274,7 +277,7 @@ class Placer:
         touched: set[str] = set()
         session = tx.session
         ids = [p.task_id for p in placements]
-        rows = {r.id: r for r in session.scalars(select(TaskRow).where(col(TaskRow.id).in_(ids))).all()}
+        rows = {r.id: r for r in session.scalars(_TASKS_BY_IDS, {"ids": ids}).all()}
         for p in placements:
             row = rows[p.task_id]
             check_transition(TaskStatus(row.status), TaskStatus.PREPARING)
