@@ -24,7 +24,7 @@ log = logging.getLogger("fetchml.runner")
 
 
 class LimitedAttempt(Protocol):
-    """What the watcher needs of the worker's attempt (fetchml.runner.worker._Attempt)."""
+    """What the watcher needs of the worker's attempt (fetchml.runner.attempt._Attempt)."""
 
     lock: threading.Lock
     cancelled: threading.Event
