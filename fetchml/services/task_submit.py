@@ -1,0 +1,187 @@
+"""Submitting a task: the write op that inserts its row and audits it, and the Idempotency-Key
+wrapper that makes a retried submission replay the task the first one created."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
+
+from sqlalchemy import delete, select
+from sqlmodel import col
+
+from fetchml.core.enums import AuditEventType, TaskStatus
+from fetchml.core.errors import ConflictError, ValidationError
+from fetchml.core.models import CreateTaskRequest, Task
+from fetchml.core.plugins import check_task_plugins
+from fetchml.services.plugins import enabled_plugins, task_plugin_status
+from fetchml.services.principal import Principal
+from fetchml.services.reservations import check_task_reservation
+from fetchml.services.snapshots import check_snapshot_use
+from fetchml.services.task_rows import audit_task
+from fetchml.services.task_wire import task_to_wire
+from fetchml.services.write_queue import Tx
+from fetchml.store.tables import IdempotencyKeyRow, TaskRow
+
+
+def new_task_id() -> str:
+    # Ids name runs; they grant nothing, so the fast PRNG (seeded from os.urandom) is enough.
+    return f"{random.getrandbits(128):032x}"
+
+
+def create_task_op(
+    principal: Principal,
+    req: CreateTaskRequest,
+    default_max_retries: int,
+    ip_address: str | None,
+    *,
+    time_limit_minutes: int | None = None,
+) -> Callable[[Tx], Task]:
+    """`time_limit_minutes`: the task's limit, the server's default applied (see TaskService)."""
+
+    def op(tx: Tx) -> Task:
+        plugin_status: dict[str, Any] = {}
+        if req.plugin_configs:
+            enabled = enabled_plugins(tx.session)
+            check_task_plugins(req.plugin_configs, enabled)
+            plugin_status = {name: task_plugin_status(name, enabled[name]) for name in req.plugin_configs}
+        values: dict[str, Any] = {
+            "id": new_task_id(),
+            "job_name": req.job_name,
+            "status": TaskStatus.QUEUED.value,
+            "priority": req.priority,
+            "created_at": tx.clock.now(),
+            "started_at": None,
+            "ended_at": None,
+            "worker_id": None,
+            "error": None,
+            "output": None,
+            "entrypoint": req.entrypoint,
+            "args": req.args,
+            "snapshot_id": req.snapshot_id,
+            "datasets": list(req.datasets or []),
+            "dataset_specs": [d.model_dump() for d in req.dataset_specs or []],
+            "cpu": req.cpu,
+            "memory_gb": req.memory_gb,
+            "gpu": req.gpu,
+            "gpu_type": req.gpu_type,
+            "image": req.image,
+            "user_id": principal.user_id,
+            "retry_count": 0,
+            "max_retries": req.max_retries if req.max_retries is not None else default_max_retries,
+            "node_count": req.node_count,
+            "reservation_id": req.reservation_id,
+            "extra_metadata": dict(req.metadata or {}),
+            "plugin_configs": {
+                k: v.model_dump(exclude_none=True) for k, v in (req.plugin_configs or {}).items()
+            },
+            "plugin_status": plugin_status,
+            "node_assignments": [],
+            "pending_reason": None,  # worked out by the scheduler when read (see services/placement)
+            "attempt": 0,
+            "lease_expires_at": None,
+            "assigned_gpus": [],
+            "cancel_requested": False,
+            "exit_code": None,
+            "time_limit_minutes": time_limit_minutes,
+        }
+        if req.reservation_id is not None:
+            check_task_reservation(tx, principal, req.reservation_id)
+        if req.snapshot_id is not None:
+            check_snapshot_use(tx.session, principal, req.snapshot_id)
+        # A bulk insert, not an ORM object: the writer sends a whole batch in one executemany.
+        tx.insert(TaskRow, values)
+        audit_task(
+            tx,
+            AuditEventType.JOB_QUEUED,
+            values["id"],
+            user_id=principal.user_id,
+            action="submit",
+            ip_address=ip_address,
+            metadata={"job_name": req.job_name, "priority": req.priority},
+        )
+        return task_to_wire(cast(TaskRow, SimpleNamespace(**values)))
+
+    return op
+
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def check_idempotency_key(key: str) -> str:
+    """An Idempotency-Key header: 1-255 printable ASCII characters (422 otherwise)."""
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not all(0x20 <= ord(c) < 0x7F for c in key):
+        raise ValidationError(
+            f"Validation failed: Idempotency-Key: 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+        )
+    return key
+
+
+def request_digest(req: CreateTaskRequest) -> str:
+    """The same submission in whatever key order or spelling of defaults hashes the same."""
+    canonical = json.dumps(req.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit_task_op(
+    principal: Principal,
+    req: CreateTaskRequest,
+    default_max_retries: int,
+    ip_address: str | None,
+    idempotency_key: str | None,
+    retention: timedelta,
+    *,
+    time_limit_minutes: int | None = None,
+) -> Callable[[Tx], tuple[Task, bool]]:
+    """create_task_op, once per (user, Idempotency-Key): the key's row is inserted in the same
+    transaction as the task, so both commit or neither does. Writes are serialised database-wide
+    (see store/db), so two requests with one key never both get past the lookup: the second
+    sees the first's row and replays its task. Returns (task, replayed)."""
+    create = create_task_op(
+        principal, req, default_max_retries, ip_address, time_limit_minutes=time_limit_minutes
+    )
+    if idempotency_key is None:
+        return lambda tx: (create(tx), False)
+    digest = request_digest(req)
+
+    def op(tx: Tx) -> tuple[Task, bool]:
+        now = tx.clock.now()
+        # tx.session sends the earlier ops' pending rows first: a duplicate in the same batch
+        # finds the row its twin just queued.
+        seen = tx.session.get(IdempotencyKeyRow, (principal.user_id, idempotency_key))
+        if seen is not None and _aware(seen.created_at) >= now - retention:
+            if seen.request_hash != digest:
+                raise ConflictError("Idempotency-Key was already used with a different request body")
+            row = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == seen.task_id)).first()
+            if row is not None:
+                return task_to_wire(row), True
+        if seen is not None:  # expired (not swept yet), or its task is gone: the key is free
+            tx.session.delete(seen)
+            tx.session.flush()
+        task = create(tx)
+        tx.insert(
+            IdempotencyKeyRow,
+            {
+                "user_id": principal.user_id,
+                "key": idempotency_key,
+                "request_hash": digest,
+                "task_id": task.id,
+                "created_at": now,
+            },
+        )
+        return task, False
+
+    return op
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def expire_idempotency_keys(tx: Tx, before: datetime) -> None:
+    """Idempotency-Keys older than the retention period (FETCHML_IDEMPOTENCY_RETENTION_HOURS)."""
+    tx.session.execute(delete(IdempotencyKeyRow).where(col(IdempotencyKeyRow.created_at) < before))

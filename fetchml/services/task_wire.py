@@ -1,0 +1,80 @@
+"""A task row as the wire's Task: aged priority, redacted dataset sources, and the contents a
+reader who is not the owner does not see. One conversion for the API and the worker protocol."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fetchml.core.aging import aged_priority
+from fetchml.core.enums import TaskStatus
+from fetchml.core.models import TASK_CONTENT_FIELDS, DatasetSpec, NodeAssignment, Task
+from fetchml.core.redact import redact_text, redact_url
+from fetchml.store.tables import TaskRow
+
+
+def effective_priority(row: TaskRow, now: datetime | None, rate: float, cap: float) -> float:
+    """`priority_aged`: a queued task ages from `created_at` to `now`; any other task (and any
+    task when `now` is None) shows its plain priority."""
+    if now is None or rate <= 0 or row.status != TaskStatus.QUEUED.value:
+        return float(row.priority)
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    return aged_priority(row.priority, (now - created).total_seconds() / 3600.0, rate, cap)
+
+
+def task_to_wire(
+    row: TaskRow,
+    *,
+    now: datetime | None = None,
+    aging_rate: float = 0.0,
+    aging_cap: float = 10.0,
+    pending_reason: str | None = None,
+    contents: bool = True,
+    real_sources: bool = False,
+) -> Task:
+    """The wire Task. Without `now` (the worker protocol's answers) nothing is aged.
+
+    Credentials in dataset sources are redacted unless `real_sources` (only the worker's
+    assignment: it downloads with them). Without `contents` (a reader who is not the owner)
+    the task's contents are absent from the JSON."""
+    specs = [DatasetSpec.model_validate(d) for d in row.dataset_specs or []]
+    if not real_sources:
+        specs = [s.model_copy(update={"source": redact_url(s.source)}) for s in specs]
+    task = Task(
+        id=row.id,
+        job_name=row.job_name,
+        status=TaskStatus(row.status),
+        priority=row.priority,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        worker_id=row.worker_id,
+        error=row.error if real_sources or row.error is None else redact_text(row.error),
+        output=row.output,
+        entrypoint=row.entrypoint,
+        args=row.args,
+        snapshot_id=row.snapshot_id,
+        datasets=list(row.datasets or []) if real_sources else [redact_url(d) for d in row.datasets or []],
+        dataset_specs=specs,
+        cpu=row.cpu,
+        memory_gb=row.memory_gb,
+        gpu=row.gpu,
+        gpu_type=row.gpu_type,
+        image=row.image,
+        user_id=row.user_id,
+        retry_count=row.retry_count,
+        max_retries=row.max_retries,
+        node_count=row.node_count,
+        reservation_id=row.reservation_id,
+        metadata=row.extra_metadata or {},
+        plugin_configs=row.plugin_configs or {},
+        plugin_status=row.plugin_status or {},
+        node_assignments=[NodeAssignment.model_validate(n) for n in row.node_assignments or []],
+        priority_aged=effective_priority(row, now, aging_rate, aging_cap),
+        pending_reason=pending_reason or row.pending_reason,
+        attempt=row.attempt,
+        exit_code=row.exit_code,
+        assigned_gpus=list(row.assigned_gpus or []),
+        cancel_requested=bool(row.cancel_requested),
+        time_limit_minutes=row.time_limit_minutes,
+    )
+    return task if contents else task.without(TASK_CONTENT_FIELDS)
