@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import post_json, run_load
+from bench.common import cpu_seconds, post_json, run_load
 from tests.harness import REPO, ServerHandle, die_with_parent
 
 
@@ -90,7 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with server.http(user) as http:
                 _wait(lambda: server.db_exec("SELECT status FROM workers") == [("active",)], 30)
+                assert server.proc is not None
+                cpu = (cpu_seconds(server.proc.pid), cpu_seconds(worker.pid))
                 result = _throughput(server, user, http, args)
+                # CPU per task of each process, over the whole run: steadier than the rate on a
+                # shared machine, and it says which process the rate is waiting on.
+                result["server_cpu_ms_per_task"] = round(
+                    (cpu_seconds(server.proc.pid) - cpu[0]) * 1000 / args.tasks, 2
+                )
+                result["worker_cpu_ms_per_task"] = round(
+                    (cpu_seconds(worker.pid) - cpu[1]) * 1000 / args.tasks, 2
+                )
                 result["dispatch"] = _dispatch(http, args.dispatch)
         finally:
             worker.terminate()
@@ -104,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  end to end          : {result['tasks_per_s']} tasks/s  ({result['elapsed_s']} s, first submit -> last completion)"
         )
         print(f"  submitting          : {result['submit_s']} s for all {args.tasks}")
+        print(
+            f"  CPU per task        : server {result['server_cpu_ms_per_task']} ms, "
+            f"worker {result['worker_cpu_ms_per_task']} ms (its own process, not the tasks')"
+        )
         print("  per task, server stamps (p50 / p99 ms):")
         for name, (p50, p99) in result["phases_ms"].items():
             print(f"    {name:<18}: {p50} / {p99}")
