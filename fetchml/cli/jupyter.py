@@ -1,12 +1,13 @@
-"""`fetchml jupyter start | list | show | stop | open`: Jupyter services on a server's workers."""
+"""`fetchml jupyter start | list | show | stop | open`: Jupyter services on a server's workers.
+
+The commands live here; cli/jupyter_calls.py holds the server calls they share (refusals, waiting),
+cli/jupyter_render.py how a service is shown, cli/jupyter_forward.py the local forward of `open`.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import sys
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -25,132 +26,36 @@ from fetchml.cli.common import (
     text,
 )
 from fetchml.cli.durations import format_minutes, parse_minutes, time_option
+from fetchml.cli.jupyter_calls import POLL, _call, _proxy_url, _service_kw, _wait
+from fetchml.cli.jupyter_render import (
+    SERVICE_STYLES,
+    _age,
+    _gpus,
+    _note,
+    _print_running,
+    _report_end,
+    _resources,
+    _status,
+)
 
 if TYPE_CHECKING:
-    from fetchml.client import FetchmlClient
-    from fetchml.core.errors import FetchmlError
     from fetchml.core.jupyter import JupyterService
+
+__all__ = [
+    "POLL",
+    "SERVICE_STYLES",
+    "ServiceIdArg",
+    "app",
+    "list_services",
+    "open_service",
+    "show",
+    "start",
+    "stop",
+]
 
 app = typer.Typer(help="Start, list, open and stop Jupyter services on the workers.", no_args_is_help=True)
 
-POLL = 0.5  # seconds between reads while waiting
-SERVICE_STYLES = {
-    "starting": "yellow",
-    "running": "green",
-    "stopping": "cyan",
-    "stopped": "dim",
-    "error": "red",
-}
 ServiceIdArg = typer.Argument(..., help="Service id, as printed by `fetchml jupyter start` or `list`.")
-
-# What a refused stop or open means for a service, said once here for every command.
-_HINTS = {
-    "NOT_FOUND": "`fetchml jupyter list --all` lists the services you may see",
-    "FORBIDDEN": "only its owner or an admin may do that",
-    "CONFLICT": "`fetchml jupyter show {id}` says how it stands",
-}
-
-
-def _refused(exc: FetchmlError, service_id: str) -> NoReturn:
-    """The client's domain error as one line with a hint on what to do instead."""
-    trace = f" (trace {exc.trace_id})" if exc.trace_id else ""
-    hint = _HINTS.get(exc.code, "")
-    fail(f"{exc.code}: {exc.message}{trace}" + (f" — {hint.format(id=service_id)}" if hint else ""))
-
-
-def _call(service_id: str, fn: Callable[[], Any]) -> Any:
-    from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
-
-    try:
-        return fn()
-    except (NotFoundError, ForbiddenError, ConflictError) as exc:
-        _refused(exc, service_id)
-
-
-def _age(svc: JupyterService) -> str:
-    """3s, 4m05s, 2h07m, 3d04h since it was created (or how long it ran, once ended)."""
-    from datetime import UTC, datetime
-
-    end = svc.ended_at or datetime.now(UTC)
-    s = max(0, int((end - svc.created_at).total_seconds()))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def _gpus(svc: JupyterService) -> str:
-    if svc.gpus:
-        return ",".join(map(str, svc.gpus))
-    if svc.gpu:
-        return f"{svc.gpu}" + (f" x {svc.gpu_type}" if svc.gpu_type else "")
-    return "-"
-
-
-def _resources(svc: JupyterService) -> str:
-    parts = []
-    if svc.gpu:
-        parts.append(f"gpu {svc.gpu}" + (f" x {svc.gpu_type}" if svc.gpu_type else ""))
-    if svc.cpu:
-        parts.append(f"cpu {svc.cpu}")
-    if svc.memory_gb:
-        parts.append(f"memory {svc.memory_gb} GB")
-    return ", ".join(parts) or "-"
-
-
-def _status(svc: JupyterService) -> Any:
-    return text(svc.status.value, SERVICE_STYLES.get(svc.status.value, ""))
-
-
-def _proxy_url(c: FetchmlClient, svc: JupyterService) -> str:
-    return c.server_url.rstrip("/") + svc.proxy_path
-
-
-def _note(message: str) -> None:
-    sys.stderr.write(f"fetchml: {message}\n")
-
-
-def _wait(
-    c: FetchmlClient, svc: JupyterService, until: Callable[[JupyterService], bool], timeout: float, label: str
-) -> tuple[JupyterService, bool]:
-    """Read the service every POLL seconds until `until(svc)` or `timeout`: (last read, reached).
-
-    A spinner on stderr shows its status when stderr is a terminal; otherwise each change of
-    status or pending reason is one line there, so a log of the command shows the wait."""
-    err = console(stderr=True)
-    deadline = time.monotonic() + timeout
-
-    def line(s: JupyterService) -> str:
-        why = f": {s.pending_reason}" if s.pending_reason else ""
-        where = f" on {s.worker_id}" if s.worker_id else ""
-        return f"{label} {s.id} ({s.name}): {s.status.value}{where}{why}"
-
-    last = ""
-    with (
-        err.status(text(line(svc)), spinner="dots")
-        if err.is_terminal
-        else contextlib.nullcontext() as spinner
-    ):
-        while not until(svc):
-            now = line(svc)
-            if spinner is not None:
-                spinner.update(text(now))
-            elif now != last:
-                _note(now)
-            last = now
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return svc, False
-            time.sleep(min(POLL, left))
-            svc = c.jupyter.get(svc.id)
-    return svc, True
-
-
-def _service_kw(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
 
 
 @app.command("start")
@@ -230,31 +135,6 @@ def start(
         raise typer.Exit(1)
     if not as_json:
         _print_running(svc, proxy)
-
-
-def _report_end(svc: JupyterService) -> None:
-    """Why a service ended before it ran: its error and the last lines of its log, on stderr."""
-    if svc.status.value == "error":
-        sys.stderr.write(f"error: service {svc.id} ({svc.name}) failed: {svc.error or 'no reason given'}\n")
-    else:
-        reason = f" ({svc.stop_reason})" if svc.stop_reason else ""
-        sys.stderr.write(
-            f"error: service {svc.id} ({svc.name}) is {svc.status.value}{reason} before it ran\n"
-        )
-    if svc.log_tail:
-        sys.stderr.write("its last log lines:\n")
-        for line in svc.log_tail:
-            sys.stderr.write(f"  {line}\n")
-
-
-def _print_running(svc: JupyterService, proxy: str) -> None:
-    where = f" on {svc.worker_id}" if svc.worker_id else ""
-    gpus = f" (GPUs {','.join(map(str, svc.gpus))})" if svc.gpus else ""
-    typer.echo(f"Service {svc.id} ({svc.name}) is running{where}{gpus}")
-    typer.echo(f"  url:    {svc.url or '-'}")
-    typer.echo(f"  token:  {svc.token or '-'}")
-    typer.echo(f"  proxy:  {proxy} (with your API key)")
-    typer.echo(f"Open it from here through the server: fetchml jupyter open {svc.id}")
 
 
 @app.command("list")

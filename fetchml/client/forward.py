@@ -18,20 +18,34 @@ hop-by-hop ones, the body streamed as it arrives; WebSocket messages both ways, 
 An upstream that cannot be reached raises BadGatewayError before anything is sent, so the
 caller answers in its own envelope (the server through its exception handler; `__call__`, the
 standalone app, by itself). An upstream that refuses a WebSocket is relayed as it answered.
+
+The HTTP half and the paths live here; client/forward_ws.py holds the WebSocket half,
+client/forward_headers.py the ASGI shapes and the header rules, client/forward_errors.py the
+error envelope. This module re-exports what callers import.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from fetchml.client.forward_errors import error_body, send_error
+from fetchml.client.forward_headers import (
+    _REQUEST_DROP,
+    _RESPONSE_DROP,
+    HOP_BY_HOP,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    _dropped,
+    without_query_params,
+)
+from fetchml.client.forward_ws import KEY_SUBPROTOCOL, WS_MAX_QUEUE, relay_websocket
 from fetchml.core.errors import (
     BadGatewayError,
     BadRequestError,
@@ -40,73 +54,30 @@ from fetchml.core.errors import (
     PayloadTooLargeError,
 )
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_WS_MESSAGE_BYTES",
+    "HOP_BY_HOP",
+    "KEY_SUBPROTOCOL",
+    "OPEN_TIMEOUT",
+    "WS_MAX_QUEUE",
+    "ASGIApp",
+    "Forwarder",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "error_body",
+    "send_error",
+    "without_query_params",
+]
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
 # Kernel outputs with images or widget state run to a few MB; uvicorn takes 16 MiB per message
-# from clients by default. Both ends hold at most a few such messages (max_queue below).
+# from clients by default. Both ends hold at most a few such messages (WS_MAX_QUEUE).
 DEFAULT_MAX_WS_MESSAGE_BYTES = 32 * 1024 * 1024
-WS_MAX_QUEUE = 4  # frames buffered from upstream before reading stops (back pressure)
 OPEN_TIMEOUT = 10.0
-
-# RFC 9110 7.6.1, plus Proxy-Connection and the headers a server sets for itself.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-_REQUEST_DROP = HOP_BY_HOP | {"host", "origin", "x-api-key", "content-length"}
-_RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}  # the ASGI server writes its own
-_WS_DROP = _REQUEST_DROP | {
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-extensions",
-    "sec-websocket-protocol",
-    "sec-websocket-accept",
-    "user-agent",
-}
-KEY_SUBPROTOCOL = "fetchml"  # fetchml's own subprotocols: `fetchml` and `fetchml.key.<key>`
-# Codes an endpoint may send in a close frame (RFC 6455 7.4); others (1005, 1006, 1015) only
-# describe what happened.
-_SENDABLE_CLOSE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-
-
-def without_query_params(query: bytes, names: frozenset[str]) -> bytes:
-    """`query` (raw, as in an ASGI scope) less the parameters named; the rest kept byte for byte."""
-    if not query:
-        return query
-    kept = [p for p in query.split(b"&") if unquote(p.split(b"=", 1)[0].decode("latin-1")) not in names]
-    return b"&".join(kept)
-
-
-def _dropped(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[str]) -> list[tuple[str, str]]:
-    """The headers less `drop` and less whatever the Connection header names (hop-by-hop too)."""
-    pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
-    named = {
-        token.strip().lower() for name, value in pairs if name == "connection" for token in value.split(",")
-    }
-    return [(k, v) for k, v in pairs if k not in drop and k not in named]
-
-
-def _sendable(code: int | None, fallback: int) -> int:
-    return code if code is not None and (code in _SENDABLE_CLOSE or 3000 <= code <= 4999) else fallback
-
-
-def _is_key_protocol(proto: str) -> bool:
-    return proto == KEY_SUBPROTOCOL or proto.startswith(KEY_SUBPROTOCOL + ".")
 
 
 class Forwarder:
@@ -279,83 +250,19 @@ class Forwarder:
         """Connects upstream first, then accepts with the subprotocol the upstream chose. An
         upstream refusal is relayed (status, headers, body) where the ASGI server can answer a
         WebSocket over HTTP; BadGatewayError when the upstream cannot be reached."""
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidStatus, WebSocketException
-
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         url = self._ws_origin + self.upstream_path(scope).decode()
-        headers = _dropped(scope.get("headers", []), _WS_DROP | frozenset(self.extra))
-        headers.extend(self.extra.items())
-        offered = [p for p in scope.get("subprotocols") or () if not _is_key_protocol(p)]
-        try:
-            upstream = await connect(
-                url,
-                additional_headers=headers,
-                subprotocols=offered or None,
-                user_agent_header=None,
-                proxy=None,
-                open_timeout=self.open_timeout,
-                max_size=self.max_ws_message_bytes,
-                max_queue=WS_MAX_QUEUE,
-                close_timeout=5,
-            )
-        except InvalidStatus as exc:
-            await _relay_refusal(scope, send, exc.response)
-            return
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            raise BadGatewayError() from exc
-        async with upstream:
-            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol, "headers": []})
-            await self._pump_ws(upstream, receive, send)
-
-    async def _pump_ws(self, upstream: Any, receive: Receive, send: Send) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        client_code: list[int] = []  # set when the client closed first
-
-        async def down() -> None:  # client -> upstream
-            while True:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
-                    client_code.append(int(message.get("code") or 1000))
-                    return
-                if message["type"] != "websocket.receive":
-                    continue
-                data = message.get("bytes")
-                if data is None:
-                    data = message.get("text") or ""
-                if len(data) > self.max_ws_message_bytes:
-                    client_code.append(1009)
-                    with contextlib.suppress(Exception):
-                        await send({"type": "websocket.close", "code": 1009, "reason": "message too big"})
-                    return
-                await upstream.send(data)
-
-        async def up() -> None:  # upstream -> client
-            with contextlib.suppress(ConnectionClosed):
-                async for data in upstream:
-                    key = "text" if isinstance(data, str) else "bytes"
-                    await send({"type": "websocket.send", key: data})
-
-        tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        if client_code:
-            with contextlib.suppress(Exception):
-                await upstream.close(code=_sendable(client_code[0], 1000))
-        else:
-            code = upstream.close_code
-            reason = upstream.close_reason or ""
-            with contextlib.suppress(Exception):
-                await send({"type": "websocket.close", "code": _sendable(code, 1011), "reason": reason[:120]})
+        await relay_websocket(
+            url,
+            scope,
+            receive,
+            send,
+            extra=self.extra,
+            open_timeout=self.open_timeout,
+            max_message_bytes=self.max_ws_message_bytes,
+        )
 
     # -- standalone ----------------------------------------------------------------------------
 
@@ -380,44 +287,3 @@ class Forwarder:
                 await self.websocket(scope, receive, send)
             except FetchmlError as exc:
                 await send_error(scope, send, exc)
-
-
-def error_body(exc: FetchmlError, trace_id: str) -> bytes:
-    return json.dumps({"error": exc.message, "code": exc.code, "trace_id": trace_id}).encode()
-
-
-async def send_error(scope: Scope, send: Send, exc: FetchmlError) -> None:
-    """`exc` in the envelope, as an HTTP answer (also to a WebSocket not yet accepted, where the
-    ASGI server can; else the socket is closed with 1008 or 1011)."""
-    trace_id = uuid.uuid4().hex
-    body = error_body(exc, trace_id)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-trace-id", trace_id.encode()),
-    ]
-    if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-    elif "websocket.http.response" in (scope.get("extensions") or {}):
-        await send({"type": "websocket.http.response.start", "status": exc.status, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1008 if exc.status < 500 else 1011})
-
-
-async def _relay_refusal(scope: Scope, send: Send, response: Any) -> None:
-    if "websocket.http.response" not in (scope.get("extensions") or {}):
-        await send({"type": "websocket.close", "code": 1008})
-        return
-    body = bytes(response.body or b"")
-    headers = [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in _dropped(
-            [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.raw_items()],
-            _RESPONSE_DROP | {"content-length"},
-        )
-    ]
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "websocket.http.response.start", "status": response.status_code, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body})

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fetchml.core.models import DatasetSpec
-from fetchml.runner import datasets
+from fetchml.runner import dataset_guard, datasets
 from fetchml.runner.datasets import (
     AddressRefused,
     DatasetCache,
@@ -253,7 +253,7 @@ def test_a_redirect_from_an_allowed_server_to_loopback_is_refused(
 ) -> None:
     # 127.0.0.2 plays a public server: the guard is told so, and nothing else changes.
     real = datasets.address_refusal
-    monkeypatch.setattr(datasets, "address_refusal", lambda ip: None if str(ip) == "127.0.0.2" else real(ip))
+    monkeypatch.setattr(dataset_guard, "address_refusal", lambda ip: None if str(ip) == "127.0.0.2" else real(ip))
     secret = served("127.0.0.1", Secret)
     hop = served("127.0.0.2", redirect_to(f"{secret.url}/admin"))
     spec = DatasetSpec(name="d", source=f"{hop.url}/data.tar", sha256=sha(BODY))
