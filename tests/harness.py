@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 from fetchml.client import FetchmlClient
@@ -170,16 +171,34 @@ class ServerHandle:
     def wait_ready(self, timeout: float = 30.0) -> ServerHandle:
         assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
+        relaunches = 3
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                # free_port() only picked a port that was free then: a server of another xdist
+                # worker, or a client's outbound connection, may have taken it since.
+                if relaunches and "address already in use" in self.log():
+                    relaunches -= 1
+                    self.port = free_port()
+                    self.launch()
+                    continue
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                # Our own process must hold the port: a /health answer alone may come from
+                # another test's server that took the port first.
+                if self._listening() and httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not become healthy in {timeout}s:\n{self.log()}")
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        try:
+            conns = psutil.Process(self.proc.pid).net_connections("tcp")
+        except psutil.Error:
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port for c in conns)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
