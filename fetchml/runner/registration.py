@@ -11,7 +11,7 @@ from fetchml.client.base import ServerUnreachableError
 from fetchml.core.errors import ForbiddenError, UnauthorizedError
 from fetchml.core.protocol import RegisterWorkerRequest, WorkerCapabilities
 from fetchml.runner.capabilities import detect_capabilities
-from fetchml.runner.reports import TRANSIENT
+from fetchml.runner.retry import TRANSIENT
 from fetchml.runner.worker_state import WorkerState
 
 log = logging.getLogger("fetchml.runner")

@@ -7,26 +7,18 @@ import logging
 import time
 from typing import Any
 
-from fetchml.client.base import ServerUnreachableError
 from fetchml.core.enums import TaskStatus
 from fetchml.core.errors import (
     ConflictError,
     FetchmlError,
-    InternalError,
     NotFoundError,
-    RateLimitedError,
-    ServiceUnavailableError,
 )
 from fetchml.core.protocol import StatusReport
 from fetchml.runner.attempt import _Attempt
+from fetchml.runner.retry import REPORT_BACKOFF, TRANSIENT
 from fetchml.runner.worker_state import WorkerState
 
 log = logging.getLogger("fetchml.runner")
-
-# Answers to registration and reports that a later try may not get: the server is down, busy or
-# behind a proxy that failed.
-TRANSIENT = (ServerUnreachableError, ServiceUnavailableError, InternalError, RateLimitedError)
-REPORT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 5.0)
 
 
 class ReportsMixin(WorkerState):

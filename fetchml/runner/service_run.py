@@ -16,15 +16,11 @@ from typing import TYPE_CHECKING, Literal
 
 import psutil
 
-from fetchml.client.base import ServerUnreachableError
 from fetchml.core.errors import (
     ConflictError,
     FetchmlError,
     ForbiddenError,
-    InternalError,
     NotFoundError,
-    RateLimitedError,
-    ServiceUnavailableError,
 )
 from fetchml.core.jupyter import MAX_LOG_TAIL, MAX_LOG_TAIL_CHARS, ServiceAssignment, ServiceReport
 from fetchml.runner.executors.base import ExecSpec, Execution, ExecutorError
@@ -41,16 +37,14 @@ from fetchml.runner.jupyter import (
     server_env,
     service_url,
 )
+from fetchml.runner.retry import REPORT_BACKOFF, TRANSIENT
 
 if TYPE_CHECKING:
     from fetchml.runner.worker import Worker
 
 log = logging.getLogger("fetchml.runner.services")
 
-# As the worker's: answers a later try may not get.
-TRANSIENT = (ServerUnreachableError, ServiceUnavailableError, InternalError, RateLimitedError)
 GONE = (ConflictError, ForbiddenError, NotFoundError)
-REPORT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 5.0)
 START_PROBE_INTERVAL = 0.2
 Outcome = tuple[Literal["stopped", "error"], str | None]
 

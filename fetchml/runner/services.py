@@ -37,11 +37,10 @@ from typing import TYPE_CHECKING
 from fetchml.core.errors import FetchmlError
 from fetchml.core.jupyter import ServiceAssignment, ServiceReport
 from fetchml.runner.jupyter import JUPYTER_MISSING, PortPool, jupyter_importable, make_folder
+from fetchml.runner.retry import REPORT_BACKOFF, TRANSIENT
 from fetchml.runner.service_run import (
     GONE,
-    REPORT_BACKOFF,
     START_PROBE_INTERVAL,
-    TRANSIENT,
     Outcome,
     ServiceRunMixin,
     _Service,

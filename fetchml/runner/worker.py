@@ -41,7 +41,7 @@ from fetchml.runner.executors.base import Executor
 from fetchml.runner.gpus import GpuProvider
 from fetchml.runner.heartbeat import HeartbeatMixin
 from fetchml.runner.registration import REGISTER_BACKOFF_MAX, REGISTER_BACKOFF_START
-from fetchml.runner.reports import REPORT_BACKOFF, TRANSIENT
+from fetchml.runner.retry import REPORT_BACKOFF, TRANSIENT
 from fetchml.runner.services import ServiceManager
 from fetchml.runner.workdir import _reachable_by_others as _reachable_by_others
 from fetchml.runner.workdir import prepare_work_dir

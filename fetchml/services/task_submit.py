@@ -8,6 +8,7 @@ import json
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -33,6 +34,27 @@ def new_task_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+# The request fields stored as they are, in the column of the same name; create_task_op works
+# out the other columns.
+_FROM_REQUEST = tuple(
+    name
+    for name in CreateTaskRequest.model_fields
+    if name in TaskRow.model_fields
+    and name not in {"datasets", "dataset_specs", "max_retries", "plugin_configs", "time_limit_minutes"}
+)
+_read_request = attrgetter(*_FROM_REQUEST)
+# A new row's columns: null unless set here or by the request. Every column is named (seq, the
+# database's own, aside), so the writer batches the insert in one executemany (store/bulk.py).
+# pending_reason stays null: the scheduler works it out when the task is read (services/placement).
+_NEW_ROW: dict[str, Any] = {
+    **dict.fromkeys(name for name in TaskRow.model_fields if name != "seq"),
+    "status": TaskStatus.QUEUED.value,
+    "retry_count": 0,
+    "attempt": 0,
+    "cancel_requested": False,
+}
+
+
 def create_task_op(
     principal: Principal,
     req: CreateTaskRequest,
@@ -50,43 +72,22 @@ def create_task_op(
             check_task_plugins(req.plugin_configs, enabled)
             plugin_status = {name: task_plugin_status(name, enabled[name]) for name in req.plugin_configs}
         values: dict[str, Any] = {
+            **_NEW_ROW,
+            **dict(zip(_FROM_REQUEST, _read_request(req), strict=True)),
             "id": new_task_id(),
-            "job_name": req.job_name,
-            "status": TaskStatus.QUEUED.value,
-            "priority": req.priority,
             "created_at": tx.clock.now(),
-            "started_at": None,
-            "ended_at": None,
-            "worker_id": None,
-            "error": None,
-            "output": None,
-            "entrypoint": req.entrypoint,
-            "args": req.args,
-            "snapshot_id": req.snapshot_id,
             "datasets": list(req.datasets or []),
             "dataset_specs": [d.model_dump() for d in req.dataset_specs or []],
-            "cpu": req.cpu,
-            "memory_gb": req.memory_gb,
-            "gpu": req.gpu,
-            "gpu_type": req.gpu_type,
-            "image": req.image,
             "user_id": principal.user_id,
-            "retry_count": 0,
             "max_retries": req.max_retries if req.max_retries is not None else default_max_retries,
-            "node_count": req.node_count,
-            "reservation_id": req.reservation_id,
             "extra_metadata": dict(req.metadata or {}),
             "plugin_configs": {
                 k: v.model_dump(exclude_none=True) for k, v in (req.plugin_configs or {}).items()
             },
             "plugin_status": plugin_status,
+            # New lists per row: rows of one batch must not share a mutable value.
             "node_assignments": [],
-            "pending_reason": None,  # worked out by the scheduler when read (see services/placement)
-            "attempt": 0,
-            "lease_expires_at": None,
             "assigned_gpus": [],
-            "cancel_requested": False,
-            "exit_code": None,
             "time_limit_minutes": time_limit_minutes,
         }
         if req.reservation_id is not None:

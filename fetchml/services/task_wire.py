@@ -4,12 +4,37 @@ reader who is not the owner does not see. One conversion for the API and the wor
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from fetchml.core.aging import aged_priority
 from fetchml.core.enums import TaskStatus
 from fetchml.core.models import TASK_CONTENT_FIELDS, DatasetSpec, NodeAssignment, Task
 from fetchml.core.redact import redact_text, redact_url
 from fetchml.store.tables import TaskRow
+
+# The wire fields task_to_wire works out; every other field of Task is the row's column of the
+# same name, copied as it is.
+_DERIVED = frozenset(
+    {
+        "status",
+        "error",
+        "datasets",
+        "dataset_specs",
+        "metadata",
+        "plugin_configs",
+        "plugin_status",
+        "node_assignments",
+        "priority_aged",
+        "pending_reason",
+        "assigned_gpus",
+        "cancel_requested",
+    }
+)
+_PLAIN = tuple(name for name in Task.model_fields if name not in _DERIVED)
+_missing = [name for name in _PLAIN if name not in TaskRow.model_fields]
+if _missing:  # a new wire field with no column of its name belongs in _DERIVED
+    raise RuntimeError(f"Task fields with no TaskRow column: {_missing}")
+_read_plain = attrgetter(*_PLAIN)
 
 
 def effective_priority(row: TaskRow, now: datetime | None, rate: float, cap: float) -> float:
@@ -40,41 +65,18 @@ def task_to_wire(
     if not real_sources:
         specs = [s.model_copy(update={"source": redact_url(s.source)}) for s in specs]
     task = Task(
-        id=row.id,
-        job_name=row.job_name,
+        **dict(zip(_PLAIN, _read_plain(row), strict=True)),
         status=TaskStatus(row.status),
-        priority=row.priority,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        worker_id=row.worker_id,
         error=row.error if real_sources or row.error is None else redact_text(row.error),
-        output=row.output,
-        entrypoint=row.entrypoint,
-        args=row.args,
-        snapshot_id=row.snapshot_id,
         datasets=list(row.datasets or []) if real_sources else [redact_url(d) for d in row.datasets or []],
         dataset_specs=specs,
-        cpu=row.cpu,
-        memory_gb=row.memory_gb,
-        gpu=row.gpu,
-        gpu_type=row.gpu_type,
-        image=row.image,
-        user_id=row.user_id,
-        retry_count=row.retry_count,
-        max_retries=row.max_retries,
-        node_count=row.node_count,
-        reservation_id=row.reservation_id,
         metadata=row.extra_metadata or {},
         plugin_configs=row.plugin_configs or {},
         plugin_status=row.plugin_status or {},
         node_assignments=[NodeAssignment.model_validate(n) for n in row.node_assignments or []],
         priority_aged=effective_priority(row, now, aging_rate, aging_cap),
         pending_reason=pending_reason or row.pending_reason,
-        attempt=row.attempt,
-        exit_code=row.exit_code,
         assigned_gpus=list(row.assigned_gpus or []),
         cancel_requested=bool(row.cancel_requested),
-        time_limit_minutes=row.time_limit_minutes,
     )
     return task if contents else task.without(TASK_CONTENT_FIELDS)
