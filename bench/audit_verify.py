@@ -44,8 +44,8 @@ from fetchml.core.audit import (
     public_key_pem,
     sign_checkpoint,
 )
-from fetchml.core.auditfile import checkpoint_line, header_line
 from fetchml.core.timeutil import rfc3339
+from fetchml.host.auditfile import checkpoint_line, header_line
 from fetchml.store.db import Database
 from tests.harness import ServerHandle
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ import psutil
 import yaml
 
 from fetchml.client import FetchmlClient
-from fetchml.core.clock import write_offset_file
 from fetchml.core.enums import Role
+from fetchml.host.clock import write_offset_file
 from fetchml.services.keys import create_key_op
 from fetchml.services.principal import LOCAL_OPERATOR
 from fetchml.services.write_queue import run_write
@@ -321,6 +322,23 @@ def make_keys(handle: ServerHandle) -> Keys:
     )
 
 
+def key_ring(handle: ServerHandle, worker: str = "boxes", **users: str) -> dict[str, str]:
+    """Keys of a module's own server, by label: "admin" (`root`), "worker" (a worker key named
+    `worker`), and one user key per keyword, `label=user name`."""
+    keys = {"admin": handle.make_key("root", "admin"), "worker": handle.make_key(worker, "worker")}
+    keys.update({label: handle.make_key(name, "user") for label, name in users.items()})
+    return keys
+
+
+def post_task(handle: ServerHandle, key: str, **body: Any) -> dict[str, Any]:
+    """POST /v1/tasks over plain HTTP (job_name defaults to "job"); the created task's JSON."""
+    body.setdefault("job_name", "job")
+    with handle.http(key) as http:
+        r = http.post("/v1/tasks", json=body)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
 # --- helpers for the server test-suite ------------------------------------------------------
 
 ERROR_KEYS = {"error", "code", "trace_id"}
@@ -361,6 +379,20 @@ def expect_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]
     for marker in LEAK_MARKERS:
         assert marker not in resp.text, f"error body leaks {marker!r}: {resp.text}"
     return body  # type: ignore[no-any-return]
+
+
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 30, what: str = "condition", *, every: float = 0.05
+) -> Any:
+    """Polls `cond` until it returns something truthy, and returns that; fails the test after
+    `timeout` seconds naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def wait_for_log(handle: ServerHandle, needle: str, timeout: float = 10.0) -> str:

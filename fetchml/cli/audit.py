@@ -189,7 +189,7 @@ def verify(
 
 def _verify_offline(file: Path, public_keys: list[Path], workers: int) -> Any:
     from fetchml.core.audit import load_public_keys
-    from fetchml.core.auditfile import verify_file
+    from fetchml.host.auditfile import verify_file
 
     if not public_keys:
         raise ValueError(
@@ -221,8 +221,8 @@ def export(
     import os
     import sys
 
-    from fetchml.core.auditfile import checkpoint_line, event_line, header_line
     from fetchml.core.timeutil import utcnow
+    from fetchml.host.auditfile import checkpoint_line, event_line, header_line
 
     progress = sys.stderr.isatty()
     tmp = out.with_name(out.name + ".partial")

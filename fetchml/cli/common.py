@@ -87,7 +87,7 @@ _HINTS = {
 
 def _local_data_dir() -> str:
     """Where `fetchml serve` and an embedded `fetchml run` keep their data by default."""
-    from fetchml.core.settings import default_data_dir
+    from fetchml.host.settings import default_data_dir
 
     return os.environ.get("FETCHML_DATA_DIR") or str(default_data_dir())
 

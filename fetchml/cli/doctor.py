@@ -82,7 +82,7 @@ def doctor(
     """
     from fetchml import __version__
     from fetchml.cli import doctor_checks as dc
-    from fetchml.core.settings import default_data_dir
+    from fetchml.host.settings import default_data_dir
 
     # Values Click took from FETCHML_* are left to the config resolver, which then reports them
     # as coming from the environment rather than from a flag.

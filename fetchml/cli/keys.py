@@ -33,7 +33,7 @@ DbUrlOpt = typer.Option(
 
 def _db(data_dir: Path | None, database_url: str | None, *, create: bool = False) -> Any:
     """The server's database. Only `create` may start a new one (the first admin key)."""
-    from fetchml.core.settings import Settings
+    from fetchml.host.settings import Settings
     from fetchml.store.db import Database
 
     overrides: dict[str, Any] = {}

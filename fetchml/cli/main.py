@@ -101,7 +101,7 @@ COMMANDS: dict[str, Entry] = {
     ),
     "scheduler": Entry("fetchml.cli.scheduler:app", "The scheduler's state (admin keys only)."),
     "reserve": Entry(
-        "fetchml.cli.reserve:app",
+        "fetchml.cli.reservations:app",
         "Reserve free GPUs for later tasks, and list reservations (admin keys only).",
     ),
     "jupyter": Entry(

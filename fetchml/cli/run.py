@@ -201,7 +201,7 @@ def _start_embedded() -> tuple[Any, Any, Path]:
     from fetchml.cli.embedded import local_user_name, start_embedded_worker
     from fetchml.client import FetchmlClient
     from fetchml.core.enums import Role
-    from fetchml.core.settings import Settings
+    from fetchml.host.settings import Settings
     from fetchml.server.main import BackgroundServer
 
     logging.basicConfig(level=logging.WARNING, format="fetchml: %(levelname)s %(name)s %(message)s")

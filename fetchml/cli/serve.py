@@ -71,7 +71,7 @@ def serve(
     from fetchml.cli.embedded import check_embedded_isolation, check_worker_run_as, start_embedded_worker
     from fetchml.cli.firstrun import ensure_local_key
     from fetchml.cli.worker_secrets import harden_process
-    from fetchml.core.settings import Settings
+    from fetchml.host.settings import Settings
     from fetchml.server.main import serve as run_server
 
     overrides = {

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +7,7 @@ from typing import Any, BinaryIO
 
 from fetchml.client.base import DomainClient, UnexpectedResponseError, parse, parse_list, segment
 from fetchml.core.protocol import Artifact
+from fetchml.host.files import AtomicHashedWriter
 
 
 def _path(path: str) -> str:
@@ -113,24 +111,19 @@ class ArtifactsClient(DomainClient):
         absent). With `sha256`, a file whose digest differs is refused and not kept."""
         params: dict[str, Any] = {} if attempt is None else {"attempt": attempt}
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
-        digest = hashlib.sha256()
-        try:
-            with (
-                os.fdopen(fd, "wb") as fh,
-                self._t.stream(
-                    "GET", f"/v1/tasks/{segment(task_id)}/artifacts/{_path(rel_path)}", params=params
-                ) as resp,
-            ):
+        with AtomicHashedWriter(
+            dest,
+            expected_sha256=sha256,
+            mismatch=lambda _: UnexpectedResponseError(
+                f"artifact {rel_path}: the downloaded file does not match its sha256 {sha256}"
+            ),
+            tmp_prefix=".download-",
+            tmp_suffix="",
+        ) as out:
+            with self._t.stream(
+                "GET", f"/v1/tasks/{segment(task_id)}/artifacts/{_path(rel_path)}", params=params
+            ) as resp:
                 for chunk in resp.iter_bytes():
-                    digest.update(chunk)
-                    fh.write(chunk)
-            if sha256 is not None and digest.hexdigest() != sha256:
-                raise UnexpectedResponseError(
-                    f"artifact {rel_path}: the downloaded file does not match its sha256 {sha256}"
-                )
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+                    out.write(chunk)
+            out.commit()
         return dest

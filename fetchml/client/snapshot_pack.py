@@ -23,14 +23,13 @@ import gzip
 import os
 import stat
 import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pathspec
 
-from fetchml.core.archive import sha256_file
+from fetchml.host.files import AtomicHashedWriter
 
 ALWAYS_EXCLUDED = frozenset({".git", ".venv", "__pycache__"})
 RUNS_FOLDER = "fetchml-runs"  # `fetchml run`'s default artifact folder, left out at the top
@@ -179,21 +178,14 @@ def pack_directory(
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    exclude = {os.path.abspath(out), os.path.abspath(tmp)}
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with (
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-            ):
-                packer = _Packer(root, exclude, max_bytes, tar, progress)
-                packer.walk(root, "", [])
-            raw.flush()
-            os.fsync(raw.fileno())
-        digest, size = sha256_file(tmp), tmp.stat().st_size
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return PackResult(sha256=digest, size=size, file_count=packer.count, skipped=packer.skipped)
+    with AtomicHashedWriter(out) as raw:
+        exclude = {os.path.abspath(out), os.path.abspath(raw.tmp)}
+        # The tarball is hashed as it is written: every byte of it goes through `raw`.
+        with (
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            packer = _Packer(root, exclude, max_bytes, tar, progress)
+            packer.walk(root, "", [])
+        raw.commit()
+    return PackResult(sha256=raw.sha256, size=raw.size, file_count=packer.count, skipped=packer.skipped)

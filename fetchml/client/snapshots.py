@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +18,7 @@ from fetchml.client.base import (
 )
 from fetchml.core.errors import ERRORS_BY_CODE, FetchmlError, InternalError
 from fetchml.core.snapshots_models import SnapshotInfo, check_digest
+from fetchml.host.files import AtomicHashedWriter
 
 _CHUNK = 1024 * 1024
 _UPLOAD_PIECE = 64 * 1024  # small enough for a smooth progress bar, large enough to cost nothing
@@ -73,28 +72,23 @@ class SnapshotsClient(DomainClient):
         place only once its SHA-256 matches."""
         target = Path(dest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        tmp = Path(tmp_name)
-        try:
-            hasher = hashlib.sha256()
-            with os.fdopen(fd, "wb") as fh:
-                try:
-                    with self._t.http.stream("GET", _path(digest)) as resp:
-                        if resp.status_code >= 400:
-                            resp.read()
-                            _raise_for_envelope(resp)
-                        for chunk in resp.iter_bytes(_CHUNK):
-                            hasher.update(chunk)
-                            fh.write(chunk)
-                except httpx.TransportError as exc:
-                    raise ServerUnreachableError(
-                        f"Cannot reach fetchml server at {self._t.base_url}: {exc}"
-                    ) from exc
-            if hasher.hexdigest() != digest:
-                raise UnexpectedResponseError(
-                    f"snapshot {digest} downloaded with sha256 {hasher.hexdigest()}: corrupted in transit"
-                )
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with AtomicHashedWriter(
+            target,
+            expected_sha256=digest,
+            mismatch=lambda found: UnexpectedResponseError(
+                f"snapshot {digest} downloaded with sha256 {found}: corrupted in transit"
+            ),
+        ) as out:
+            try:
+                with self._t.http.stream("GET", _path(digest)) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        _raise_for_envelope(resp)
+                    for chunk in resp.iter_bytes(_CHUNK):
+                        out.write(chunk)
+            except httpx.TransportError as exc:
+                raise ServerUnreachableError(
+                    f"Cannot reach fetchml server at {self._t.base_url}: {exc}"
+                ) from exc
+            out.commit()
         return target

@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tempfile
 import threading
 from pathlib import Path
 
-from fetchml.core.archive import sha256_file
 from fetchml.core.models import DatasetSpec
+from fetchml.host.archive import sha256_file
+from fetchml.host.files import AtomicHashedWriter
 from fetchml.runner.dataset_policy import CHUNK, DatasetCancelled, DatasetError, DatasetPolicy
 from fetchml.runner.dataset_progress import FetchReport, Say
 from fetchml.runner.dataset_reading import ReadMixin
@@ -82,31 +82,24 @@ class DatasetCache(ReadMixin):
         for d in (self.cache_dir, folder):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(d, 0o700)  # tasks never see the cache folders, not even their names
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{spec.sha256}.", suffix=".part")
-        tmp = Path(tmp_name)
         limit = self.policy.max_bytes
-        try:
-            hasher = hashlib.sha256()
-            total = 0
-            with os.fdopen(fd, "wb") as out:
-                for chunk in self._read(src, cancel, report):
-                    if cancel is not None and cancel.is_set():
-                        raise DatasetCancelled()
-                    total += len(chunk)
-                    if total > limit:
-                        raise DatasetError(f"{src.where} is larger than this worker's limit of {limit} bytes")
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    report.advance(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-            if hasher.hexdigest() != spec.sha256:
-                raise DatasetError(f"the file at {src.where} does not match the expected sha256")
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, final)
-            write_stamp(final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with AtomicHashedWriter(
+            final,
+            limit=limit,
+            expected_sha256=spec.sha256,
+            too_large=lambda: DatasetError(
+                f"{src.where} is larger than this worker's limit of {limit} bytes"
+            ),
+            mismatch=lambda _: DatasetError(f"the file at {src.where} does not match the expected sha256"),
+            mode=0o444,
+        ) as out:
+            for chunk in self._read(src, cancel, report):
+                if cancel is not None and cancel.is_set():
+                    raise DatasetCancelled()
+                out.write(chunk)
+                report.advance(len(chunk))
+            out.commit()
+        write_stamp(final)
         report.verified()
         return final
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fetchml.client import FetchmlClient
-from fetchml.core.archive import safe_extract, sha256_file
 from fetchml.core.models import DatasetSpec, check_mount_path
 from fetchml.core.snapshots_models import check_digest
+from fetchml.host.archive import safe_extract, sha256_file
 from fetchml.runner.datasets import copy_verified, write_stamp
 
 

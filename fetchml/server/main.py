@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fetchml.core.settings import Settings
+from fetchml.host.settings import Settings
 from fetchml.server.app import create_asgi
 from fetchml.services.wiring import Services
 

@@ -5,11 +5,9 @@ as file_access."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role, TaskStatus
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from fetchml.core.models import check_mount_path
 from fetchml.core.protocol import Artifact
+from fetchml.host.files import AtomicHashedWriter
 from fetchml.services.base import read
 from fetchml.services.principal import Principal
 from fetchml.services.task_rows import audit_task, task_row
@@ -114,24 +113,25 @@ class ArtifactService:
         rel = clean_artifact_path(path)
         await self._check_upload(principal, task_id, attempt)
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
-        tmp = Path(tmp_name)
-        digest = hashlib.sha256()
-        size = 0
+        dest = self._file(task_id, attempt, rel)
+        # The temporary file sits in the artifacts folder, not beside `dest`: the attempt's folders
+        # are made only when the file is placed, where a collision is told apart.
+        out = AtomicHashedWriter(
+            dest,
+            limit=self.max_bytes,
+            too_large=lambda: ArtifactTooLargeError(f"artifact larger than {self.max_bytes} bytes"),
+            tmp_dir=self.root,
+            tmp_prefix=".upload-",
+            tmp_suffix="",
+        )
         try:
-            with os.fdopen(fd, "wb") as fh:
-                async for chunk in body:
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise ArtifactTooLargeError(f"artifact larger than {self.max_bytes} bytes")
-                    digest.update(chunk)
-                    await asyncio.to_thread(fh.write, chunk)
-            dest = self._file(task_id, attempt, rel)
+            async for chunk in body:
+                await asyncio.to_thread(out.write, chunk)
 
             def place() -> None:
                 try:
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(tmp, dest)
+                    out.commit()
                 except (FileExistsError, NotADirectoryError, IsADirectoryError):
                     # `a` and `a/b` in one attempt: a file and a folder cannot share a name.
                     raise ConflictError(
@@ -144,9 +144,9 @@ class ArtifactService:
                     _mirror, dest, self.tensorboard_dir / task_id / rel[len(TENSORBOARD_PREFIX) :]
                 )
         finally:
-            tmp.unlink(missing_ok=True)
+            out.discard()
 
-        sha = digest.hexdigest()
+        size, sha = out.size, out.sha256
 
         def op(tx: Tx) -> Artifact:
             tx.session.execute(

@@ -1,9 +1,9 @@
 """How a placed task moves on: node reports, lost workers, and a gang's all-or-nothing end.
 
 A single-node task follows its one worker's reports. A gang (``node_count > 1``) follows its
-nodes: it is running once any node runs, collecting once every node is collecting or done,
-and it ends only when every node has stopped, so its GPUs are never handed on while one of
-its processes may still hold them:
+nodes (their statuses and rules: core/nodes.py): it is running once any node runs, collecting
+once every node is collecting or done, and it ends only when every node has stopped, so its
+GPUs are never handed on while one of its processes may still hold them:
 
 - every node completed -> the task completed (exit code and output of rank 0);
 - a node failed, or a cancel was asked -> the other nodes are told to stop (heartbeat
@@ -29,8 +29,18 @@ from typing import Any
 from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, TaskStatus
 from fetchml.core.errors import ConflictError
 from fetchml.core.lifecycle import CANCELLED_ERROR, TIME_LIMIT_ERROR, check_transition
+from fetchml.core.nodes import (
+    GangEnd,
+    NodeStatus,
+    PlacedNode,
+    all_live_collecting,
+    gang_outcome,
+    is_stopping,
+    spends_retry,
+    stop_unstarted,
+)
 from fetchml.core.protocol import StatusReport
-from fetchml.services.node_assignments import LOST, STOPPED, is_live, is_stopping, nodes_of, set_nodes
+from fetchml.services.node_assignments import nodes_of, set_nodes
 from fetchml.services.write_queue import Tx
 from fetchml.store.tables import TaskRow
 
@@ -107,38 +117,26 @@ def unplace(tx: Tx, row: TaskRow, reason: str) -> None:
     )
 
 
-def _stop_unstarted(nodes: list[dict[str, Any]]) -> None:
-    """Nodes of a stopping gang that no worker has claimed will never start."""
-    for n in nodes:
-        if not n.get("slot_assigned") and is_live(n):
-            n["status"] = LOST
-
-
-def settle_gang(tx: Tx, row: TaskRow, nodes: list[dict[str, Any]], now: datetime, reason: str) -> None:
+def settle_gang(tx: Tx, row: TaskRow, nodes: list[PlacedNode], now: datetime, reason: str) -> None:
     """Write the nodes back and end the task if its last node has stopped."""
-    if is_stopping(row, nodes):
-        _stop_unstarted(nodes)
+    cancel = bool(row.cancel_requested)
+    if is_stopping(cancel, nodes):
+        stop_unstarted(nodes)
     set_nodes(row, nodes)
-    if any(is_live(n) for n in nodes):
+    outcome = gang_outcome(nodes, cancel)
+    if outcome is None:
         return
-    statuses = [n["status"] for n in nodes]
-    if all(s == TaskStatus.COMPLETED.value for s in statuses):
+    if outcome is GangEnd.COMPLETED:
         _advance(row, TaskStatus.COLLECTING)
-        _finish(tx, row, TaskStatus.COMPLETED, now, exit_code=nodes[0].get("exit_code"))
-    elif TaskStatus.FAILED.value in statuses or row.cancel_requested:
-        failed = next((n for n in nodes if n["status"] == TaskStatus.FAILED.value), None)
-        exit_code = (
-            row.exit_code if row.exit_code is not None else (failed.get("exit_code") if failed else None)
-        )
-        if row.cancel_requested:
+        _finish(tx, row, TaskStatus.COMPLETED, now, exit_code=nodes[0].exit_code)
+    elif outcome is GangEnd.FAILED:
+        failed = next((n for n in nodes if n.status is NodeStatus.FAILED), None)
+        exit_code = row.exit_code if row.exit_code is not None else (failed.exit_code if failed else None)
+        if cancel:
             row.error = CANCELLED_ERROR
         _finish(tx, row, TaskStatus.FAILED, now, exit_code=exit_code)
     else:
-        # Interrupted nodes (their workers stopped them) cost the task no retry; a lost one does.
-        spend = any(
-            n["status"] == LOST and n.get("slot_assigned") and not n.get("interrupted") for n in nodes
-        )
-        lose_task(tx, row, reason, now, spend_retry=spend)
+        lose_task(tx, row, reason, now, spend_retry=spends_retry(nodes))
 
 
 def _advance(row: TaskRow, to: TaskStatus) -> None:
@@ -189,7 +187,7 @@ def _started(tx: Tx, row: TaskRow, now: datetime) -> None:
     )
 
 
-def find_node(row: TaskRow, rep: StatusReport) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def find_node(row: TaskRow, rep: StatusReport) -> tuple[list[PlacedNode], PlacedNode]:
     """The reporting node; 409 for a report that is not about a live, claimed attempt."""
     current = TaskStatus(row.status)
     stale = ConflictError(
@@ -202,7 +200,7 @@ def find_node(row: TaskRow, rep: StatusReport) -> tuple[list[dict[str, Any]], di
     if rep.node_rank >= len(nodes):
         raise stale
     node = nodes[rep.node_rank]
-    if not node.get("slot_assigned") or not is_live(node):
+    if not node.slot_assigned or not node.live:
         raise stale
     return nodes, node
 
@@ -210,8 +208,8 @@ def find_node(row: TaskRow, rep: StatusReport) -> tuple[list[dict[str, Any]], di
 def apply_report(
     tx: Tx,
     row: TaskRow,
-    nodes: list[dict[str, Any]],
-    node: dict[str, Any],
+    nodes: list[PlacedNode],
+    node: PlacedNode,
     rep: StatusReport,
     now: datetime,
     lease: timedelta,
@@ -221,7 +219,8 @@ def apply_report(
     if rep.interrupted and new is TaskStatus.FAILED:
         _interrupted(tx, row, nodes, node, rep, now)
         return
-    if node["status"] == new.value:
+    to = NodeStatus(new.value)
+    if node.status is to:
         return  # a repeated report renews the lease and changes nothing
     if len(nodes) == 1:
         if new is TaskStatus.COMPLETED and row.status == TaskStatus.RUNNING.value:
@@ -230,7 +229,7 @@ def apply_report(
             # does), one report fewer per task.
             _advance(row, TaskStatus.COLLECTING)
         check_transition(TaskStatus(row.status), new)
-        node["status"] = new.value
+        node.move_to(to)
         set_nodes(row, nodes)
         if new in (TaskStatus.COMPLETED, TaskStatus.FAILED):
             if rep.output is not None:
@@ -247,20 +246,15 @@ def apply_report(
             if new is TaskStatus.RUNNING:
                 _started(tx, row, now)
         return
-    # A gang node: its own small lifecycle, then the task's status sums the nodes up.
-    order = ["assigned", "preparing", "running", "collecting"]
-    if (
-        node["status"] in order
-        and new.value in order
-        and order.index(new.value) < order.index(node["status"])
-    ):
-        raise ConflictError(
-            f"Node {rep.node_rank} of task {row.id} cannot move from {node['status']} to {new.value}"
-        )
-    stopping = is_stopping(row, nodes)
-    node["status"] = STOPPED if new is TaskStatus.FAILED and stopping else new.value
+    # A gang node: its own small lifecycle (core/nodes.py), then the task's status sums the
+    # nodes up. Moving backwards is a 409.
+    stopping = is_stopping(bool(row.cancel_requested), nodes)
+    node.move_to(
+        NodeStatus.STOPPED if new is TaskStatus.FAILED and stopping else to,
+        subject=f"Node {rep.node_rank} of task {row.id}",
+    )
     if new in (TaskStatus.COMPLETED, TaskStatus.FAILED):
-        node["exit_code"] = rep.exit_code
+        node.record_exit(rep.exit_code)
         if rep.node_rank == 0 and rep.output is not None:
             row.output = rep.output
         if new is TaskStatus.FAILED and not stopping:
@@ -269,33 +263,28 @@ def apply_report(
             row.error = (
                 TIME_LIMIT_ERROR
                 if detail == TIME_LIMIT_ERROR
-                else f"node {rep.node_rank} ({node['worker_id']}) failed: {detail}"
+                else f"node {rep.node_rank} ({node.worker_id}) failed: {detail}"
             )
             row.exit_code = rep.exit_code  # the first failure is the task's
     if new is TaskStatus.RUNNING and row.status == TaskStatus.PREPARING.value:
         _advance(row, TaskStatus.RUNNING)
         _started(tx, row, now)
-    live = [n["status"] for n in nodes if is_live(n)]
-    if (
-        live
-        and all(s == TaskStatus.COLLECTING.value for s in live)
-        and row.status == TaskStatus.RUNNING.value
-    ):
+    if row.status == TaskStatus.RUNNING.value and all_live_collecting(nodes):
         _advance(row, TaskStatus.COLLECTING)
     settle_gang(tx, row, nodes, now, f"node {rep.node_rank} stopped")
 
 
 def _interrupted(
-    tx: Tx, row: TaskRow, nodes: list[dict[str, Any]], node: dict[str, Any], rep: StatusReport, now: datetime
+    tx: Tx, row: TaskRow, nodes: list[PlacedNode], node: PlacedNode, rep: StatusReport, now: datetime
 ) -> None:
     """The worker stopped this node's attempt itself: requeue without spending a retry."""
-    reason = f"interrupted on worker {node['worker_id']}: {rep.error or 'the worker stopped'}"
+    reason = f"interrupted on worker {node.worker_id}: {rep.error or 'the worker stopped'}"
     if len(nodes) == 1:
         lose_task(tx, row, reason, now, spend_retry=False)
         return
-    node["status"] = LOST
-    node["interrupted"] = True
-    node["exit_code"] = rep.exit_code
+    node.move_to(NodeStatus.LOST)
+    node.interrupted = True
+    node.record_exit(rep.exit_code)
     settle_gang(tx, row, nodes, now, reason)
 
 
@@ -307,6 +296,6 @@ def lose_node(tx: Tx, row: TaskRow, worker_id: str, reason: str, now: datetime) 
         return
     nodes = nodes_of(row)
     for n in nodes:
-        if n["worker_id"] == worker_id and is_live(n):
-            n["status"] = LOST
+        if n.worker_id == worker_id and n.live:
+            n.move_to(NodeStatus.LOST)
     settle_gang(tx, row, nodes, now, reason)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Integer, Text, cast, func, literal
 
@@ -21,6 +21,7 @@ ROW_OVERHEAD = 1024
 DEFAULT_LIST_BYTES = 4 * 1024 * 1024
 # Pages of more rows than this are built one at a time (per event loop, see big_page).
 BIG_PAGE_ROWS = 100
+K = TypeVar("K")
 _big_pages: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
@@ -37,10 +38,10 @@ def size_of(*text_columns: Any, json_columns: Iterable[Any] = ()) -> ColumnEleme
     return total
 
 
-def within_budget(sized: Iterable[Sequence[Any]], budget: int) -> list[Any]:
+def within_budget(sized: Iterable[tuple[K, int | None]], budget: int) -> list[K]:
     """Keys of the leading (key, size) rows whose sizes add up to at most `budget`; the first
     row always, so that a single row bigger than the budget can still be read."""
-    keys: list[Any] = []
+    keys: list[K] = []
     spent = 0
     for key, size in sized:
         spent += int(size or 0)

@@ -16,13 +16,13 @@ from sqlalchemy import ColumnElement, and_, bindparam, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from fetchml.core.enums import WorkerStatus
+from fetchml.core.enums import ReservationStatus, WorkerStatus
 from fetchml.core.protocol import WorkerCapabilities
 from fetchml.core.scheduling import Release, ReservationHold, WorkerFree
-from fetchml.services.node_assignments import active_rows, is_live, nodes_of
+from fetchml.services.node_assignments import active_rows, nodes_of
 from fetchml.store.tables import JupyterServiceRow, ReservationRow, TaskRow, WorkerRow
 
-HELD_RESERVATION = ("active", "claimed")
+HELD_RESERVATION = (ReservationStatus.ACTIVE.value, ReservationStatus.CLAIMED.value)
 # Jupyter services placed on a worker hold its capacity (GPUs, CPUs, memory, a service slot)
 # in these states; `queued` ones hold nothing yet.
 SERVICE_HOLDING = ("starting", "running", "stopping")
@@ -105,13 +105,13 @@ def cluster_state(
     releases: dict[str, list[Release]] = {wid: [] for wid in workers}
     for row in rows:
         for n in nodes_of(row):
-            wid = n["worker_id"]
-            if wid in used and is_live(n):
+            wid = n.worker_id
+            if wid in used and n.live:
                 u = used[wid]
                 u[0] += row.cpu or 0
                 u[1] += row.memory_gb or 0
                 u[2] += 1
-                gpus = n.get("gpus") or []
+                gpus = n.gpus
                 taken[wid].update(gpus)
                 at = _release_at(row.started_at, row.time_limit_minutes, now, unit)
                 releases[wid].append(Release(at, tuple(gpus), row.cpu or 0, row.memory_gb or 0, 1))

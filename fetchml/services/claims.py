@@ -18,12 +18,13 @@ from sqlmodel import col
 
 from fetchml.core.enums import TaskStatus, WorkerStatus
 from fetchml.core.errors import NotFoundError
+from fetchml.core.nodes import master_port
 from fetchml.core.plugins import task_env
 from fetchml.core.protocol import Assignment, StatusReport, WorkerCapabilities
-from fetchml.core.settings import Settings
 from fetchml.events.bus import SAFETY_RECHECK, TASKS_TOPIC, EventBus, task_topic
+from fetchml.host.settings import Settings
 from fetchml.services.attempts import apply_report, find_node
-from fetchml.services.node_assignments import active_rows, held_by, master_port, nodes_of, set_nodes
+from fetchml.services.node_assignments import active_rows, held_by, nodes_of, set_nodes
 from fetchml.services.placement import Placer
 from fetchml.services.plugins import enabled_plugins
 from fetchml.services.principal import Principal
@@ -56,30 +57,29 @@ class ClaimService:
         unit = self.settings.time_limit_unit_seconds
 
         def deliver(tx: Tx, worker: WorkerRow, now: datetime, active: list[TaskRow]) -> Assignment | None:
-            waiting = [(t, n) for t, n in held_by(active, worker.id) if not n.get("slot_assigned")]
+            waiting = [(t, n) for t, n in held_by(active, worker.id) if not n.slot_assigned]
             # Several placed in one pass go out in queue order.
             waiting.sort(key=lambda tn: (-tn[0].priority, tn[0].seq or 0))
             for task, node in waiting:
                 nodes = nodes_of(task)
-                mine = nodes[node["node_id"]]
-                mine["slot_assigned"] = True
-                mine["status"] = TaskStatus.PREPARING.value
+                mine = nodes[node.node_id]
+                mine.claim()
                 set_nodes(task, nodes)
                 task.lease_expires_at = now + lease
                 master_addr: str | None = None
                 if task.node_count > 1:
-                    head = tx.session.get(WorkerRow, nodes[0]["worker_id"])
+                    head = tx.session.get(WorkerRow, nodes[0].worker_id)
                     caps = WorkerCapabilities.model_validate(head.capabilities) if head else None
-                    master_addr = (caps.hostname if caps else None) or nodes[0]["worker_id"]
+                    master_addr = (caps.hostname if caps else None) or nodes[0].worker_id
                 return Assignment(
                     # The worker downloads the datasets: it gets the sources as submitted.
                     task=task_to_wire(task, real_sources=True),
                     attempt=task.attempt,
-                    gpus=list(mine.get("gpus") or []),
-                    node_rank=mine["node_id"],
+                    gpus=list(mine.gpus),
+                    node_rank=mine.node_id,
                     num_nodes=task.node_count,
                     master_addr=master_addr,
-                    master_port=master_port(task) if task.node_count > 1 else None,
+                    master_port=master_port(task.seq) if task.node_count > 1 else None,
                     lease_expires_at=now + lease,
                     time_limit_seconds=limit_seconds(task.time_limit_minutes, unit),
                     env=task_env(task.id, task.plugin_configs or {}, enabled_plugins(tx.session))
@@ -148,7 +148,7 @@ class ClaimService:
             if task is None:
                 raise NotFoundError(f"Task {task_id} not found")
             nodes, node = find_node(task, rep)
-            check_owned_worker(tx, principal, node["worker_id"])
+            check_owned_worker(tx, principal, node.worker_id)
             was_started = task.started_at is not None
             apply_report(tx, task, nodes, node, rep, now, lease)
             started: float | None = None

@@ -328,7 +328,7 @@ def _reservation(v: dict[str, Any], old: str | None) -> Pending:
     return Pending(EventType.RESERVATION_CHANGED, data, None, v.get("user_id"))
 
 
-def row_to_event(row: Any) -> FeedEvent:
+def row_to_event(row: EventRow) -> FeedEvent:
     """A replay-window row (`id, type, at, task_id, user_id, data`) as a FeedEvent."""
     return FeedEvent(int(row.id), EventType(row.type), row.at, dict(row.data or {}), row.task_id, row.user_id)
 

@@ -21,8 +21,8 @@ from sqlmodel import col
 from fetchml.core.enums import AuditEventType, Role
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
 from fetchml.core.jupyter import JupyterService, StartJupyterRequest
-from fetchml.core.settings import Settings
 from fetchml.events.bus import SERVICES_TOPIC, TASKS_TOPIC, EventBus
+from fetchml.host.settings import Settings
 from fetchml.services.base import read
 from fetchml.services.capacity import cluster_state
 from fetchml.services.jupyter_placement import pending_reasons, service_workers

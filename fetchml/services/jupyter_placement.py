@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from fetchml.core.scheduling import TaskReq, decide
+from fetchml.core.scheduling import TaskReq, WorkerFree, decide
 from fetchml.services.capacity import ClusterState, cluster_state
 from fetchml.services.jupyter_rows import QUEUED, STARTING, Rows
 from fetchml.services.placement import Placer
@@ -21,7 +20,7 @@ from fetchml.services.write_queue import Tx
 from fetchml.store.tables import JupyterServiceRow
 
 
-def service_workers(state: ClusterState) -> list[Any]:
+def service_workers(state: ClusterState) -> list[WorkerFree]:
     """The cluster as the service queue sees it: service slots in place of batch slots."""
     out = []
     for w in state.free:

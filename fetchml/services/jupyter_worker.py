@@ -24,8 +24,8 @@ from fetchml.core.jupyter import (
     ServiceReport,
     proxy_path,
 )
-from fetchml.core.settings import Settings
 from fetchml.events.bus import SAFETY_RECHECK, SERVICES_TOPIC, TASKS_TOPIC, EventBus
+from fetchml.host.settings import Settings
 from fetchml.services.jupyter_placement import place_services
 from fetchml.services.jupyter_rows import (
     ERROR,

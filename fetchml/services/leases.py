@@ -17,8 +17,8 @@ from sqlmodel import col
 
 from fetchml.core.enums import WorkerStatus
 from fetchml.core.errors import FetchmlError
-from fetchml.core.settings import Settings
 from fetchml.events.bus import SERVICES_TOPIC, TASKS_TOPIC, EventBus, task_topic
+from fetchml.host.settings import Settings
 from fetchml.services.attempts import lose_node, lose_task
 from fetchml.services.jupyter import cull_idle, lose_worker_services, stop_overtime_services
 from fetchml.services.node_assignments import ACTIVE, active_rows, held_by

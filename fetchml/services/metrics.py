@@ -23,7 +23,7 @@ from fetchml.core.enums import TaskStatus, WorkerStatus
 from fetchml.core.protocol import WorkerCapabilities
 from fetchml.services.base import read
 from fetchml.services.capacity import gpu_indices
-from fetchml.services.node_assignments import ACTIVE, is_live, nodes_of
+from fetchml.services.node_assignments import ACTIVE, nodes_of
 from fetchml.store.db import Database
 from fetchml.store.tables import AuditEventRow, TaskRow, WorkerRow
 
@@ -74,8 +74,8 @@ def _gpus(session: Session) -> tuple[int, int]:
         # (older rows without node entries included) stays the one definition.
         row = TaskRow(status=status, worker_id=worker_id, assigned_gpus=assigned, node_assignments=nodes)  # type: ignore[call-arg]
         for node in nodes_of(row):
-            if node.get("worker_id") in live_workers and is_live(node):
-                allocated += len(node.get("gpus") or [])
+            if node.worker_id in live_workers and node.live:
+                allocated += len(node.gpus)
     return total, allocated
 
 

@@ -31,8 +31,9 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from fetchml.core.aging import MAX_PRIORITY, MIN_PRIORITY
-from fetchml.core.enums import AuditEventType, TaskStatus
+from fetchml.core.enums import AuditEventType, ReservationStatus, TaskStatus
 from fetchml.core.lifecycle import check_transition
+from fetchml.core.nodes import NodeStatus, PlacedNode
 from fetchml.core.scheduling import (
     Decision,
     Placement,
@@ -41,7 +42,7 @@ from fetchml.core.scheduling import (
     decide,
 )
 from fetchml.services.capacity import ClusterState, cluster_state
-from fetchml.services.node_assignments import ASSIGNED, set_nodes
+from fetchml.services.node_assignments import set_nodes
 from fetchml.services.write_queue import Tx
 from fetchml.store.tables import TaskRow
 
@@ -291,20 +292,20 @@ class Placer:
             set_nodes(
                 row,
                 [
-                    {
-                        "node_id": n.rank,
-                        "worker_id": n.worker_id,
-                        "slot_assigned": False,
-                        "gpus": list(n.gpus),
-                        "status": ASSIGNED,
-                    }
+                    PlacedNode(
+                        node_id=n.rank,
+                        worker_id=n.worker_id,
+                        slot_assigned=False,
+                        gpus=list(n.gpus),
+                        status=NodeStatus.ASSIGNED,
+                    )
                     for n in p.nodes
                 ],
             )
             touched.update(n.worker_id for n in p.nodes)
             res = state.reservations.get(p.reservation_id or "")
-            if res is not None and res.status == "active":
-                res.status = "claimed"
+            if res is not None and res.status == ReservationStatus.ACTIVE.value:
+                res.status = ReservationStatus.CLAIMED.value
                 tx.audit(
                     AuditEventType.RESERVATION_CLAIMED,
                     user_id=row.user_id,

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from fetchml.core.enums import AuditEventType
+from fetchml.core.enums import AuditEventType, ReservationStatus
 from fetchml.core.errors import ConflictError, ForbiddenError, ValidationError
 from fetchml.core.models import CreateReservationRequest, Reservation
 from fetchml.services.base import read
@@ -29,7 +29,8 @@ from fetchml.store.tables import ReservationRow
 def reservation_to_wire(row: ReservationRow, now: datetime | None = None) -> Reservation:
     status = row.status
     if now is not None and status in HELD_RESERVATION and row.expires_at <= now:
-        status = "expired"  # the sweeper has not got to it yet; it holds nothing any more
+        # the sweeper has not got to it yet; it holds nothing any more
+        status = ReservationStatus.EXPIRED.value
     return Reservation(
         id=row.id,
         user_id=row.user_id,
@@ -63,7 +64,7 @@ def expire_reservations(tx: Tx, now: datetime) -> list[str]:
     ).all()
     for row in rows:
         previous = row.status
-        row.status = "expired"
+        row.status = ReservationStatus.EXPIRED.value
         tx.audit(
             AuditEventType.RESERVATION_EXPIRED,
             user_id=row.user_id,
@@ -111,7 +112,7 @@ class ReservationService:
                 gpu_count=req.gpu_count,
                 gpu_type=req.gpu_type,
                 node_count=req.node_count,
-                status="active",
+                status=ReservationStatus.ACTIVE.value,
                 created_at=now,
                 expires_at=now + timedelta(minutes=req.expires_minutes),
                 gpus=gpus,

@@ -14,23 +14,20 @@ download one only for an attempt it holds.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
-import tempfile
 from collections.abc import AsyncIterable
 from pathlib import Path
-from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from fetchml.core.archive import DEFAULT_MAX_MEMBERS, check_tarball
 from fetchml.core.enums import ACTIVE_STATUSES, AuditEventType, Role
 from fetchml.core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError, ValidationError
 from fetchml.core.snapshots_models import SnapshotInfo, check_digest
+from fetchml.host.archive import DEFAULT_MAX_MEMBERS, check_tarball
+from fetchml.host.files import AtomicHashedWriter, HashCounter
 from fetchml.services.base import read
-from fetchml.services.node_assignments import is_live, nodes_of
+from fetchml.services.node_assignments import nodes_of
 from fetchml.services.principal import Principal
 from fetchml.services.write_queue import Tx, WriteQueue
 from fetchml.store.db import Database
@@ -66,7 +63,7 @@ def _worker_holds(session: Session, worker_name: str | None, digest: str) -> boo
         select(TaskRow).where(col(TaskRow.snapshot_id) == digest, col(TaskRow.status).in_(active))
     ).all()
     return any(
-        n.get("worker_id") == worker_name and n.get("slot_assigned") and is_live(n)
+        n.worker_id == worker_name and n.slot_assigned and n.live
         for row in rows
         for n in nodes_of(row)
     )
@@ -176,56 +173,58 @@ class SnapshotService:
         final = self._file(digest)
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         if await asyncio.to_thread(final.is_file):
-            size = await self._receive(digest, body, None)
+            counter = HashCounter(
+                limit=self.max_bytes, expected_sha256=digest, too_large=self._too_large, mismatch=_mismatch
+            )
+            size = await _receive(body, counter)
+            counter.check()
             return SnapshotInfo(sha256=digest, size=size, existed=True)
 
-        fd, tmp_name = await asyncio.to_thread(
-            tempfile.mkstemp, dir=self.root, prefix=".upload-", suffix=".part"
+        out = await asyncio.to_thread(
+            AtomicHashedWriter,
+            final,
+            limit=self.max_bytes,
+            expected_sha256=digest,
+            too_large=self._too_large,
+            mismatch=_mismatch,
+            tmp_prefix=".upload-",
         )
-        tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                size = await self._receive(digest, body, fh)
-                await asyncio.to_thread(_sync, fh)
-            await asyncio.to_thread(self._check_and_place, tmp, final)
+            size = await _receive(body, out)
+            await asyncio.to_thread(out.commit, self._check_tarball)
         finally:
-            await asyncio.to_thread(tmp.unlink, missing_ok=True)
+            await asyncio.to_thread(out.discard)
         return SnapshotInfo(sha256=digest, size=size, existed=False)
 
-    async def _receive(self, digest: str, body: bytes | AsyncIterable[bytes], fh: BinaryIO | None) -> int:
-        """Hashes, counts and (with `fh`) writes the body; refuses it past the cap or on a mismatch."""
-        hasher = hashlib.sha256()
-        size = 0
-        pending: list[bytes] = []
-        pending_bytes = 0
-        async for chunk in _chunks(body):
-            if not chunk:
-                continue
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise PayloadTooLargeError(f"snapshot larger than the {self.max_bytes} byte limit")
-            hasher.update(chunk)
-            if fh is not None:
-                pending.append(chunk)
-                pending_bytes += len(chunk)
-                if pending_bytes >= _FLUSH_BYTES:
-                    await asyncio.to_thread(fh.writelines, pending)
-                    pending, pending_bytes = [], 0
-        if fh is not None and pending:
-            await asyncio.to_thread(fh.writelines, pending)
-        if hasher.hexdigest() != digest:
-            raise ValidationError("snapshot content does not match its sha256")
-        return size
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(f"snapshot larger than the {self.max_bytes} byte limit")
 
-    def _check_and_place(self, tmp: Path, final: Path) -> None:
+    def _check_tarball(self, tmp: Path) -> None:
         with tmp.open("rb") as fh:
             if fh.read(2) != GZIP_MAGIC:
                 raise ValidationError("snapshot is not a gzip-compressed tar archive")
             fh.seek(0)
             check_tarball(fh, max_members=self.max_members, max_total_bytes=self.max_unpacked_bytes)
-        os.replace(tmp, final)
 
 
-def _sync(fh: BinaryIO) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
+def _mismatch(_found: str) -> ValidationError:
+    return ValidationError("snapshot content does not match its sha256")
+
+
+async def _receive(body: bytes | AsyncIterable[bytes], sink: HashCounter | AtomicHashedWriter) -> int:
+    """Hands the body to `sink`, which counts, hashes and (a file) writes it, refusing it past the
+    cap: in batches of about a MiB, each in a thread, so the event loop neither hashes nor waits
+    on the disk. The digest is checked by the caller, once the whole body came."""
+    pending: list[bytes] = []
+    pending_bytes = 0
+    async for chunk in _chunks(body):
+        if not chunk:
+            continue
+        pending.append(chunk)
+        pending_bytes += len(chunk)
+        if pending_bytes >= _FLUSH_BYTES:
+            await asyncio.to_thread(sink.writelines, pending)
+            pending, pending_bytes = [], 0
+    if pending:
+        await asyncio.to_thread(sink.writelines, pending)
+    return sink.size

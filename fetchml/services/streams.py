@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from fetchml.core.enums import TERMINAL_STATUSES, Role
 from fetchml.core.errors import ForbiddenError, RateLimitedError
 from fetchml.core.events import TASK_EVENTS, EventType, FeedEvent, how_it_ended
@@ -190,7 +192,7 @@ class StreamService:
         """The events after `after` (only this task's, if given), or None when `after` is
         outside the replay window (too old, or newer than anything committed)."""
 
-        def q(session: Any) -> list[FeedEvent] | None:
+        def q(session: Session) -> list[FeedEvent] | None:
             oldest, newest = oldest_and_newest(session)
             # The table keeps up to a prune interval more than the window: measure the window
             # from the newest id, so that a replay is never cut short (which would be a gap).

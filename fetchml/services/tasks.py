@@ -79,8 +79,9 @@ def cancel_task_op(principal: Principal, task_id: str, ip_address: str | None) -
     def op(tx: Tx) -> Task:
         row = own_task_row(tx.session, task_id, principal, "You may cancel only your own tasks")
         current = TaskStatus(row.status)
-        if current in ACTIVE_STATUSES and not any(n.get("slot_assigned") for n in nodes_of(row)):
+        if current in ACTIVE_STATUSES and not any(n.slot_assigned for n in nodes_of(row)):
             # Placed but no worker has taken it yet: nothing runs, so it ends here and now.
+            check_transition(current, TaskStatus.QUEUED)
             row.lease_expires_at = None
             row.node_assignments = []
             row.assigned_gpus = []

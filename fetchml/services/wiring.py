@@ -6,11 +6,12 @@ import asyncio
 from datetime import timedelta
 
 from fetchml import __version__
-from fetchml.core.clock import Clock, clock_from_settings
+from fetchml.core.clock import Clock
 from fetchml.core.events import FeedEvent
-from fetchml.core.settings import Settings
 from fetchml.events.bus import EventBus
 from fetchml.events.feed import EventFeed
+from fetchml.host.clock import clock_from_settings
+from fetchml.host.settings import Settings
 from fetchml.services.artifacts import ArtifactService
 from fetchml.services.audit import AuditService
 from fetchml.services.base import read

@@ -11,7 +11,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,6 +23,7 @@ from fetchml.core.enums import (
     WorkerStatus,
 )
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
+from fetchml.core.nodes import NodeStatus, PlacedNode, is_stopping
 from fetchml.core.protocol import (
     HeartbeatRequest,
     HeartbeatResponse,
@@ -34,8 +34,8 @@ from fetchml.core.protocol import (
     WorkerInfo,
     WorkerSlots,
 )
-from fetchml.core.settings import Settings
 from fetchml.events.bus import SERVICES_TOPIC, TASKS_TOPIC, EventBus, task_topic
+from fetchml.host.settings import Settings
 from fetchml.services.attempts import lose_node, unplace
 from fetchml.services.base import read
 from fetchml.services.capacity import service_holders
@@ -45,10 +45,8 @@ from fetchml.services.jupyter import (
     unplace_services,
 )
 from fetchml.services.node_assignments import (
-    STOPPED,
     active_rows,
     held_by,
-    is_stopping,
     nodes_of,
     nodes_on,
 )
@@ -61,7 +59,7 @@ from fetchml.store.tables import ServerMetaRow, TaskRow, WorkerRow
 log = logging.getLogger("fetchml.workers")
 
 TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
-REPORTED_END = frozenset({*TERMINAL, STOPPED})
+REPORTED_END = frozenset({*TERMINAL, NodeStatus.STOPPED.value})
 SERVER_ID_KEY = "server_id"
 
 
@@ -77,13 +75,13 @@ def server_id_op(tx: Tx) -> str:
 
 
 def _self_drain(
-    tx: Tx, user_id: str | None, worker: WorkerRow, held: list[tuple[TaskRow, dict[str, Any]]], now: datetime
+    tx: Tx, user_id: str | None, worker: WorkerRow, held: list[tuple[TaskRow, PlacedNode]], now: datetime
 ) -> None:
     worker.status = WorkerStatus.DRAINING.value
     for task, node in held:
-        if node.get("slot_assigned"):
+        if node.slot_assigned:
             continue
-        if task.node_count <= 1 or not any(n.get("slot_assigned") for n in nodes_of(task)):
+        if task.node_count <= 1 or not any(n.slot_assigned for n in nodes_of(task)):
             unplace(tx, task, f"worker {worker.id} is stopping")
         else:
             lose_node(tx, task, worker.id, f"worker {worker.id} is stopping", now)
@@ -206,12 +204,12 @@ class WorkerService:
             worker.last_heartbeat = now
             commands: list[WorkerCommand] = []
             held_here = nodes_on(tx.session, worker_id)
-            live = {(task.id, task.attempt) for task, node in held_here if node.get("slot_assigned")}
+            live = {(task.id, task.attempt) for task, node in held_here if node.slot_assigned}
             for task, node in held_here:
                 if (task.id, task.attempt) in held:
                     task.lease_expires_at = now + timeout
                 # A cancel, or a gang stopping because one of its nodes failed or was lost.
-                if node.get("slot_assigned") and is_stopping(task, nodes_of(task)):
+                if node.slot_assigned and is_stopping(bool(task.cancel_requested), nodes_of(task)):
                     commands.append(WorkerCommand(type="cancel", task_id=task.id, attempt=task.attempt))
             # What the worker runs but the server no longer counts as its (requeued after a
             # lost lease, or a gang that already ended): stop it, it is someone else's now.
@@ -237,7 +235,7 @@ class WorkerService:
                 # not started goes back to the queue, no retry spent.
                 _self_drain(tx, principal.user_id, worker, held_here, now)
                 unplace_services(tx, worker.id)
-                held_here = [(t, n) for t, n in held_here if n.get("slot_assigned")]
+                held_here = [(t, n) for t, n in held_here if n.slot_assigned]
             draining = worker.status == WorkerStatus.DRAINING.value
             if draining and not held_here and not holds_services(tx.session, worker_id):
                 worker.status = WorkerStatus.OFFLINE.value
@@ -267,9 +265,9 @@ class WorkerService:
             running: list[str] = []
             unplace_services(tx, worker_id)
             for task, node in nodes_on(tx.session, worker_id):
-                if node.get("slot_assigned"):
+                if node.slot_assigned:
                     running.append(task.id)
-                elif task.node_count <= 1 or not any(n.get("slot_assigned") for n in nodes_of(task)):
+                elif task.node_count <= 1 or not any(n.slot_assigned for n in nodes_of(task)):
                     # Placed here but not started: it goes back to the queue, no retry spent.
                     unplace(tx, task, f"worker {worker_id} is draining")
                 else:

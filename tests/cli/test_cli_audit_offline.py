@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fetchml.core.audit import event_hash, key_id_of, public_key_pem, sign_checkpoint
-from fetchml.core.auditfile import checkpoint_line, event_line
+from fetchml.host.auditfile import checkpoint_line, event_line
 from tests.cli.conftest import Result, assert_ok, cli_env, run, unreachable_url
 from tests.harness import Keys, ServerHandle, make_keys
 

@@ -18,7 +18,7 @@ from fetchml.client.base import ServerUnreachableError
 from fetchml.client.ws import TaskUpdates, ws_url
 from fetchml.core.errors import ForbiddenError, UnauthorizedError
 from tests.cli.conftest import unreachable_url
-from tests.harness import Keys, ServerHandle, make_keys
+from tests.harness import Keys, ServerHandle, make_keys, wait_for
 from tests.protocol_kit import submit
 
 WAIT = 10.0
@@ -54,11 +54,6 @@ class Reader:
                 return item
 
 
-def wait_for(cond: Callable[[], Any], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_ws_url() -> None:
@@ -153,14 +148,14 @@ def test_pings_are_answered_and_a_restart_reconnects_and_calls_on_open_again(
     with srv.client(k.user) as c:
         updates = c.streams.updates(on_open=on_open, on_reconnect=on_reconnect, backoff=0.05)
         reader = Reader(updates)
-        wait_for(lambda: updates.pongs >= 8, "eight pings answered (1.6 s, past the 1 s idle close)")
+        wait_for(lambda: updates.pongs >= 8, WAIT, "eight pings answered (1.6 s, past the 1 s idle close)", every=0.02)
         first = submit(srv, k.user, "first")
         got = reader.until(lambda e: e["task_id"] == first.id)
         assert got["to"] == "queued" and opens == 1 and drops == []
 
         srv.stop()
         stopped.set()
-        wait_for(lambda: restarted.is_set() and opens == 2, "the reconnect", timeout=60)
+        wait_for(lambda: restarted.is_set() and opens == 2, 60, "the reconnect", every=0.02)
         after = submit(srv, k.user, "after")
         got = reader.until(lambda e: e["task_id"] == after.id)
         assert got["to"] == "queued" and updates.reconnects == len(drops) >= 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fetchml.client.snapshot_pack import pack_directory
-from fetchml.core.archive import check_tarball, safe_extract, sha256_file
+from fetchml.host.archive import check_tarball, safe_extract, sha256_file
 
 
 def write(root: Path, rel: str, data: str = "x") -> Path:

@@ -1,24 +1,14 @@
-"""The clocks services read: the system clock, the manual test clock, the offset-file clock."""
+"""The clocks services read: the system clock and the manual test clock (the offset-file clock,
+which reads a file, is tested in tests/host/test_clock.py)."""
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from fetchml.core.clock import (
-    SYSTEM_CLOCK,
-    Clock,
-    ManualClock,
-    OffsetFileClock,
-    SystemClock,
-    clock_from_settings,
-    write_offset_file,
-)
+from fetchml.core.clock import SYSTEM_CLOCK, Clock, ManualClock, SystemClock
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -34,8 +24,8 @@ def test_system_clock_is_aware_utc_and_real() -> None:
     assert m1 <= m2 < m1 + 5
 
 
-def test_every_clock_satisfies_the_protocol(tmp_path: Path) -> None:
-    for clock in (SystemClock(), ManualClock(T0), OffsetFileClock(tmp_path / "off")):
+def test_every_clock_satisfies_the_protocol() -> None:
+    for clock in (SystemClock(), ManualClock(T0)):
         assert isinstance(clock, Clock)
 
 
@@ -71,119 +61,3 @@ def test_manual_clock_converts_its_start_to_utc() -> None:
 def test_manual_clock_defaults_to_real_now() -> None:
     before = datetime.now(UTC)
     assert before <= ManualClock().now() <= datetime.now(UTC)
-
-
-def test_offset_clock_without_file_is_the_base(tmp_path: Path) -> None:
-    base = ManualClock(T0)
-    clock = OffsetFileClock(tmp_path / "offset", base)
-    assert clock.offset() == 0.0
-    assert clock.now() == T0 and clock.monotonic() == 0.0
-
-
-def test_offset_clock_adds_the_file_and_sees_every_rewrite(tmp_path: Path) -> None:
-    path = tmp_path / "offset"
-    base = ManualClock(T0)
-    clock = OffsetFileClock(path, base)
-    # Many rewrites in quick succession, most within one mtime tick: each is seen (new inode).
-    for n in range(1, 30):
-        write_offset_file(path, n * 10.0)
-        assert clock.now() == T0 + timedelta(seconds=n * 10.0)
-        assert clock.monotonic() == n * 10.0
-    base.advance(5)
-    assert clock.now() == T0 + timedelta(seconds=295)
-
-
-def test_offset_clock_reads_the_file_only_when_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "offset"
-    write_offset_file(path, 60)
-    clock = OffsetFileClock(path, ManualClock(T0))
-    reads: list[Path] = []
-    real = Path.read_text
-
-    def counting(self: Path, *a: object, **k: object) -> str:
-        reads.append(self)
-        return real(self)
-
-    monkeypatch.setattr(Path, "read_text", counting)
-    for _ in range(100):
-        assert clock.now() == T0 + timedelta(seconds=60)
-    assert len(reads) == 1
-    write_offset_file(path, 61)
-    assert clock.offset() == 61.0
-    assert len(reads) == 2
-
-
-@pytest.mark.parametrize("content", ["", "soon", "nan", "inf", "-inf", "1e400"])
-def test_offset_clock_ignores_a_bad_file_keeping_the_last_good_offset(
-    tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "offset"
-    clock = OffsetFileClock(path, ManualClock(T0))
-    write_offset_file(path, 30)
-    assert clock.offset() == 30.0
-    tmp = tmp_path / "tmp"
-    tmp.write_text(content)
-    os.replace(tmp, path)
-    assert clock.offset() == 30.0
-    assert "does not hold a number" in caplog.text
-    # Logged once per version of the file, not on every read.
-    caplog.clear()
-    assert clock.offset() == 30.0
-    assert caplog.text == ""
-
-
-def test_offset_clock_file_removed_means_no_offset(tmp_path: Path) -> None:
-    path = tmp_path / "offset"
-    clock = OffsetFileClock(path, ManualClock(T0))
-    write_offset_file(path, 30)
-    assert clock.offset() == 30.0
-    path.unlink()
-    assert clock.now() == T0
-
-
-def test_offset_clock_monotonic_never_goes_back(tmp_path: Path) -> None:
-    path = tmp_path / "offset"
-    base = ManualClock(T0)
-    clock = OffsetFileClock(path, base)
-    write_offset_file(path, 100)
-    assert clock.monotonic() == 100.0
-    write_offset_file(path, 10)  # lowered: wall time follows, intervals must not turn negative
-    assert clock.now() == T0 + timedelta(seconds=10)
-    assert clock.monotonic() == 100.0
-    base.advance(95)
-    assert clock.monotonic() == 105.0
-
-
-def test_offset_clock_is_safe_across_threads(tmp_path: Path) -> None:
-    path = tmp_path / "offset"
-    clock = OffsetFileClock(path)
-    errors: list[BaseException] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        last = float("-inf")
-        try:
-            while not stop.is_set():
-                m = clock.monotonic()
-                assert m >= last
-                last = m
-                assert clock.now().tzinfo is not None
-        except BaseException as exc:  # handed to the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=reader) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for n in range(200):
-        write_offset_file(path, float(n))
-    stop.set()
-    for t in threads:
-        t.join(10)
-    assert not errors
-    assert clock.offset() == 199.0
-
-
-def test_clock_from_settings(tmp_path: Path) -> None:
-    assert clock_from_settings(None) is SYSTEM_CLOCK
-    clock = clock_from_settings(tmp_path / "offset")
-    assert isinstance(clock, OffsetFileClock) and clock.path == tmp_path / "offset"

@@ -6,7 +6,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.dockerutil import docker_client, jupyter_image
-from tests.harness import REPO, ServerHandle, ServerPool, die_with_parent
+from tests.harness import REPO, ServerHandle, ServerPool, die_with_parent, wait_for
 
 __all__ = ["docker_client", "jupyter_image"]
 
@@ -105,13 +104,7 @@ class Cluster:
         return lines if worker_lines else [line for line in lines if not line.startswith(DATASET_LINE)]
 
     def wait_for(self, cond: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = cond()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        return wait_for(cond, timeout, what)
 
     def wait_status(self, task_id: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:

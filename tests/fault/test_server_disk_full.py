@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fault.server_kit import fill, is_envelope, small_tmpfs, wait_for
-from tests.harness import ServerHandle
+from tests.fault.server_kit import fill, is_envelope, small_tmpfs
+from tests.harness import ServerHandle, wait_for
 
 BODY = {"job_name": "full", "entrypoint": "train.py", "args": "x" * 2000}
 

@@ -15,8 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.fault.server_kit import SqliteLock, is_envelope, wait_for
-from tests.harness import REPO, ServerHandle, run_cli
+from tests.fault.server_kit import SqliteLock, is_envelope
+from tests.harness import REPO, ServerHandle, run_cli, wait_for
 
 BODY = {"job_name": "idem", "entrypoint": "train.py", "args": "--lr 0.1"}
 

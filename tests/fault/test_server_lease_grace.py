@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 
 from fetchml.core.protocol import Assignment
-from tests.fault.server_kit import HEARTBEAT_ENV, SqliteLock, wait_for
-from tests.harness import ServerHandle
+from tests.fault.server_kit import HEARTBEAT_ENV, SqliteLock
+from tests.harness import ServerHandle, wait_for
 from tests.protocol_kit import FakeWorker
 
 TIMEOUT = float(HEARTBEAT_ENV["FETCHML_HEARTBEAT_TIMEOUT"])

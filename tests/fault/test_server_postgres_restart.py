@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.fault.server_kit import is_envelope, private_postgres, wait_for
-from tests.harness import ServerHandle
+from tests.fault.server_kit import is_envelope, private_postgres
+from tests.harness import ServerHandle, wait_for
 
 
 def test_postgres_restart_mid_burst(tmp_path: Path) -> None:

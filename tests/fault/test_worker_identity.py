@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from tests.backends import SQLITE
 from tests.e2e.conftest import FAST_LEASES
 from tests.fault.conftest import procs_of, spawn_worker
-from tests.harness import ServerHandle, ServerPool
+from tests.harness import ServerHandle, ServerPool, wait_for
 
 
 @pytest.fixture
@@ -33,13 +32,6 @@ def _registered(srv: ServerHandle, name: str) -> bool:
     return bool(srv.db_exec("SELECT 1 FROM workers WHERE id = ? AND status = 'active'", (name,)))
 
 
-def _wait(cond: Callable[[], object], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_restarting_a_worker_spares_another_servers_task_under_the_same_name(
@@ -58,7 +50,7 @@ def test_restarting_a_worker_spares_another_servers_task_under_the_same_name(
     try:
         start(a, "a")
         start(b, "b")
-        _wait(lambda: _registered(a, name) and _registered(b, name), "both workers to register")
+        wait_for(lambda: _registered(a, name) and _registered(b, name), what="both workers to register")
         ids = {srv.db_exec("SELECT value FROM server_meta WHERE key = 'server_id'")[0][0] for srv in (a, b)}
         assert len(ids) == 2, "each installation has an id of its own"
         user_b = b.make_key("alice", "user")
@@ -73,21 +65,21 @@ def test_restarting_a_worker_spares_another_servers_task_under_the_same_name(
             r = http.post("/v1/tasks", json=body)
             assert r.status_code == 201, r.text
             tid = r.json()["id"]
-        _wait(lambda: procs_of(tid), "server b's task to run")
+        wait_for(lambda: procs_of(tid), what="server b's task to run")
         # Restart server a's worker: its orphan cleanup runs at registration.
         wa = workers[0]
         wa.send_signal(signal.SIGTERM)
         assert wa.wait(20) == 0
         start(a, "a")
         log_a = tmp_path / "w-a.log"
-        _wait(
-            lambda: log_a.read_text().count(f"worker {name} registered") == 2, "a's worker to register again"
+        wait_for(
+            lambda: log_a.read_text().count(f"worker {name} registered") == 2, what="a's worker to register again"
         )
         assert procs_of(tid), "server a's worker killed server b's task"
         flag.touch()
         with b.http(user_b) as http:
-            _wait(
-                lambda: http.get(f"/v1/tasks/{tid}").json()["status"] == "completed", "b's task to complete"
+            wait_for(
+                lambda: http.get(f"/v1/tasks/{tid}").json()["status"] == "completed", what="b's task to complete"
             )
             t = http.get(f"/v1/tasks/{tid}").json()
         assert t["retry_count"] == 0 and t["attempt"] == 1, t

@@ -6,27 +6,19 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import FAST_LEASES
 from tests.fault.conftest import spawn_worker
-from tests.harness import ServerPool
+from tests.harness import ServerPool, wait_for
 
 
 def _log(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _wait(cond: Callable[[], object], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
@@ -38,20 +30,20 @@ def test_a_worker_started_before_its_server_waits_and_registers(
     log = tmp_path / "worker.log"
     w = spawn_worker(srv.url, srv.env(), key, "early", tmp_path / "work", log)
     try:
-        _wait(lambda: "(attempt 3)" in _log(log), "three logged registration attempts", timeout=15)
+        wait_for(lambda: "(attempt 3)" in _log(log), what="three logged registration attempts", timeout=15)
         assert w.poll() is None, _log(log)
         srv.start()
         # Backoff is 0.5, 1, 2, 4 s...: registered within one backoff step of the server's start.
-        _wait(
+        wait_for(
             lambda: srv.db_exec("SELECT 1 FROM workers WHERE id = 'early' AND status = 'active'"),
-            "the worker to register",
+            what="the worker to register",
             timeout=20,
         )
         assert "cannot register with the server (attempt 1)" in _log(log)
         user = srv.make_key("alice", "user")
         with srv.http(user) as http:
             tid = http.post("/v1/tasks", json={"job_name": "j", "entrypoint": "echo hi"}).json()["id"]
-            _wait(lambda: http.get(f"/v1/tasks/{tid}").json()["status"] == "completed", "the task to run")
+            wait_for(lambda: http.get(f"/v1/tasks/{tid}").json()["status"] == "completed", what="the task to run")
     finally:
         if w.poll() is None:
             w.send_signal(signal.SIGTERM)

@@ -20,7 +20,7 @@ from fetchml.core.errors import ConflictError
 from fetchml.core.jupyter import ServiceAssignment, ServiceClaimResponse, ServiceReport, proxy_path
 from fetchml.runner.executors.local import LABEL_TASK
 from fetchml.runner.worker import Worker, WorkerConfig
-from tests.harness import free_port
+from tests.harness import free_port, wait_for
 
 
 class ServerHalf:
@@ -60,14 +60,6 @@ class ServerHalf:
         )
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def labelled(sid: str) -> list[psutil.Process]:

@@ -22,13 +22,13 @@ from fetchml.runner.executors.local import LocalExecutor
 from fetchml.runner.jupyter import JUPYTER_MISSING, PortPool, parse_port_range, redact
 from fetchml.runner.services import _Service
 from fetchml.runner.worker import Worker, WorkerConfig
+from tests.harness import wait_for
 from tests.runner.servicekit import (
     ServerHalf,
     assignment,
     free,
     labelled,
     port_range,
-    wait_for,
     worker_factory,
 )
 

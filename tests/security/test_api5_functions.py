@@ -142,7 +142,7 @@ def app_routes() -> set[tuple[str, str]]:
     import warnings
     from pathlib import Path
 
-    from fetchml.core.settings import Settings
+    from fetchml.host.settings import Settings
     from fetchml.server.app import create_app
     from fetchml.services.wiring import Services
 

@@ -14,7 +14,7 @@ import pytest
 
 from fetchml.core.errors import ConflictError
 from fetchml.core.protocol import Assignment
-from tests.harness import ServerHandle
+from tests.harness import ServerHandle, key_ring
 from tests.protocol_kit import FakeWorker, cancel_leftovers, get_task, submit, unique
 
 LEASE = 30.0
@@ -35,11 +35,7 @@ def fast(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
 
 @pytest.fixture(scope="module")
 def keys(fast: ServerHandle) -> dict[str, str]:
-    return {
-        "admin": fast.make_key("root", "admin"),
-        "user": fast.make_key("alice", "user"),
-        "worker": fast.make_key("boxes", "worker"),
-    }
+    return key_ring(fast, user="alice")
 
 
 @pytest.fixture

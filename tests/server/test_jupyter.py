@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fetchml.core.jupyter import ServiceReport, proxy_path
-from tests.harness import ServerHandle, expect_error
+from tests.harness import ServerHandle, expect_error, key_ring
 from tests.protocol_kit import FakeWorker, cancel_leftovers, submit, unique
 
 
@@ -25,12 +25,7 @@ def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
 
 @pytest.fixture(scope="module")
 def keys(srv: ServerHandle) -> dict[str, str]:
-    return {
-        "admin": srv.make_key("root", "admin"),
-        "alice": srv.make_key("alice", "user"),
-        "bob": srv.make_key("bob", "user"),
-        "worker": srv.make_key("boxes", "worker"),
-    }
+    return key_ring(srv, alice="alice", bob="bob")
 
 
 def _stop_all(srv: ServerHandle, admin: str) -> None:

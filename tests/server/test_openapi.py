@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from fetchml.core.settings import Settings
+from fetchml.host.settings import Settings
 from tests.harness import Keys, ServerHandle, expect_error
 
 # Every operation of this issue, in the server's own path spelling.

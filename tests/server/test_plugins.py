@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ServerHandle, expect_error, free_port
+from tests.harness import ServerHandle, expect_error, free_port, key_ring
 
 SECRET = "wandb-SECRET-0123456789abcdef"
 
@@ -22,11 +22,7 @@ def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
 
 @pytest.fixture(scope="module")
 def keys(srv: ServerHandle) -> dict[str, str]:
-    return {
-        "admin": srv.make_key("root", "admin"),
-        "user": srv.make_key("alice", "user"),
-        "worker": srv.make_key("box", "worker"),
-    }
+    return key_ring(srv, worker="box", user="alice")
 
 
 class _Stub(BaseHTTPRequestHandler):

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.harness import ServerHandle, expect_error
+from tests.harness import ServerHandle, expect_error, key_ring
 from tests.protocol_kit import FakeWorker, cancel_leftovers, unique
 
 
@@ -22,11 +22,7 @@ def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
 
 @pytest.fixture(scope="module")
 def keys(srv: ServerHandle) -> dict[str, str]:
-    return {
-        "admin": srv.make_key("root", "admin"),
-        "user": srv.make_key("alice", "user"),
-        "worker": srv.make_key("boxes", "worker"),
-    }
+    return key_ring(srv, user="alice")
 
 
 @pytest.fixture

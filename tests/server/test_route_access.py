@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fetchml.core.settings import Settings
+from fetchml.host.settings import Settings
 
 # METHOD path -> "public", "any key", or the roles joined with "+"; " +guard" for an extra guard.
 ACCESS = {

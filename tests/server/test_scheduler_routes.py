@@ -13,8 +13,8 @@ import pytest
 
 from fetchml.core.aging import aged_priority
 from fetchml.core.models import Task
-from fetchml.core.settings import Settings
 from fetchml.core.timeutil import utcnow
+from fetchml.host.settings import Settings
 from tests.harness import ServerHandle, expect_error, sqlite_exec
 from tests.protocol_kit import FakeWorker, cancel_leftovers, get_task, submit
 

@@ -12,18 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Keys, ServerHandle, expect_error
+from tests.harness import Keys, ServerHandle, expect_error, post_task
 from tests.protocol_kit import enable_plugins
 
 SHA = "ab" * 32
-
-
-def submit(srv: ServerHandle, key: str, **body: Any) -> dict[str, Any]:
-    body.setdefault("job_name", "job")
-    with srv.http(key) as http:
-        r = http.post("/v1/tasks", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
 
 
 def parse_ts(value: str) -> datetime:
@@ -35,7 +27,7 @@ def parse_ts(value: str) -> datetime:
 
 def test_submit_minimal_task(shared_server: ServerHandle, keys: Keys) -> None:
     before = datetime.now(UTC)
-    t = submit(shared_server, keys.user, job_name="minimal")
+    t = post_task(shared_server, keys.user, job_name="minimal")
     assert t["job_name"] == "minimal"
     assert t["status"] == "queued"
     assert t["priority"] == 5
@@ -94,7 +86,7 @@ def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -
         "plugin_configs": {"mlflow": {"enabled": True, "mode": "remote", "settings": {"experiment": "x"}}},
     }
     enable_plugins(shared_server, "mlflow")
-    created = submit(shared_server, keys.user, **body)
+    created = post_task(shared_server, keys.user, **body)
     with shared_server.http(keys.user) as http:
         fetched = http.get(f"/v1/tasks/{created['id']}").json()
     for t in (created, fetched):
@@ -134,15 +126,15 @@ def test_submit_full_task_round_trips(shared_server: ServerHandle, keys: Keys) -
 
 
 def test_user_id_comes_from_the_key_never_the_body(shared_server: ServerHandle, keys: Keys) -> None:
-    t = submit(shared_server, keys.user, job_name="impostor", user_id="bob")
+    t = post_task(shared_server, keys.user, job_name="impostor", user_id="bob")
     assert t["user_id"] == "alice"
-    t = submit(shared_server, keys.admin, job_name="impostor", user_id="alice")
+    t = post_task(shared_server, keys.admin, job_name="impostor", user_id="alice")
     assert t["user_id"] == "root"
 
 
 def test_job_name_need_not_be_unique(shared_server: ServerHandle, keys: Keys) -> None:
-    a = submit(shared_server, keys.user, job_name="same-name")
-    b = submit(shared_server, keys.user, job_name="same-name")
+    a = post_task(shared_server, keys.user, job_name="same-name")
+    b = post_task(shared_server, keys.user, job_name="same-name")
     assert a["id"] != b["id"]
 
 
@@ -210,7 +202,7 @@ def test_invalid_submissions_are_422_naming_the_field(
 
 
 def test_get_by_id(shared_server: ServerHandle, keys: Keys) -> None:
-    t = submit(shared_server, keys.other, job_name="bobs")
+    t = post_task(shared_server, keys.other, job_name="bobs")
     for key in (keys.other, keys.user, keys.admin):  # users may read any task
         with shared_server.http(key) as http:
             r = http.get(f"/v1/tasks/{t['id']}")
@@ -235,7 +227,7 @@ def listing(module_server_factory) -> tuple[ServerHandle, Keys, list[dict[str, A
     made = []
     for i in range(12):
         key = k.user if i in {0, 1, 2, 4, 5, 7, 9} else k.other
-        made.append(submit(srv, key, job_name=f"list-{i}", priority=1 + i % 10))
+        made.append(post_task(srv, key, job_name=f"list-{i}", priority=1 + i % 10))
     return srv, k, made
 
 
@@ -310,7 +302,7 @@ def test_newest_first_holds_for_identical_timestamps(listing) -> None:
 
 
 def test_cancel_own_queued_task(shared_server: ServerHandle, keys: Keys) -> None:
-    t = submit(shared_server, keys.user, job_name="to-cancel")
+    t = post_task(shared_server, keys.user, job_name="to-cancel")
     with shared_server.http(keys.user) as http:
         r = http.delete(f"/v1/tasks/{t['id']}")
         assert r.status_code == 204 and r.content == b""
@@ -329,14 +321,14 @@ def test_cancel_unknown_is_404(shared_server: ServerHandle, keys: Keys) -> None:
 def test_cancel_someone_elses_task_is_403_and_changes_nothing(
     shared_server: ServerHandle, keys: Keys
 ) -> None:
-    t = submit(shared_server, keys.other, job_name="bobs-task")
+    t = post_task(shared_server, keys.other, job_name="bobs-task")
     with shared_server.http(keys.user) as http:
         expect_error(http.delete(f"/v1/tasks/{t['id']}"), 403, "FORBIDDEN")
         assert http.get(f"/v1/tasks/{t['id']}").json()["status"] == "queued"
 
 
 def test_admin_may_cancel_anyones_task(shared_server: ServerHandle, keys: Keys) -> None:
-    t = submit(shared_server, keys.other, job_name="bobs-task")
+    t = post_task(shared_server, keys.other, job_name="bobs-task")
     with shared_server.http(keys.admin) as http:
         assert http.delete(f"/v1/tasks/{t['id']}").status_code == 204
         after = http.get(f"/v1/tasks/{t['id']}").json()
@@ -344,7 +336,7 @@ def test_admin_may_cancel_anyones_task(shared_server: ServerHandle, keys: Keys) 
 
 
 def test_cancel_twice_is_409(shared_server: ServerHandle, keys: Keys) -> None:
-    t = submit(shared_server, keys.user, job_name="twice")
+    t = post_task(shared_server, keys.user, job_name="twice")
     with shared_server.http(keys.user) as http:
         assert http.delete(f"/v1/tasks/{t['id']}").status_code == 204
         ended = http.get(f"/v1/tasks/{t['id']}").json()["ended_at"]
@@ -354,7 +346,7 @@ def test_cancel_twice_is_409(shared_server: ServerHandle, keys: Keys) -> None:
 
 @pytest.mark.parametrize("status", ["completed", "failed"])
 def test_cancel_a_finished_task_is_409(shared_server: ServerHandle, keys: Keys, status: str) -> None:
-    t = submit(shared_server, keys.user, job_name=f"in-{status}")
+    t = post_task(shared_server, keys.user, job_name=f"in-{status}")
     shared_server.db_exec(
         "UPDATE tasks SET status = ?, ended_at = '2026-01-01 00:00:00.000000' WHERE id = ?",
         (status, t["id"]),
@@ -365,7 +357,7 @@ def test_cancel_a_finished_task_is_409(shared_server: ServerHandle, keys: Keys, 
 
 
 def test_concurrent_cancels_of_one_task_succeed_once(shared_server: ServerHandle, keys: Keys) -> None:
-    t = submit(shared_server, keys.user, job_name="cancel-race")
+    t = post_task(shared_server, keys.user, job_name="cancel-race")
 
     def attempt(_: int) -> int:
         with shared_server.http(keys.user) as http:
@@ -378,7 +370,7 @@ def test_concurrent_cancels_of_one_task_succeed_once(shared_server: ServerHandle
 
 def test_concurrent_submissions_get_distinct_ids(shared_server: ServerHandle, keys: Keys) -> None:
     def attempt(i: int) -> str:
-        return str(submit(shared_server, keys.other if i % 2 else keys.user, job_name=f"par-{i}")["id"])
+        return str(post_task(shared_server, keys.other if i % 2 else keys.user, job_name=f"par-{i}")["id"])
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         ids = list(pool.map(attempt, range(40)))

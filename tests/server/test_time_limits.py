@@ -12,18 +12,10 @@ from typing import Any
 import pytest
 
 from fetchml.core.jupyter import ServiceReport, proxy_path
-from tests.harness import Keys, ServerHandle, expect_error
+from tests.harness import Keys, ServerHandle, expect_error, post_task
 from tests.protocol_kit import FakeWorker, cancel_leftovers, unique
 
 DEFAULT, MAXIMUM, UNIT = 30, 600, 0.5
-
-
-def post_task(srv: ServerHandle, key: str, **body: Any) -> dict[str, Any]:
-    body.setdefault("job_name", "tl")
-    with srv.http(key) as http:
-        r = http.post("/v1/tasks", json=body)
-    assert r.status_code == 201, r.text
-    return dict(r.json())
 
 
 def post_service(srv: ServerHandle, key: str, **body: Any) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from fetchml.core.protocol import (
     StatusReport,
     WorkerCapabilities,
 )
-from fetchml.core.settings import Settings
+from fetchml.host.settings import Settings
 from fetchml.services.principal import Principal
 from fetchml.services.wiring import Services
 from fetchml.store.db import Database

@@ -24,7 +24,7 @@ from fetchml.core.protocol import (
     WorkerCapabilities,
 )
 from fetchml.core.scheduling import REASON_PROMISED
-from fetchml.core.settings import Settings
+from fetchml.host.settings import Settings
 from fetchml.services.placement import QUEUE_HEAD_MIN
 from fetchml.services.principal import Principal
 from fetchml.services.wiring import Services

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fetchml.core.archive import check_tarball, safe_extract, sha256_file
 from fetchml.core.errors import ValidationError
+from fetchml.host.archive import check_tarball, safe_extract, sha256_file
 
 
 def member(name: str, kind: bytes = tarfile.REGTYPE, *, data: bytes = b"", linkname: str = "") -> tuple:

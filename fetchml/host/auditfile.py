@@ -1,4 +1,5 @@
-"""The audit export file and its offline verifier. Pure: no server, no database.
+"""The audit export file and its offline verifier: reads and writes files, and checks them in
+parallel processes. No server, no database.
 
 Format `fetchml-audit-export/v1`: JSON Lines, UTF-8, one object per line, each with a "kind":
 

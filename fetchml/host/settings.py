@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     audit_signing_key: Path | None = None
     # Chains at least this long are verified by one child process per CPU.
     audit_verify_parallel_min_events: int = Field(default=200_000, ge=1)
-    # Testing aid: the server's clock adds the seconds written in this file (fetchml/core/clock.py),
+    # Testing aid: the server's clock adds the seconds written in this file (fetchml/host/clock.py),
     # so tests of aging, leases, reservations and rate limits move a real server's time forward.
     clock_offset_file: Path | None = None
     # Testing aid: the seconds one minute of a time limit lasts (60). Tests set 1, so a task
