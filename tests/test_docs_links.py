@@ -33,3 +33,21 @@ def test_no_doc_points_at_a_sibling_checkout() -> None:
     for doc in DOCS:
         text = doc.read_text(encoding="utf-8")
         assert "../shared" not in text, doc.name
+
+
+# A path in backticks: `services/tasks.py`, `core/scheduling/`, `tests/services/`.
+ARCH_PATH = re.compile(r"`((?:[a-z_]+/)+(?:[a-z_0-9]+\.py)?)`")
+
+
+def test_every_module_path_in_the_architecture_page_exists() -> None:
+    """docs/architecture.md maps names to files: every path it names is there. Module paths are
+    relative to fetchml/; tests/, docs/ and bench/ paths to the repository's root."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(ARCH_PATH.findall(text))
+    assert len(named) > 100, len(named)  # the pattern still finds them
+    missing = []
+    for rel in sorted(named):
+        base = REPO if rel.split("/")[0] in ("tests", "docs", "bench", "fetchml") else REPO / "fetchml"
+        if not (base / rel).exists():
+            missing.append(rel)
+    assert missing == []

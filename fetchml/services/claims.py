@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlmodel import col
 
 from fetchml.core.enums import TaskStatus, WorkerStatus
 from fetchml.core.errors import NotFoundError
+from fetchml.core.models import Task
 from fetchml.core.nodes import master_port
 from fetchml.core.plugins import task_env
 from fetchml.core.protocol import Assignment, StatusReport, WorkerCapabilities
@@ -139,10 +139,10 @@ class ClaimService:
 
     # -- reports ------------------------------------------------------------------------------
 
-    async def report(self, principal: Principal, task_id: str, rep: StatusReport) -> Any:
+    async def report(self, principal: Principal, task_id: str, rep: StatusReport) -> Task:
         lease = timedelta(seconds=self.settings.heartbeat_timeout)
 
-        def op(tx: Tx) -> Any:
+        def op(tx: Tx) -> tuple[Task, float | None]:
             now = tx.clock.now()
             task = tx.session.scalars(_TASK_BY_ID, {"id": task_id}).first()
             if task is None:

@@ -33,7 +33,9 @@ from fetchml.core.nodes import (
 from fetchml.core.protocol import StatusReport
 
 N = NodeStatus
-EDGES = [(a, b) for a, exits in NODE_TRANSITIONS.items() for b in exits]
+# In NodeStatus order, not the frozensets' (their order differs between processes, and xdist
+# workers must collect the same ids).
+EDGES = [(a, b) for a, exits in NODE_TRANSITIONS.items() for b in NodeStatus if b in exits]
 NON_EDGES = [(a, b) for a, b in itertools.product(NodeStatus, NodeStatus) if b not in NODE_TRANSITIONS[a]]
 # What a worker can report (StatusReport.status), as node statuses.
 REPORTABLE = [N(s.value) for s in get_args(StatusReport.model_fields["status"].annotation)]

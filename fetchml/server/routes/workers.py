@@ -75,5 +75,4 @@ class TaskReportController(Controller):
         summary="Report an attempt's status (fenced by attempt number)",
     )
     async def report(self, request: Request[Any, Any, Any], task_id: str, data: StatusReport) -> Task:
-        result: Task = await services_of(request).claims.report(principal_of(request), task_id, data)
-        return result
+        return await services_of(request).claims.report(principal_of(request), task_id, data)
