@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,16 @@ from fetchml.services.keys import create_key_op
 from fetchml.services.principal import LOCAL_OPERATOR
 from fetchml.services.write_queue import run_write
 from fetchml.store.db import Database
-from tests.backends import POSTGRESQL, SQLITE, create_database, drop_database, pg_exec
+from tests.backends import (
+    POSTGRESQL,
+    SQLITE,
+    create_database,
+    drop_database,
+    pg_exec,
+    require_backend,
+    selected_backends,
+    skip_or_fail,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -304,6 +314,35 @@ def _sqlite_file_exec(path: Path, sql: str, params: tuple[Any, ...] = ()) -> lis
         conn.close()
 
 
+@contextmanager
+def servers_on_one_database(
+    tmp_path: Path, names: str = "ab", env: dict[str, str] | None = None, *, together: bool = False
+) -> Iterator[list[ServerHandle]]:
+    """One server per letter of `names` on one new PostgreSQL database (several servers, as an
+    operator scales out), started in order, or `together` (all run the migrations on the empty
+    database at once); stopped and the database dropped afterwards. Without PostgreSQL: a
+    skip, a failure under CI=true."""
+    if POSTGRESQL not in selected_backends():
+        skip_or_fail("FETCHML_TEST_BACKENDS leaves PostgreSQL out")
+    require_backend(POSTGRESQL)
+    url = create_database()
+    servers = [ServerHandle(data_dir=tmp_path / n, env_extra=dict(env or {}), database_url=url) for n in names]
+    try:
+        if together:
+            for s in servers:
+                s.launch()
+            for s in servers:
+                s.wait_ready(60)
+        else:
+            for s in servers:
+                s.start()
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
+        drop_database(url)
+
+
 @dataclass
 class Keys:
     admin: str
@@ -342,12 +381,16 @@ def post_task(handle: ServerHandle, key: str, **body: Any) -> dict[str, Any]:
 # --- helpers for the server test-suite ------------------------------------------------------
 
 ERROR_KEYS = {"error", "code", "trace_id"}
+CONTRACT_SCHEMAS: dict[str, Any] = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())["components"][
+    "schemas"
+]
 # The contract's closed set of error codes, read from the contract itself (not from the server).
-CONTRACT_CODES = set(
-    yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())["components"]["schemas"]["ErrorResponse"][
-        "properties"
-    ]["code"]["enum"]
-)
+CONTRACT_CODES = set(CONTRACT_SCHEMAS["ErrorResponse"]["properties"]["code"]["enum"])
+
+
+def contract_fields(schema: str) -> set[str]:
+    """The properties of one of the contract's schemas (docs/openapi.yaml), field by field."""
+    return set(CONTRACT_SCHEMAS[schema]["properties"])
 # Strings that would mean an error body leaks implementation details.
 LEAK_MARKERS = (
     "Traceback",

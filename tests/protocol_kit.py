@@ -7,6 +7,7 @@ a task with logs or artifacts.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,3 +177,32 @@ def enable_plugins(srv: ServerHandle, *names: str) -> None:
         for name in names:
             r = http.put(f"/v1/plugins/{name}/config", json={"mode": "remote", "settings": settings[name]})
             assert r.status_code == 200, r.text
+
+
+@dataclass
+class BoxKeys:
+    """An admin (`root`), a user (`alice`), and two worker keys: two machines, box-1 and box-2."""
+
+    admin: str
+    user: str
+    w1: str
+    w2: str
+
+
+def box_keys(srv: ServerHandle) -> BoxKeys:
+    return BoxKeys(
+        admin=srv.make_key("root", "admin"),
+        user=srv.make_key("alice", "user"),
+        w1=srv.make_key("box-1", "worker"),
+        w2=srv.make_key("box-2", "worker"),
+    )
+
+
+def box_one(srv: ServerHandle, ks: BoxKeys) -> Iterator[FakeWorker]:
+    """For a fixture (`yield from`): box-1 registered, under the name its key is bound to (raw
+    requests name it); closed afterwards, and what it left queued or running cancelled."""
+    worker = FakeWorker(srv, ks.w1, name="box-1")
+    worker.register()
+    yield worker
+    worker.close()
+    cancel_leftovers(srv, ks.admin)

@@ -9,23 +9,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.cli.conftest import Result, assert_ok, assert_one_line_error, cli_env, run, unreachable_url
-from tests.harness import Keys, ServerHandle
+from tests.harness import Keys, ServerHandle, contract_fields
 from tests.protocol_kit import FakeWorker, cancel_leftovers, get_task, submit
 
 Cli = Callable[..., Result]
 
-WORKER_FIELDS = {"id", "connected_at", "last_heartbeat", "capabilities", "slots", "active_tasks", "status"}
-STATUS_FIELDS = {
-    "workers_total",
-    "workers_active",
-    "workers_draining",
-    "batch_queue_depth",
-    "service_queue_depth",
-    "tasks_running",
-    "tasks_completed_24h",
-    "reservations_active",
-    "timestamp",
-}
+WORKER_FIELDS = contract_fields("Worker")
+STATUS_FIELDS = contract_fields("SchedulerStatus")
 
 
 @pytest.fixture

@@ -125,14 +125,16 @@ class Cluster:
                 w.wait(5)
 
 
-@pytest.fixture
-def cluster(server_pool: ServerPool, tmp_path: Path) -> Iterator[Cluster]:
-    """One server (on each backend under test) and the workers a test starts on it."""
-    server = server_pool.handle(tmp_path / "server", dict(FAST_LEASES))
+@contextmanager
+def running_cluster(pool: ServerPool, tmp: Path, env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """A server from `pool` with short leases (FAST_LEASES, then `env`), keys for admin `root`
+    and user `alice`, and the workers a test starts on it; all stopped afterwards (the
+    server's database goes when the pool closes)."""
+    server = pool.handle(tmp / "server", {**FAST_LEASES, **(env or {})})
     server.start()
     c = Cluster(
         server=server,
-        tmp=tmp_path,
+        tmp=tmp,
         admin=server.make_key("root", "admin"),
         user=server.make_key("alice", "user"),
     )
@@ -140,22 +142,23 @@ def cluster(server_pool: ServerPool, tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
-        server.stop()  # its database goes when server_pool closes
+        server.stop()
+
+
+@pytest.fixture
+def cluster(server_pool: ServerPool, tmp_path: Path) -> Iterator[Cluster]:
+    """One server (on each backend under test) and the workers a test starts on it."""
+    with running_cluster(server_pool, tmp_path) as c:
+        yield c
 
 
 @contextmanager
 def local_cluster(pool: ServerPool, tmp: Path) -> Iterator[Cluster]:
     """A server from `pool` and one local-executor worker (admin `root`, user `alice`): the
     module-wide setup of the CLI and TUI tests that watch real tasks run."""
-    server = pool.handle(tmp / "server", dict(FAST_LEASES)).start()
-    c = Cluster(
-        server=server, tmp=tmp, admin=server.make_key("root", "admin"), user=server.make_key("alice", "user")
-    )
-    c.start_worker("w1", "--executor", "local")
-    try:
+    with running_cluster(pool, tmp) as c:
+        c.start_worker("w1", "--executor", "local")
         yield c
-    finally:
-        c.stop()
 
 
 def gated(gate: Path, script: str) -> str:

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from tests.dockerutil import docker_client
-from tests.e2e.conftest import FAST_LEASES, Cluster
+from tests.e2e.conftest import Cluster, running_cluster
 from tests.harness import REPO, ServerPool, die_with_parent
 
 __all__ = ["Cluster", "docker_client", "procs_of", "spawn_worker", "watchdog_of"]
@@ -71,16 +71,5 @@ def spawn_worker(
 @pytest.fixture
 def fault_cluster(server_pool: ServerPool, tmp_path: Path) -> Iterator[Cluster]:
     """One server with short leases (heartbeat timeout 3 s) on each backend under test."""
-    server = server_pool.handle(tmp_path / "server", dict(FAST_LEASES))
-    server.start()
-    c = Cluster(
-        server=server,
-        tmp=tmp_path,
-        admin=server.make_key("root", "admin"),
-        user=server.make_key("alice", "user"),
-    )
-    try:
+    with running_cluster(server_pool, tmp_path) as c:
         yield c
-    finally:
-        c.stop()
-        server.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,40 +13,13 @@ from typing import Any
 
 import pytest
 
-from fetchml.runner.executors.base import ExecSpec, ExecutorError, ExitStatus
-from fetchml.runner.executors.docker import DockerExecution, DockerExecutor, docker_available
+from fetchml.runner.executors.base import ExecutorError, ExitStatus
+from fetchml.runner.executors.docker import DockerExecutor, docker_available
 from tests.dockerutil import MISSING_IMAGE, TEST_IMAGE
+from tests.runner.exec_kit import docker_spec_for as spec_for
+from tests.runner.exec_kit import finish
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def spec_for(tmp_path: Path, command: list[str], worker_id: str, **kw: Any) -> ExecSpec:
-    workspace = tmp_path / "ws"
-    workdir = workspace / "snapshot"
-    workdir.mkdir(parents=True, exist_ok=True)
-    fields: dict[str, Any] = {
-        "task_id": uuid.uuid4().hex,
-        "attempt": 1,
-        "worker_id": worker_id,
-        "command": command,
-        "workspace": workspace,
-        "workdir": workdir,
-        "image": TEST_IMAGE,
-    }
-    fields.update(kw)
-    return ExecSpec(**fields)
-
-
-def finish(execution: DockerExecution, timeout: float = 30) -> tuple[list[str], ExitStatus]:
-    """Every line and the exit status; fails (instead of hanging) if the output does not end."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(execution.lines()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert not reader.is_alive(), f"the output did not end within {timeout} s: {lines[-5:]}"
-    status = execution.wait(timeout)
-    assert status is not None, "the process did not finish"
-    return lines, status
 
 
 def labelled(client: Any, label: str, value: str, **filters: Any) -> list[Any]:

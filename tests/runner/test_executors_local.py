@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -23,39 +23,16 @@ from fetchml.runner.executors.local import (
     LABEL_SERVER,
     LABEL_TASK,
     LABEL_WORKER,
-    LocalExecution,
     LocalExecutor,
 )
+from tests.runner.exec_kit import finish
+from tests.runner.exec_kit import spec_for as exec_spec
 
 PY = sys.executable
 
 
-def spec_for(tmp_path: Path, command: list[str], **kw: object) -> ExecSpec:
-    workspace = tmp_path / "ws"
-    workdir = workspace / "snapshot"
-    workdir.mkdir(parents=True, exist_ok=True)
-    fields: dict[str, object] = {
-        "task_id": "t-" + uuid.uuid4().hex,
-        "attempt": 1,
-        "worker_id": "w-local-test",
-        "command": command,
-        "workspace": workspace,
-        "workdir": workdir,
-    }
-    fields.update(kw)
-    return ExecSpec(**fields)  # type: ignore[arg-type]
-
-
-def finish(execution: LocalExecution, timeout: float = 30) -> tuple[list[str], ExitStatus]:
-    """Every line and the exit status; fails (instead of hanging) if the output does not end."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(execution.lines()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert not reader.is_alive(), f"the output did not end within {timeout} s: {lines[-5:]}"
-    status = execution.wait(timeout)
-    assert status is not None, "the process did not finish"
-    return lines, status
+def spec_for(tmp_path: Path, command: list[str], worker_id: str = "w-local-test", **kw: Any) -> ExecSpec:
+    return exec_spec(tmp_path, command, worker_id, **kw)
 
 
 def live_members(pgid: int) -> list[int]:

@@ -41,6 +41,13 @@ def make_worker(tmp_path: Path) -> Iterator[Callable[..., tuple[Worker, ServerHa
         yield make
 
 
+def start_kernel(url: str | None, token: str) -> None:
+    """Starts a python3 kernel on the running Jupyter server at `url`, as its user would."""
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        r = http.post(f"{url}api/kernels", json={"name": "python3"}, headers={"Authorization": f"token {token}"})
+    assert r.status_code == 201, r.text
+
+
 def test_a_service_runs_answers_with_its_token_and_stops_leaving_nothing(
     make_worker: Callable[..., tuple[Worker, ServerHalf]],
 ) -> None:
@@ -91,13 +98,7 @@ def test_a_crashed_server_is_reported_with_its_kernels_gone(
     a = assignment()
     half.commands.put(ServiceClaimResponse(start=[a]))
     running = half.wait_report(a.id, "running")
-    with httpx.Client(trust_env=False, timeout=10) as http:
-        r = http.post(
-            f"{running.url}api/kernels",
-            json={"name": "python3"},
-            headers={"Authorization": f"token {a.token}"},
-        )
-        assert r.status_code == 201, r.text
+    start_kernel(running.url, a.token)
     procs = wait_for(lambda: len(labelled(a.id)) >= 2 and labelled(a.id), 30, "the kernel process")
     server = next(
         p for p in procs if p.pid == os.getpgid(p.pid) and "jupyter_server" in " ".join(p.cmdline())
@@ -196,13 +197,7 @@ def test_leftover_kernels_of_a_dead_worker_are_found_by_orphan_cleanup(
     a = assignment()
     half.commands.put(ServiceClaimResponse(start=[a]))
     running = half.wait_report(a.id, "running")
-    with httpx.Client(trust_env=False, timeout=10) as http:
-        r = http.post(
-            f"{running.url}api/kernels",
-            json={"name": "python3"},
-            headers={"Authorization": f"token {a.token}"},
-        )
-        assert r.status_code == 201, r.text
+    start_kernel(running.url, a.token)
     wait_for(lambda: len(labelled(a.id)) >= 2, 30, "the kernel process")
     # Another run of the same worker (as after a crash) cleans up what it does not own.
     successor = LocalExecutor(stop_grace=1.0)

@@ -14,49 +14,15 @@ import hashlib
 import io
 import tarfile
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import pytest
 
 from tests.harness import ServerHandle, expect_error
-from tests.protocol_kit import FakeWorker, cancel_leftovers, enable_plugins
+from tests.protocol_kit import FakeWorker
+from tests.security.conftest import K, make_ks, plugin_server
 
 SHA = "ab" * 32
-
-
-@dataclass
-class K:
-    admin: str
-    alice: str
-    bob: str
-    worker: str
-
-
-@pytest.fixture(scope="module")
-def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
-    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000")
-    enable_plugins(srv, "mlflow")
-    return srv
-
-
-@pytest.fixture(scope="module")
-def ks(srv: ServerHandle) -> K:
-    return K(
-        admin=srv.make_key("root", "admin"),
-        alice=srv.make_key("alice", "user"),
-        bob=srv.make_key("bob", "user"),
-        worker=srv.make_key("rack", "worker"),
-    )
-
-
-@pytest.fixture
-def worker(srv: ServerHandle, ks: K) -> Iterator[FakeWorker]:
-    w = FakeWorker(srv, ks.worker)
-    w.register()
-    yield w
-    w.close()
-    cancel_leftovers(srv, ks.admin)
 
 
 def snapshot_bytes() -> tuple[str, bytes]:
@@ -230,18 +196,11 @@ def test_a_worker_downloads_only_snapshots_of_attempts_it_holds(
 
 @pytest.fixture(scope="module")
 def open_srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
-    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000", FETCHML_SHARED_TASK_CONTENTS="true")
-    enable_plugins(srv, "mlflow")
-    return srv
+    return plugin_server(module_server_factory, FETCHML_SHARED_TASK_CONTENTS="true")
 
 
 def test_shared_task_contents_opens_them_to_every_user(open_srv: ServerHandle) -> None:
-    ks = K(
-        admin=open_srv.make_key("root", "admin"),
-        alice=open_srv.make_key("alice", "user"),
-        bob=open_srv.make_key("bob", "user"),
-        worker=open_srv.make_key("rack", "worker"),
-    )
+    ks = make_ks(open_srv)
     w = FakeWorker(open_srv, ks.worker)
     try:
         w.register()

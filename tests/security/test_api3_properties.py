@@ -11,54 +11,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from fetchml.core.models import TASK_CONTENT_FIELDS
 from fetchml.core.redact import redact_text, redact_url
 from tests.harness import ServerHandle
-from tests.protocol_kit import FakeWorker, cancel_leftovers, enable_plugins
+from tests.protocol_kit import FakeWorker
+from tests.security.conftest import K
 
 SHA = "ab" * 32
 SECRET_SOURCE = "https://data-user:HUNTER2pw@data.example:8443/sets/x.tar?token=TOKVAL123&part=2#sig=FRAGSIG9"
 SHOWN_SOURCE = "https://data.example:8443/sets/x.tar?token=REDACTED&part=2#sig=REDACTED"
 SECRETS = ("HUNTER2pw", "data-user", "TOKVAL123", "FRAGSIG9")
-
-
-@dataclass
-class K:
-    admin: str
-    alice: str
-    bob: str
-    worker: str
-
-
-@pytest.fixture(scope="module")
-def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
-    srv = module_server_factory(FETCHML_RATE_LIMIT_PER_MINUTE="100000")
-    enable_plugins(srv, "mlflow")
-    return srv
-
-
-@pytest.fixture(scope="module")
-def ks(srv: ServerHandle) -> K:
-    return K(
-        admin=srv.make_key("root", "admin"),
-        alice=srv.make_key("alice", "user"),
-        bob=srv.make_key("bob", "user"),
-        worker=srv.make_key("rack", "worker"),
-    )
-
-
-@pytest.fixture
-def worker(srv: ServerHandle, ks: K) -> Iterator[FakeWorker]:
-    w = FakeWorker(srv, ks.worker)
-    w.register()
-    yield w
-    w.close()
-    cancel_leftovers(srv, ks.admin)
 
 
 def no_secret(value: object) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,17 +14,18 @@ from typing import Any
 
 import pytest
 
-from fetchml.runner.executors.base import ExecSpec, ExitStatus
+from fetchml.runner.executors.base import ExitStatus
 from fetchml.runner.executors.docker import (
     DEFAULT_PIDS_LIMIT,
     TASK_CAPABILITIES,
-    DockerExecution,
     DockerExecutor,
     host_share,
 )
 from tests.backends import SQLITE
 from tests.dockerutil import TEST_IMAGE, docker_client
 from tests.e2e.conftest import Cluster, cluster
+from tests.runner.exec_kit import docker_spec_for as spec_for
+from tests.runner.exec_kit import finish
 
 __all__ = ["cluster", "docker_client"]
 
@@ -33,34 +33,6 @@ pytestmark = pytest.mark.docker
 
 # Linux capability numbers (include/uapi/linux/capability.h) of those a task may keep.
 CAP_NUMBERS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "SETGID": 6, "SETUID": 7}
-
-
-def spec_for(tmp_path: Path, command: list[str], worker_id: str, **kw: Any) -> ExecSpec:
-    workspace = tmp_path / "ws"
-    workdir = workspace / "snapshot"
-    workdir.mkdir(parents=True, exist_ok=True)
-    fields: dict[str, Any] = {
-        "task_id": uuid.uuid4().hex,
-        "attempt": 1,
-        "worker_id": worker_id,
-        "command": command,
-        "workspace": workspace,
-        "workdir": workdir,
-        "image": TEST_IMAGE,
-    }
-    fields.update(kw)
-    return ExecSpec(**fields)
-
-
-def finish(execution: DockerExecution, timeout: float = 30) -> tuple[list[str], ExitStatus]:
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(execution.lines()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert not reader.is_alive(), f"the output did not end within {timeout} s: {lines[-5:]}"
-    status = execution.wait(timeout)
-    assert status is not None
-    return lines, status
 
 
 def run(executor: DockerExecutor, tmp_path: Path, worker_id: str, script: str, **kw: Any) -> list[str]:

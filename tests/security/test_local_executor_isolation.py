@@ -30,7 +30,7 @@ import pytest
 from fetchml.runner.executors.base import ExecSpec
 from fetchml.runner.executors.local import LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER, LocalExecutor
 from tests.backends import skip_or_fail
-from tests.e2e.conftest import FAST_LEASES, Cluster
+from tests.e2e.conftest import FAST_LEASES, Cluster, running_cluster
 from tests.harness import REPO, ServerHandle, ServerPool, die_with_parent, free_port, run_cli
 
 TASK_USER = "fetchml-task"
@@ -68,19 +68,8 @@ def open_tmp() -> Iterator[Path]:
 
 @pytest.fixture
 def cluster(server_pool: ServerPool, open_tmp: Path) -> Iterator[Cluster]:
-    server = server_pool.handle(open_tmp / "server", {**FAST_LEASES, MARKER: "worker-env-secret"})
-    server.start()
-    c = Cluster(
-        server=server,
-        tmp=open_tmp,
-        admin=server.make_key("root", "admin"),
-        user=server.make_key("alice", "user"),
-    )
-    try:
+    with running_cluster(server_pool, open_tmp, {MARKER: "worker-env-secret"}) as c:
         yield c
-    finally:
-        c.stop()
-        server.stop()
 
 
 def _probe(data_dir: Path, work_dir: Path | None) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,17 +13,10 @@ import pytest
 from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
 from fetchml.core.protocol import Artifact, Assignment
 from tests.harness import ServerHandle, expect_error
-from tests.protocol_kit import FakeWorker, cancel_leftovers, submit
+from tests.protocol_kit import BoxKeys as K
+from tests.protocol_kit import FakeWorker, box_keys, box_one, submit
 
 CAP = 16384  # FETCHML_MAX_ARTIFACT_BYTES of this module's server
-
-
-@dataclass
-class K:
-    admin: str
-    user: str
-    w1: str
-    w2: str
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +26,12 @@ def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
 
 @pytest.fixture(scope="module")
 def ks(srv: ServerHandle) -> K:
-    return K(
-        admin=srv.make_key("root", "admin"),
-        user=srv.make_key("alice", "user"),
-        w1=srv.make_key("box-1", "worker"),
-        w2=srv.make_key("box-2", "worker"),
-    )
+    return box_keys(srv)
 
 
 @pytest.fixture
 def w(srv: ServerHandle, ks: K) -> Iterator[FakeWorker]:
-    worker = FakeWorker(srv, ks.w1, name="box-1")  # the name ks.w1 is bound to: raw uploads use it
-    worker.register()
-    yield worker
-    worker.close()
-    cancel_leftovers(srv, ks.admin)
+    yield from box_one(srv, ks)
 
 
 @pytest.fixture

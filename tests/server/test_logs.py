@@ -7,7 +7,6 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -23,15 +22,8 @@ from fetchml.services.principal import Principal
 from fetchml.services.write_queue import WriteQueue
 from fetchml.store.db import Database
 from tests.harness import ServerHandle, expect_error
-from tests.protocol_kit import FakeWorker, cancel_leftovers, submit
-
-
-@dataclass
-class K:
-    admin: str
-    user: str
-    w1: str
-    w2: str
+from tests.protocol_kit import BoxKeys as K
+from tests.protocol_kit import FakeWorker, box_keys, box_one, submit
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +33,12 @@ def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
 
 @pytest.fixture(scope="module")
 def ks(srv: ServerHandle) -> K:
-    return K(
-        admin=srv.make_key("root", "admin"),
-        user=srv.make_key("alice", "user"),
-        w1=srv.make_key("box-1", "worker"),
-        w2=srv.make_key("box-2", "worker"),
-    )
+    return box_keys(srv)
 
 
 @pytest.fixture
 def w(srv: ServerHandle, ks: K) -> Iterator[FakeWorker]:
-    worker = FakeWorker(srv, ks.w1, name="box-1")  # the name ks.w1 is bound to: raw appends use it
-    worker.register()
-    yield worker
-    worker.close()
-    cancel_leftovers(srv, ks.admin)
+    yield from box_one(srv, ks)
 
 
 @pytest.fixture

@@ -13,15 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fetchml.core.enums import Role
 from fetchml.server.metrics import ServerMetrics
 from fetchml.services.metrics import ClusterMetrics
-from tests.backends import (
-    POSTGRESQL,
-    create_database,
-    drop_database,
-    require_backend,
-    selected_backends,
-    skip_or_fail,
-)
-from tests.harness import Keys, ServerHandle, expect_error, make_keys
+from tests.harness import Keys, ServerHandle, expect_error, make_keys, servers_on_one_database
 from tests.protocol_kit import FakeWorker, submit
 
 FAST = {"FETCHML_RATE_LIMIT_PER_MINUTE": "100000"}
@@ -233,15 +225,7 @@ def test_stream_gauges_follow_the_helper() -> None:
 def test_two_servers_on_one_database_report_the_same_database_gauges(
     tmp_path: Path, workers: list[FakeWorker]
 ) -> None:
-    if POSTGRESQL not in selected_backends():
-        skip_or_fail("FETCHML_TEST_BACKENDS leaves PostgreSQL out")
-    require_backend(POSTGRESQL)
-    url = create_database()
-    a = ServerHandle(data_dir=tmp_path / "a", env_extra=FAST, database_url=url)
-    b = ServerHandle(data_dir=tmp_path / "b", env_extra=FAST, database_url=url)
-    try:
-        a.start()
-        b.start()
+    with servers_on_one_database(tmp_path, env=FAST) as (a, b):
         k = make_keys(a)
         for i in range(3):
             submit(a, k.user, f"on-a-{i}", priority=6)
@@ -268,10 +252,6 @@ def test_two_servers_on_one_database_report_the_same_database_gauges(
         assert value(sb, req, route="/v1/tasks", method="POST", status="201") == 1
         assert value(sb, "fetchml_task_start_latency_seconds_count") == 1
         assert value(sa, "fetchml_task_start_latency_seconds_count") == 0
-    finally:
-        for srv in (a, b):
-            srv.stop()
-        drop_database(url)
 
 
 def test_metrics_route_is_in_the_schema(shared_server: ServerHandle, keys: Keys) -> None:

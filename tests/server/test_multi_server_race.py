@@ -25,15 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backends import (
-    POSTGRESQL,
-    create_database,
-    drop_database,
-    require_backend,
-    selected_backends,
-    skip_or_fail,
-)
-from tests.harness import ServerHandle
+from tests.harness import ServerHandle, servers_on_one_database
 
 pytestmark = pytest.mark.slow
 
@@ -206,20 +198,8 @@ def _utc(value: Any) -> datetime:
 
 @pytest.mark.timeout(840)  # its own limit is TIME_LIMIT (600 s) plus the checks
 def test_two_servers_four_workers_assign_every_task_exactly_once(tmp_path: Path) -> None:
-    if POSTGRESQL not in selected_backends():
-        skip_or_fail("FETCHML_TEST_BACKENDS leaves PostgreSQL out")
-    require_backend(POSTGRESQL)
-    url = create_database()
-    servers = [
-        ServerHandle(data_dir=tmp_path / name, env_extra=dict(SERVER_ENV), database_url=url) for name in "ab"
-    ]
-    try:
-        # Both start at once: both run the migrations on the empty database.
-        for s in servers:
-            s.launch()
-        for s in servers:
-            s.wait_ready(60)
-
+    # Both start at once: both run the migrations on the empty database.
+    with servers_on_one_database(tmp_path, env=SERVER_ENV, together=True) as servers:
         a = servers[0]
         admin = a.make_key("root", "admin")
         user = a.make_key("alice", "user")
@@ -314,7 +294,3 @@ def test_two_servers_four_workers_assign_every_task_exactly_once(tmp_path: Path)
             r[0] for r in a.db_exec("SELECT event_type FROM audit_events WHERE resource LIKE 'task:%'")
         )
         assert (kinds["job_queued"], kinds["job_started"], kinds["job_completed"]) == (N_TASKS,) * 3, kinds
-    finally:
-        for s in servers:
-            s.stop()
-        drop_database(url)

@@ -15,24 +15,14 @@ from fetchml.core.aging import aged_priority
 from fetchml.core.models import Task
 from fetchml.core.timeutil import utcnow
 from fetchml.host.settings import Settings
-from tests.harness import ServerHandle, expect_error, sqlite_exec
+from tests.harness import ServerHandle, contract_fields, expect_error, sqlite_exec
 from tests.protocol_kit import FakeWorker, cancel_leftovers, get_task, submit
 
 # The contract's Worker and SchedulerStatus (openapi.yaml), field by field.
-WORKER_FIELDS = {"id", "connected_at", "last_heartbeat", "capabilities", "slots", "active_tasks", "status"}
+WORKER_FIELDS = contract_fields("Worker")
 CAPABILITY_FIELDS = {"gpu_count", "gpu_type", "cpu_cores", "memory_gb"}
 SLOT_FIELDS = {"batch_available", "batch_total", "service_available", "service_total"}
-STATUS_FIELDS = {
-    "workers_total",
-    "workers_active",
-    "workers_draining",
-    "batch_queue_depth",
-    "service_queue_depth",
-    "tasks_running",
-    "tasks_completed_24h",
-    "reservations_active",
-    "timestamp",
-}
+STATUS_FIELDS = contract_fields("SchedulerStatus")
 
 AGING_CAP = 10.0  # the module server ages one point per second, up to this
 

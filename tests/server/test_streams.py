@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import POSTGRESQL, create_database, require_backend, selected_backends, skip_or_fail
-from tests.harness import Keys, ServerHandle, expect_error, make_keys
+from tests.harness import Keys, ServerHandle, expect_error, make_keys, servers_on_one_database
 from tests.protocol_kit import FakeWorker, submit
 from tests.sse_kit import Frame, SseReader
 
@@ -266,15 +265,7 @@ def test_open_streams_gauge(fresh: tuple[ServerHandle, Keys]) -> None:
 def test_an_event_committed_through_server_b_reaches_a_stream_on_server_a(
     tmp_path: Path, workers: list[FakeWorker]
 ) -> None:
-    if POSTGRESQL not in selected_backends():
-        skip_or_fail("FETCHML_TEST_BACKENDS leaves PostgreSQL out")
-    require_backend(POSTGRESQL)
-    url = create_database()
-    a = ServerHandle(data_dir=tmp_path / "a", env_extra=FAST, database_url=url)
-    b = ServerHandle(data_dir=tmp_path / "b", env_extra=FAST, database_url=url)
-    try:
-        a.start()
-        b.start()
+    with servers_on_one_database(tmp_path, env=FAST) as (a, b):
         k = make_keys(a)
         with SseReader(a, k.admin, STATUS) as sse:
             assert sse.next().event == "snapshot"
@@ -305,9 +296,6 @@ def test_an_event_committed_through_server_b_reaches_a_stream_on_server_a(
         submit(b, k.user, "wake-a")
         th.join(15)
         assert got and got[0] < 1.0, got
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_worker_and_reservation_events(server_factory: Callable[..., ServerHandle]) -> None:

@@ -10,7 +10,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,24 +18,8 @@ from fetchml.core.errors import ConflictError, ForbiddenError, NotFoundError
 from fetchml.core.protocol import Assignment, WorkerCapabilities
 from fetchml.core.timeutil import utcnow
 from tests.harness import ServerHandle, expect_error
-from tests.protocol_kit import FakeWorker, cancel_leftovers, get_task, submit, unique
-
-
-@dataclass
-class K:
-    admin: str
-    user: str
-    w1: str  # two worker-role keys: two machines
-    w2: str
-
-
-def _keys(srv: ServerHandle) -> K:
-    return K(
-        admin=srv.make_key("root", "admin"),
-        user=srv.make_key("alice", "user"),
-        w1=srv.make_key("box-1", "worker"),
-        w2=srv.make_key("box-2", "worker"),
-    )
+from tests.protocol_kit import BoxKeys as K
+from tests.protocol_kit import FakeWorker, box_keys, cancel_leftovers, get_task, submit, unique
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +29,7 @@ def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
 
 @pytest.fixture(scope="module")
 def ks(srv: ServerHandle) -> K:
-    return _keys(srv)
+    return box_keys(srv)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +62,7 @@ def pass_time(srv: ServerHandle, seconds: float, *beating: Callable[[], object])
 
 @pytest.fixture(scope="module")
 def fks(fast: ServerHandle) -> K:
-    return _keys(fast)
+    return box_keys(fast)
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ enables, probes and disables a plugin."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from fetchml.tui.feed import Failure
 from fetchml.tui.plugins import PluginHealth, PluginReport, PluginsPoll, PluginsView
 from tests.cli.conftest import unreachable_url
 from tests.harness import Keys, ServerHandle
+from tests.tui.poll_kit import collect
 
 WANDB = PluginConfig(mode="remote", settings={"api_key": "k", "base_url": "http://127.0.0.1:9/"})
 
@@ -59,17 +59,6 @@ def test_a_failed_read_keeps_what_was_shown_marked_stale() -> None:
 # --- the poll ---------------------------------------------------------------------------------
 
 
-def _collect(poll: PluginsPoll, got: list[object], until: int, timeout: float = 20.0) -> None:
-    t = threading.Thread(target=poll.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + timeout
-    while len(got) < until and time.monotonic() < deadline:
-        time.sleep(0.02)
-    started = time.monotonic()
-    poll.stop()
-    t.join(5)
-    assert not t.is_alive() and time.monotonic() - started < 2  # stop wakes it at once
-
 
 def test_the_poll_reads_only_the_enabled_plugins(shared_server: ServerHandle, keys: Keys) -> None:
     with shared_server.client(keys.admin) as admin, shared_server.client(keys.user) as user:
@@ -77,7 +66,7 @@ def test_the_poll_reads_only_the_enabled_plugins(shared_server: ServerHandle, ke
         try:
             assert admin.plugins.health("wandb").status == "unhealthy"  # nothing listens on port 9
             got: list[object] = []
-            _collect(PluginsPoll(user, got.append, every=0.05), got, 2)  # a user key may read them
+            collect(PluginsPoll(user, got.append, every=0.05), got, 2)  # a user key may read them
         finally:
             admin.plugins.disable("wandb")
     assert len(got) >= 2 and all(isinstance(g, PluginReport) for g in got)
@@ -87,12 +76,12 @@ def test_the_poll_reads_only_the_enabled_plugins(shared_server: ServerHandle, ke
 def test_an_unreachable_or_older_server_is_no_error(shared_server: ServerHandle, keys: Keys) -> None:
     got: list[object] = []
     with FetchmlClient(unreachable_url(), "fml_x", timeout=1) as c:
-        _collect(PluginsPoll(c, got.append, every=0.05), got, 2, timeout=5.0)
+        collect(PluginsPoll(c, got.append, every=0.05), got, 2, timeout=5.0)
     assert got and all(g == PluginReport(None) for g in got)  # stale, never a Failure
     # A server without /v1/plugins answers 404 (here: every path under a prefix it lacks).
     got = []
     with FetchmlClient(shared_server.url + "/older", keys.admin, timeout=5) as c:
-        _collect(PluginsPoll(c, got.append, every=0.05), got, 2)
+        collect(PluginsPoll(c, got.append, every=0.05), got, 2)
     assert got and all(g == PluginReport(()) for g in got)
     assert not [g for g in got if isinstance(g, Failure)]
 

@@ -3,9 +3,6 @@ tests/tui/test_app.py)."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 from fetchml.client import FetchmlClient
 from fetchml.core.jupyter import StartJupyterRequest
 from fetchml.tui.feed import Failure
@@ -14,6 +11,7 @@ from fetchml.tui.services import ENDED_SHOWN, ServiceList, ServicesPoll, Service
 from fetchml.tui.state import USER, Viewer
 from tests.cli.conftest import unreachable_url
 from tests.harness import Keys, ServerHandle
+from tests.tui.poll_kit import collect
 
 
 def test_live_services_come_first_then_the_latest_ended() -> None:
@@ -66,24 +64,13 @@ def test_stop_question() -> None:
     assert stop_question(failed) == (f"Service {failed['id'][:8]} has ended (error).", False)
 
 
-def _collect(poll: ServicesPoll, got: list[object], until: int, timeout: float = 20.0) -> None:
-    t = threading.Thread(target=poll.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + timeout
-    while len(got) < until and time.monotonic() < deadline:
-        time.sleep(0.02)
-    started = time.monotonic()
-    poll.stop()
-    t.join(5)
-    assert not t.is_alive() and time.monotonic() - started < 2  # stop wakes it at once
-
 
 def test_the_poll_reads_the_list_again_and_again(shared_server: ServerHandle, keys: Keys) -> None:
     with shared_server.client(keys.user) as c:
         svc = c.jupyter.start(StartJupyterRequest(name="polled", gpu=1, gpu_type="NOSUCHGPU"))
         got: list[object] = []
         poll = ServicesPoll(c, got.append, every=0.05)
-        _collect(poll, got, 3)
+        collect(poll, got, 3)
         c.jupyter.stop(svc.id)
     assert len(got) >= 3 and all(isinstance(g, ServiceList) for g in got)
     first = got[0]
@@ -95,5 +82,5 @@ def test_the_poll_is_silent_while_no_server_answers() -> None:
     got: list[object] = []
     with FetchmlClient(unreachable_url(), "fml_x", timeout=1) as c:
         poll = ServicesPoll(c, got.append, every=0.05)
-        _collect(poll, got, 1, timeout=1.0)
+        collect(poll, got, 1, timeout=1.0)
     assert not [g for g in got if isinstance(g, Failure)]  # the status bar says it, not a toast
