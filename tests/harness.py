@@ -361,13 +361,6 @@ def make_keys(handle: ServerHandle) -> Keys:
     )
 
 
-def key_ring(handle: ServerHandle, worker: str = "boxes", **users: str) -> dict[str, str]:
-    """Keys of a module's own server, by label: "admin" (`root`), "worker" (a worker key named
-    `worker`), and one user key per keyword, `label=user name`."""
-    keys = {"admin": handle.make_key("root", "admin"), "worker": handle.make_key(worker, "worker")}
-    keys.update({label: handle.make_key(name, "user") for label, name in users.items()})
-    return keys
-
 
 def post_task(handle: ServerHandle, key: str, **body: Any) -> dict[str, Any]:
     """POST /v1/tasks over plain HTTP (job_name defaults to "job"); the created task's JSON."""

@@ -198,11 +198,16 @@ def box_keys(srv: ServerHandle) -> BoxKeys:
     )
 
 
-def box_one(srv: ServerHandle, ks: BoxKeys) -> Iterator[FakeWorker]:
-    """For a fixture (`yield from`): box-1 registered, under the name its key is bound to (raw
-    requests name it); closed afterwards, and what it left queued or running cancelled."""
-    worker = FakeWorker(srv, ks.w1, name="box-1")
+def registered(srv: ServerHandle, key: str, admin: str, name: str | None = None) -> Iterator[FakeWorker]:
+    """For a fixture (`yield from`): a FakeWorker on `key` (named `name`, if given), registered;
+    closed afterwards, and what it left queued or running cancelled with `admin`."""
+    worker = FakeWorker(srv, key) if name is None else FakeWorker(srv, key, name=name)
     worker.register()
     yield worker
     worker.close()
-    cancel_leftovers(srv, ks.admin)
+    cancel_leftovers(srv, admin)
+
+
+def box_one(srv: ServerHandle, ks: BoxKeys) -> Iterator[FakeWorker]:
+    """box-1, under the name its key is bound to (raw requests name it): see `registered`."""
+    yield from registered(srv, ks.w1, ks.admin, name="box-1")

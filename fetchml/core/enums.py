@@ -25,8 +25,6 @@ class WorkerStatus(StrEnum):
 
 
 class ReservationStatus(StrEnum):
-    """The values of the wire's `ReservationStatus` (core/scheduler_models.py), as stored."""
-
     ACTIVE = "active"  # holds its GPUs, nothing placed on it yet
     CLAIMED = "claimed"  # a task carrying its id was placed on it; it holds until it expires
     EXPIRED = "expired"  # its lifetime ran out: it holds nothing

@@ -9,6 +9,7 @@ core/audit_models.py and core/keys_models.py.
 from __future__ import annotations
 
 from fetchml.core.audit_models import AuditEvent, AuditEventList, ChainRoot, VerificationResult
+from fetchml.core.enums import ReservationStatus
 from fetchml.core.experiments_models import CreateExperimentRequest, Experiment
 from fetchml.core.keys_models import ApiKeyInfo, CreatedKey, CreateKeyRequest
 from fetchml.core.scheduler_models import (
@@ -17,7 +18,6 @@ from fetchml.core.scheduler_models import (
     PriorityUpdate,
     QueueStats,
     Reservation,
-    ReservationStatus,
     SchedulerStatus,
 )
 from fetchml.core.tasks_models import (

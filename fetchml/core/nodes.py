@@ -156,10 +156,6 @@ class PlacedNode:
         self.exit_recorded = True
 
 
-def is_live(node: PlacedNode) -> bool:
-    return node.live
-
-
 def is_stopping(cancel_requested: bool, nodes: Iterable[PlacedNode]) -> bool:
     """A gang stops as a whole once any node failed or was lost, or a cancel was asked for."""
     return cancel_requested or any(n.status in (NodeStatus.FAILED, NodeStatus.LOST) for n in nodes)

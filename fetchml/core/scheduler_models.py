@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from fetchml.core.enums import ReservationStatus
 from fetchml.core.wire import JsonInt, Wire
 
 
@@ -41,9 +42,6 @@ class SchedulerStatus(Wire):
     tasks_completed_24h: int
     reservations_active: int
     timestamp: datetime
-
-
-ReservationStatus = Literal["active", "claimed", "expired"]
 
 
 class Reservation(Wire):

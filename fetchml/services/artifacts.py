@@ -116,7 +116,8 @@ class ArtifactService:
         dest = self._file(task_id, attempt, rel)
         # The temporary file sits in the artifacts folder, not beside `dest`: the attempt's folders
         # are made only when the file is placed, where a collision is told apart.
-        out = AtomicHashedWriter(
+        out = await asyncio.to_thread(
+            AtomicHashedWriter,
             dest,
             limit=self.max_bytes,
             too_large=lambda: ArtifactTooLargeError(f"artifact larger than {self.max_bytes} bytes"),
@@ -144,7 +145,7 @@ class ArtifactService:
                     _mirror, dest, self.tensorboard_dir / task_id / rel[len(TENSORBOARD_PREFIX) :]
                 )
         finally:
-            out.discard()
+            await asyncio.to_thread(out.discard)
 
         size, sha = out.size, out.sha256
 

@@ -19,18 +19,14 @@ from fetchml.cli.logs import exit_status
 from fetchml.core.protocol import Assignment
 from tests.cli.conftest import Result, assert_ok, assert_one_line_error, cli_env
 from tests.harness import REPO, Keys, ServerHandle
-from tests.protocol_kit import FakeWorker, cancel_leftovers, submit
+from tests.protocol_kit import FakeWorker, registered, submit
 
 Cli = Callable[..., Result]
 
 
 @pytest.fixture
 def w(shared_server: ServerHandle, keys: Keys) -> Iterator[FakeWorker]:
-    worker = FakeWorker(shared_server, keys.worker)
-    worker.register()
-    yield worker
-    worker.close()
-    cancel_leftovers(shared_server, keys.admin)
+    yield from registered(shared_server, keys.worker, keys.admin)
 
 
 @pytest.fixture

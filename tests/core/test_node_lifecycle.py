@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fetchml.core import scheduler_models
 from fetchml.core.enums import ACTIVE_STATUSES, TERMINAL_STATUSES, ReservationStatus, TaskStatus
 from fetchml.core.errors import ConflictError
 from fetchml.core.nodes import (
@@ -24,13 +23,13 @@ from fetchml.core.nodes import (
     can_node_transition,
     check_node_transition,
     gang_outcome,
-    is_live,
     is_stopping,
     master_port,
     spends_retry,
     stop_unstarted,
 )
 from fetchml.core.protocol import StatusReport
+from tests.harness import CONTRACT_SCHEMAS
 
 N = NodeStatus
 # In NodeStatus order, not the frozensets' (their order differs between processes, and xdist
@@ -81,10 +80,10 @@ def test_terminal_states_have_no_exits() -> None:
     assert {N.COMPLETED, N.FAILED, N.STOPPED, N.LOST} == TERMINAL_NODE
     for s in TERMINAL_NODE:
         assert NODE_TRANSITIONS[s] == frozenset()
-        assert not is_live(PlacedNode(node_id=0, worker_id="w", status=s))
+        assert not PlacedNode(node_id=0, worker_id="w", status=s).live
     for s in set(NodeStatus) - TERMINAL_NODE:
         assert NODE_TRANSITIONS[s]
-        assert is_live(PlacedNode(node_id=0, worker_id="w", status=s))
+        assert PlacedNode(node_id=0, worker_id="w", status=s).live
 
 
 def test_a_report_conflicts_exactly_when_it_moves_a_claimed_node_backwards() -> None:
@@ -286,5 +285,6 @@ def test_master_port() -> None:
 # --- reservations ---------------------------------------------------------------------------
 
 
-def test_reservation_statuses_are_the_wire_values() -> None:
-    assert [s.value for s in ReservationStatus] == list(get_args(scheduler_models.ReservationStatus))
+def test_reservation_statuses_are_the_contracts() -> None:
+    contract = CONTRACT_SCHEMAS["Reservation"]["properties"]["status"]["enum"]
+    assert [s.value for s in ReservationStatus] == contract

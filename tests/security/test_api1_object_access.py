@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.harness import ServerHandle, expect_error
+from tests.harness import Keys, ServerHandle, expect_error, make_keys
 from tests.protocol_kit import FakeWorker
-from tests.security.conftest import K, make_ks, plugin_server
+from tests.security.conftest import plugin_server
 
 SHA = "ab" * 32
 
@@ -63,9 +63,9 @@ SECRET_BODY = {
 }
 
 
-def run_alice_task(srv: ServerHandle, ks: K, worker: FakeWorker) -> str:
+def run_alice_task(srv: ServerHandle, ks: Keys, worker: FakeWorker) -> str:
     """Alice's task, run to completion with a log line, an artifact, output and an error text."""
-    t = create(srv, ks.alice, **SECRET_BODY)
+    t = create(srv, ks.user, **SECRET_BODY)
     a = worker.must_claim()
     assert a.task.id == t["id"]
     worker.report(a, "running")
@@ -79,10 +79,10 @@ def run_alice_task(srv: ServerHandle, ks: K, worker: FakeWorker) -> str:
 
 
 def test_other_users_see_the_queue_but_not_a_tasks_contents(
-    srv: ServerHandle, ks: K, worker: FakeWorker
+    srv: ServerHandle, ks: Keys, worker: FakeWorker
 ) -> None:
     tid = run_alice_task(srv, ks, worker)
-    with srv.http(ks.bob) as bob:
+    with srv.http(ks.other) as bob:
         listed = [t for t in bob.get("/v1/tasks", params={"limit": 1000}).json()["tasks"] if t["id"] == tid]
         one = bob.get(f"/v1/tasks/{tid}").json()
         # Logs and artifacts: 403, for every way of reading them.
@@ -117,9 +117,9 @@ def test_other_users_see_the_queue_but_not_a_tasks_contents(
     assert not [e for e in events if e["user_id"] == "bob"]
 
 
-def test_the_owner_and_admins_see_everything(srv: ServerHandle, ks: K, worker: FakeWorker) -> None:
+def test_the_owner_and_admins_see_everything(srv: ServerHandle, ks: Keys, worker: FakeWorker) -> None:
     tid = run_alice_task(srv, ks, worker)
-    for key in (ks.alice, ks.admin):
+    for key in (ks.user, ks.admin):
         with srv.http(key) as http:
             t = http.get(f"/v1/tasks/{tid}").json()
             assert t["args"] == SECRET_BODY["args"] and t["entrypoint"] == SECRET_BODY["entrypoint"]
@@ -130,10 +130,10 @@ def test_the_owner_and_admins_see_everything(srv: ServerHandle, ks: K, worker: F
             assert http.get(f"/v1/tasks/{tid}/artifacts/model.pt").content == b"weights"
 
 
-def test_a_task_may_not_run_another_users_snapshot(srv: ServerHandle, ks: K) -> None:
+def test_a_task_may_not_run_another_users_snapshot(srv: ServerHandle, ks: Keys) -> None:
     digest, body = snapshot_bytes()
-    assert upload(srv, ks.alice, digest, body) == 201
-    with srv.http(ks.bob) as bob:
+    assert upload(srv, ks.user, digest, body) == 201
+    with srv.http(ks.other) as bob:
         err = expect_error(
             bob.post("/v1/tasks", json={"job_name": "steal", "snapshot_id": digest}), 403, "FORBIDDEN"
         )
@@ -147,26 +147,26 @@ def test_a_task_may_not_run_another_users_snapshot(srv: ServerHandle, ks: K) -> 
         )
     assert srv.db_exec("SELECT count(*) FROM tasks WHERE job_name = 'steal'") == [(0,)]
     # Alice uses her own; admins may name any snapshot.
-    assert create(srv, ks.alice, snapshot_id=digest)["snapshot_id"] == digest
+    assert create(srv, ks.user, snapshot_id=digest)["snapshot_id"] == digest
     assert create(srv, ks.admin, snapshot_id=digest)["snapshot_id"] == digest
 
 
-def test_uploading_the_same_bytes_makes_a_second_owner(srv: ServerHandle, ks: K) -> None:
+def test_uploading_the_same_bytes_makes_a_second_owner(srv: ServerHandle, ks: Keys) -> None:
     digest, body = snapshot_bytes()
-    assert upload(srv, ks.alice, digest, body) == 201
-    assert upload(srv, ks.bob, digest, body) == 200  # already stored: bob proved he has the bytes
-    with srv.http(ks.bob) as bob:
+    assert upload(srv, ks.user, digest, body) == 201
+    assert upload(srv, ks.other, digest, body) == 200  # already stored: bob proved he has the bytes
+    with srv.http(ks.other) as bob:
         assert bob.head(f"/v1/snapshots/{digest}").status_code == 200
-    assert create(srv, ks.bob, snapshot_id=digest)["user_id"] == "bob"
+    assert create(srv, ks.other, snapshot_id=digest)["user_id"] == "bob"
 
 
-def test_an_admin_may_share_a_snapshot_with_everyone(srv: ServerHandle, ks: K) -> None:
+def test_an_admin_may_share_a_snapshot_with_everyone(srv: ServerHandle, ks: Keys) -> None:
     digest, body = snapshot_bytes()
-    assert upload(srv, ks.alice, digest, body) == 201
-    with srv.http(ks.bob) as bob:
+    assert upload(srv, ks.user, digest, body) == 201
+    with srv.http(ks.other) as bob:
         expect_error(bob.post(f"/v1/snapshots/{digest}/share"), 403, "FORBIDDEN")  # admins only
         expect_error(bob.post("/v1/tasks", json={"job_name": "b", "snapshot_id": digest}), 403, "FORBIDDEN")
-    with srv.http(ks.alice) as alice:
+    with srv.http(ks.user) as alice:
         expect_error(alice.post(f"/v1/snapshots/{digest}/share"), 403, "FORBIDDEN")
     with srv.http(ks.admin) as admin:
         assert admin.post(f"/v1/snapshots/{digest}/share").status_code == 204
@@ -175,19 +175,19 @@ def test_an_admin_may_share_a_snapshot_with_everyone(srv: ServerHandle, ks: K) -
         events = admin.get("/v1/audit/events", params={"limit": 1000}).json()["events"]
     shares = [e for e in events if e["resource"] == f"snapshot:{digest}" and e["action"] == "share"]
     assert len(shares) == 1 and shares[0]["user_id"] == "root"
-    with srv.http(ks.bob) as bob:
+    with srv.http(ks.other) as bob:
         assert bob.head(f"/v1/snapshots/{digest}").status_code == 200
-    assert create(srv, ks.bob, snapshot_id=digest)["snapshot_id"] == digest
+    assert create(srv, ks.other, snapshot_id=digest)["snapshot_id"] == digest
 
 
 def test_a_worker_downloads_only_snapshots_of_attempts_it_holds(
-    srv: ServerHandle, ks: K, worker: FakeWorker
+    srv: ServerHandle, ks: Keys, worker: FakeWorker
 ) -> None:
     mine, body = snapshot_bytes()
     other, other_body = snapshot_bytes()
-    assert upload(srv, ks.alice, mine, body) == 201
-    assert upload(srv, ks.alice, other, other_body) == 201
-    t = create(srv, ks.alice, snapshot_id=mine, priority=10)
+    assert upload(srv, ks.user, mine, body) == 201
+    assert upload(srv, ks.user, other, other_body) == 201
+    t = create(srv, ks.user, snapshot_id=mine, priority=10)
     assert worker.must_claim().task.id == t["id"]
     with srv.http(worker.key) as http:
         assert http.get(f"/v1/snapshots/{mine}").content == body
@@ -200,14 +200,14 @@ def open_srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle
 
 
 def test_shared_task_contents_opens_them_to_every_user(open_srv: ServerHandle) -> None:
-    ks = make_ks(open_srv)
+    ks = make_keys(open_srv)
     w = FakeWorker(open_srv, ks.worker)
     try:
         w.register()
         tid = run_alice_task(open_srv, ks, w)
     finally:
         w.close()
-    with open_srv.http(ks.bob) as bob:
+    with open_srv.http(ks.other) as bob:
         t = bob.get(f"/v1/tasks/{tid}").json()
         assert (t["args"], t["output"], t["error"]) == (
             SECRET_BODY["args"],

@@ -16,9 +16,8 @@ import pytest
 
 from fetchml.core.models import TASK_CONTENT_FIELDS
 from fetchml.core.redact import redact_text, redact_url
-from tests.harness import ServerHandle
+from tests.harness import Keys, ServerHandle
 from tests.protocol_kit import FakeWorker
-from tests.security.conftest import K
 
 SHA = "ab" * 32
 SECRET_SOURCE = "https://data-user:HUNTER2pw@data.example:8443/sets/x.tar?token=TOKVAL123&part=2#sig=FRAGSIG9"
@@ -32,7 +31,7 @@ def no_secret(value: object) -> None:
         assert secret not in text, (secret, text)
 
 
-def test_non_owners_get_no_content_properties_at_all(srv: ServerHandle, ks: K) -> None:
+def test_non_owners_get_no_content_properties_at_all(srv: ServerHandle, ks: Keys) -> None:
     body = {
         "job_name": "props",
         "args": "--a",
@@ -45,13 +44,13 @@ def test_non_owners_get_no_content_properties_at_all(srv: ServerHandle, ks: K) -
         "gpu_type": "A100",
         "node_count": 1,
     }
-    with srv.http(ks.alice) as alice:
+    with srv.http(ks.user) as alice:
         created = alice.post("/v1/tasks", json=body).json()
     tid = created["id"]
     # Absent values are omitted: the content fields this task has values for.
     given = TASK_CONTENT_FIELDS & body.keys()
     assert created.keys() >= given
-    with srv.http(ks.bob) as bob:
+    with srv.http(ks.other) as bob:
         one = bob.get(f"/v1/tasks/{tid}").json()
         [listed] = [t for t in bob.get("/v1/tasks", params={"limit": 1000}).json()["tasks"] if t["id"] == tid]
         by_user = bob.get("/v1/tasks", params={"user_id": "alice", "limit": 1000}).json()["tasks"][0]
@@ -66,7 +65,7 @@ def test_non_owners_get_no_content_properties_at_all(srv: ServerHandle, ks: K) -
 
 
 def test_credentials_in_dataset_sources_are_redacted_even_for_the_owner(
-    srv: ServerHandle, ks: K, worker: FakeWorker
+    srv: ServerHandle, ks: Keys, worker: FakeWorker
 ) -> None:
     body = {
         "job_name": "creds",
@@ -74,7 +73,7 @@ def test_credentials_in_dataset_sources_are_redacted_even_for_the_owner(
         "datasets": [SECRET_SOURCE],
         "dataset_specs": [{"name": "d", "source": SECRET_SOURCE, "sha256": SHA}],
     }
-    with srv.http(ks.alice) as alice:
+    with srv.http(ks.user) as alice:
         created = alice.post("/v1/tasks", json=body).json()
         tid = created["id"]
         got = alice.get(f"/v1/tasks/{tid}").json()
@@ -92,7 +91,7 @@ def test_credentials_in_dataset_sources_are_redacted_even_for_the_owner(
     failed = worker.report(a, "failed", exit_code=1, error=f"download of {SECRET_SOURCE} failed: 401")
     assert failed.dataset_specs[0].source == SHOWN_SOURCE  # the report's answer is a response too
     no_secret(failed.model_dump(mode="json"))
-    with srv.http(ks.alice) as alice:
+    with srv.http(ks.user) as alice:
         shown = alice.get(f"/v1/tasks/{tid}").json()
     assert shown["error"] == f"download of {SHOWN_SOURCE} failed: 401"
     with srv.http(ks.admin) as admin:

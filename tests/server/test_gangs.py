@@ -14,7 +14,7 @@ import pytest
 
 from fetchml.core.errors import ConflictError
 from fetchml.core.protocol import Assignment
-from tests.harness import ServerHandle, key_ring
+from tests.harness import Keys, ServerHandle, make_keys
 from tests.protocol_kit import FakeWorker, cancel_leftovers, get_task, submit, unique
 
 LEASE = 30.0
@@ -34,8 +34,8 @@ def fast(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
 
 
 @pytest.fixture(scope="module")
-def keys(fast: ServerHandle) -> dict[str, str]:
-    return key_ring(fast, user="alice")
+def keys(fast: ServerHandle) -> Keys:
+    return make_keys(fast)
 
 
 @pytest.fixture
@@ -44,20 +44,20 @@ def gpu_type() -> str:
 
 
 @pytest.fixture
-def pair(fast: ServerHandle, keys: dict[str, str], gpu_type: str) -> Iterator[list[FakeWorker]]:
-    made = [FakeWorker(fast, keys["worker"]) for _ in range(2)]
+def pair(fast: ServerHandle, keys: Keys, gpu_type: str) -> Iterator[list[FakeWorker]]:
+    made = [FakeWorker(fast, keys.worker) for _ in range(2)]
     for w in made:
         w.register(gpus=[0, 1], gpu_type=gpu_type)
     yield made
-    cancel_leftovers(fast, keys["admin"])
+    cancel_leftovers(fast, keys.admin)
     for w in made:
         w.close()
 
 
-def gang(fast: ServerHandle, keys: dict[str, str], gpu_type: str, **kw: Any) -> str:
+def gang(fast: ServerHandle, keys: Keys, gpu_type: str, **kw: Any) -> str:
     body: dict[str, Any] = {"gpu": 2, "gpu_type": gpu_type, "node_count": 2, "max_retries": 1}
     body.update(kw)
-    return submit(fast, keys["user"], "gang", **body).id
+    return submit(fast, keys.user, "gang", **body).id
 
 
 def claim_both(pair: list[FakeWorker]) -> tuple[Assignment, Assignment]:
@@ -67,7 +67,7 @@ def claim_both(pair: list[FakeWorker]) -> tuple[Assignment, Assignment]:
 
 
 def test_both_nodes_get_rank_master_and_their_own_gpus(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
     tid = gang(fast, keys, gpu_type)
     a0, a1 = claim_both(pair)
@@ -76,7 +76,7 @@ def test_both_nodes_get_rank_master_and_their_own_gpus(
     assert a0.master_addr == a1.master_addr and a0.master_addr
     assert a0.master_port == a1.master_port and a0.master_port is not None
     assert a0.gpus == a1.gpus == [0, 1]
-    task = get_task(fast, keys["user"], tid)
+    task = get_task(fast, keys.user, tid)
     assert [(n.node_id, n.worker_id, n.slot_assigned) for n in task.node_assignments] == [
         (0, pair[0].name, True),
         (1, pair[1].name, True),
@@ -94,7 +94,7 @@ def test_both_nodes_get_rank_master_and_their_own_gpus(
 
 
 def test_reports_must_name_a_live_node_of_the_live_attempt(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
     gang(fast, keys, gpu_type)
     _, a1 = claim_both(pair)
@@ -108,7 +108,7 @@ def test_reports_must_name_a_live_node_of_the_live_attempt(
 
 
 def test_a_failed_node_stops_the_others_and_fails_the_task(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
     tid = gang(fast, keys, gpu_type)
     a0, a1 = claim_both(pair)
@@ -125,7 +125,7 @@ def test_a_failed_node_stops_the_others_and_fails_the_task(
 
 
 def test_a_lost_node_retries_the_gang_as_a_whole(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
     tid = gang(fast, keys, gpu_type)
     a0, a1 = claim_both(pair)
@@ -141,18 +141,18 @@ def test_a_lost_node_retries_the_gang_as_a_whole(
         cmds = pair[0].heartbeat(a0).commands
         time.sleep(0.2)
     assert [(c.type, c.task_id) for c in cmds] == [("cancel", tid)]
-    statuses = {n.worker_id: n.status for n in get_task(fast, keys["user"], tid).node_assignments}
+    statuses = {n.worker_id: n.status for n in get_task(fast, keys.user, tid).node_assignments}
     assert statuses == {pair[0].name: "running", pair[1].name: "lost"}
     t = pair[0].report(a0, "failed", exit_code=-15, error="cancelled")
     assert (t.status, t.retry_count, t.node_assignments) == ("queued", 1, [])
 
 
 def test_cancel_stops_every_node(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
     tid = gang(fast, keys, gpu_type)
     a0, a1 = claim_both(pair)
-    with fast.http(keys["user"]) as http:
+    with fast.http(keys.user) as http:
         assert http.delete(f"/v1/tasks/{tid}").status_code == 204
     for w, a, rank in ((pair[0], a0, 0), (pair[1], a1, 1)):
         assert [c.task_id for c in w.heartbeat(a).commands] == [tid]
@@ -161,14 +161,14 @@ def test_cancel_stops_every_node(
 
 
 def test_a_gang_placed_but_not_yet_claimed_is_cancelled_at_once(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
     tid = gang(fast, keys, gpu_type)
     a0 = pair[0].must_claim()
     assert a0.task.id == tid
-    with fast.http(keys["user"]) as http:
+    with fast.http(keys.user) as http:
         assert http.delete(f"/v1/tasks/{tid}").status_code == 204
-    assert get_task(fast, keys["user"], tid).status == "preparing"
+    assert get_task(fast, keys.user, tid).status == "preparing"
     # Rank 1 was never claimed: it will never start, and pair[1] gets nothing.
     assert pair[1].claim() is None
     t2 = pair[0].report(a0, "failed", error="cancelled")
@@ -177,9 +177,9 @@ def test_a_gang_placed_but_not_yet_claimed_is_cancelled_at_once(
 
 
 def test_heartbeat_tells_a_worker_to_stop_an_attempt_that_is_no_longer_its(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
-    t = submit(fast, keys["user"], "single", gpu=1, gpu_type=gpu_type)
+    t = submit(fast, keys.user, "single", gpu=1, gpu_type=gpu_type)
     a = pair[0].must_claim()
     assert a.task.id == t.id
     cmds = pair[0].heartbeat((t.id, a.attempt + 7)).commands
@@ -190,14 +190,14 @@ def test_heartbeat_tells_a_worker_to_stop_an_attempt_that_is_no_longer_its(
 
 
 def test_two_gangs_that_fit_only_one_at_a_time_never_share_a_gpu(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
     first = gang(fast, keys, gpu_type)
     second = gang(fast, keys, gpu_type)
     a0, a1 = claim_both(pair)
     assert a0.task.id == a1.task.id == first
     assert pair[0].claim() is None and pair[1].claim() is None
-    reason = get_task(fast, keys["user"], second).pending_reason
+    reason = get_task(fast, keys.user, second).pending_reason
     assert reason is not None and reason.startswith("waiting for 2 nodes; 0 fit now"), reason
     for w, a, rank in ((pair[0], a0, 0), (pair[1], a1, 1)):
         w.report(a, "running", node_rank=rank)
@@ -208,60 +208,60 @@ def test_two_gangs_that_fit_only_one_at_a_time_never_share_a_gpu(
 
 
 def test_a_waiting_gang_is_not_starved_by_smaller_tasks_behind_it(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
     """The policy (docs/scheduling.md): the highest-ordered gang that cannot start holds the
     capacity it waits for; tasks behind it may not take that capacity, so it starts as soon as
     the rest comes free instead of losing each freed GPU to the next small task."""
-    s0 = submit(fast, keys["user"], "busy-0", gpu=2, gpu_type=gpu_type)
+    s0 = submit(fast, keys.user, "busy-0", gpu=2, gpu_type=gpu_type)
     b0 = pair[0].must_claim()
-    s1 = submit(fast, keys["user"], "busy-1", gpu=2, gpu_type=gpu_type)
+    s1 = submit(fast, keys.user, "busy-1", gpu=2, gpu_type=gpu_type)
     b1 = pair[1].must_claim()
     assert (b0.task.id, b1.task.id) == (s0.id, s1.id)
     big = gang(fast, keys, gpu_type, priority=5)
-    small = submit(fast, keys["user"], "small", gpu=1, gpu_type=gpu_type, priority=5)
+    small = submit(fast, keys.user, "small", gpu=1, gpu_type=gpu_type, priority=5)
     # pair[0] comes free first: the small task fits there, but the gang is ahead of it.
     pair[0].run_to(b0, "running", "collecting", "completed")
     assert pair[0].claim() is None
-    reason = get_task(fast, keys["user"], small.id).pending_reason
+    reason = get_task(fast, keys.user, small.id).pending_reason
     assert reason == f"priority: capacity held for higher-priority task {big}", reason
-    big_reason = get_task(fast, keys["user"], big).pending_reason
+    big_reason = get_task(fast, keys.user, big).pending_reason
     assert big_reason is not None and f"capacity on {pair[0].name}" in big_reason, big_reason
     pair[1].run_to(b1, "running", "collecting", "completed")
     g1 = pair[1].must_claim()
     g0 = pair[0].must_claim()
     assert g0.task.id == g1.task.id == big
-    assert get_task(fast, keys["user"], small.id).status == "queued"
+    assert get_task(fast, keys.user, small.id).status == "queued"
 
 
 def test_draining_a_worker_takes_back_a_gang_placed_there_that_never_started(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
     tid = gang(fast, keys, gpu_type)
     # A third worker's claim decides for the whole cluster: the gang lands on the pair, unclaimed.
-    other = FakeWorker(fast, keys["worker"])
+    other = FakeWorker(fast, keys.worker)
     other.register(gpus=[0], gpu_type=unique("other"))
     try:
         assert other.claim() is None
-        nodes = get_task(fast, keys["user"], tid).node_assignments
+        nodes = get_task(fast, keys.user, tid).node_assignments
         assert sorted((n.worker_id, n.slot_assigned, n.status) for n in nodes) == sorted(
             [(pair[0].name, False, "assigned"), (pair[1].name, False, "assigned")]
         )
-        with fast.http(keys["admin"]) as http:
+        with fast.http(keys.admin) as http:
             assert http.delete(f"/v1/scheduler/workers/{pair[1].name}").status_code == 204
-        t = get_task(fast, keys["user"], tid)
+        t = get_task(fast, keys.user, tid)
         assert (t.status, t.retry_count, t.node_assignments) == ("queued", 0, [])  # no retry spent
         assert pair[0].claim() is None  # one active worker cannot host a 2-node gang
-        t = get_task(fast, keys["user"], tid)
+        t = get_task(fast, keys.user, tid)
         assert t.pending_reason is not None and "2 nodes" in t.pending_reason, t.pending_reason
     finally:
         other.close()
 
 
 def test_a_node_that_stopped_frees_its_worker_while_the_rest_of_its_gang_winds_down(
-    fast: ServerHandle, keys: dict[str, str], gpu_type: str, pair: list[FakeWorker]
+    fast: ServerHandle, keys: Keys, gpu_type: str, pair: list[FakeWorker]
 ) -> None:
-    third = FakeWorker(fast, keys["worker"])
+    third = FakeWorker(fast, keys.worker)
     third.register(gpus=[0, 1], gpu_type=gpu_type)
     try:
         tid = gang(fast, keys, gpu_type, node_count=3)
@@ -276,11 +276,11 @@ def test_a_node_that_stopped_frees_its_worker_while_the_rest_of_its_gang_winds_d
         assert t.status == "running"  # rank 0 has not stopped yet
         assert [n.status for n in t.node_assignments] == ["running", "stopped", "failed"]
         # The stopped and the failed node's workers are free again; rank 0's is not.
-        small = submit(fast, keys["user"], "small", gpu=2, gpu_type=gpu_type)
+        small = submit(fast, keys.user, "small", gpu=2, gpu_type=gpu_type)
         got = ws.must_claim()
         assert got.task.id == small.id
         assert wr.claim() is None
         wr.report(ar, "failed", error="cancelled")
-        assert get_task(fast, keys["user"], tid).status == "failed"
+        assert get_task(fast, keys.user, tid).status == "failed"
     finally:
         third.close()

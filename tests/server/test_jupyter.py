@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fetchml.core.jupyter import ServiceReport, proxy_path
-from tests.harness import ServerHandle, expect_error, key_ring
+from tests.harness import Keys, ServerHandle, expect_error, make_keys
 from tests.protocol_kit import FakeWorker, cancel_leftovers, submit, unique
 
 
@@ -24,8 +24,8 @@ def srv(module_server_factory: Callable[..., ServerHandle]) -> ServerHandle:
 
 
 @pytest.fixture(scope="module")
-def keys(srv: ServerHandle) -> dict[str, str]:
-    return key_ring(srv, alice="alice", bob="bob")
+def keys(srv: ServerHandle) -> Keys:
+    return make_keys(srv)
 
 
 def _stop_all(srv: ServerHandle, admin: str) -> None:
@@ -36,19 +36,19 @@ def _stop_all(srv: ServerHandle, admin: str) -> None:
 
 
 @pytest.fixture
-def clean(srv: ServerHandle, keys: dict[str, str]) -> Iterator[None]:
+def clean(srv: ServerHandle, keys: Keys) -> Iterator[None]:
     yield
-    _stop_all(srv, keys["admin"])
-    cancel_leftovers(srv, keys["admin"])
+    _stop_all(srv, keys.admin)
+    cancel_leftovers(srv, keys.admin)
 
 
 @pytest.fixture
-def box(srv: ServerHandle, keys: dict[str, str], clean: None) -> Iterator[FakeWorker]:
-    w = FakeWorker(srv, keys["worker"])
+def box(srv: ServerHandle, keys: Keys, clean: None) -> Iterator[FakeWorker]:
+    w = FakeWorker(srv, keys.worker)
     w.register(gpus=[0, 1], gpu_type=unique("J"), batch_slots=2, service_slots=1)
     yield w
-    _stop_all(srv, keys["admin"])
-    with srv.http(keys["admin"]) as http:
+    _stop_all(srv, keys.admin)
+    with srv.http(keys.admin) as http:
         http.delete(f"/v1/scheduler/workers/{w.name}")
     w.close()
 
@@ -93,16 +93,16 @@ def run(w: FakeWorker, sid: str, port: int = 9) -> str:
         {"name": "x" * 65},
     ],
 )
-def test_bad_bodies_are_422(srv: ServerHandle, keys: dict[str, str], body: dict[str, Any]) -> None:
-    with srv.http(keys["alice"]) as http:
+def test_bad_bodies_are_422(srv: ServerHandle, keys: Keys, body: dict[str, Any]) -> None:
+    with srv.http(keys.user) as http:
         expect_error(http.post("/v1/jupyter/services", json=body), 422, "VALIDATION_ERROR")
         assert not [s for s in http.get("/v1/jupyter/services").json() if s["name"] == "ok"]
 
 
 def test_a_queued_service_says_why_and_stops_at_once(
-    srv: ServerHandle, keys: dict[str, str], clean: None
+    srv: ServerHandle, keys: Keys, clean: None
 ) -> None:
-    s = start(srv, keys["alice"], gpu=7, gpu_type=unique("none"))
+    s = start(srv, keys.user, gpu=7, gpu_type=unique("none"))
     assert s["status"] == "starting"
     assert s["token"] and "url" not in s
     assert s["proxy_path"] == f"/v1/jupyter/services/{s['id']}/proxy/"
@@ -110,7 +110,7 @@ def test_a_queued_service_says_why_and_stops_at_once(
     assert s["pending_reason"] in ("no active workers", "no worker can ever fit this: no workers") or (
         "no worker can ever fit this" in s["pending_reason"]
     )
-    with srv.http(keys["alice"]) as http:
+    with srv.http(keys.user) as http:
         assert http.delete(f"/v1/jupyter/services/{s['id']}").status_code == 204
         got = http.get(f"/v1/jupyter/services/{s['id']}").json()
         assert got["status"] == "stopped" and got["stop_reason"] == "stop" and "token" not in got
@@ -119,20 +119,20 @@ def test_a_queued_service_says_why_and_stops_at_once(
         expect_error(http.get("/v1/jupyter/services/nope"), 404, "NOT_FOUND")
 
 
-def test_owners_see_their_own_admins_everything(srv: ServerHandle, keys: dict[str, str], clean: None) -> None:
-    a = start(srv, keys["alice"], gpu=9)
-    b = start(srv, keys["bob"], gpu=9)
-    with srv.http(keys["bob"]) as http:
+def test_owners_see_their_own_admins_everything(srv: ServerHandle, keys: Keys, clean: None) -> None:
+    a = start(srv, keys.user, gpu=9)
+    b = start(srv, keys.other, gpu=9)
+    with srv.http(keys.other) as http:
         ids = {s["id"] for s in http.get("/v1/jupyter/services").json()}
         assert b["id"] in ids and a["id"] not in ids
         expect_error(http.get(f"/v1/jupyter/services/{a['id']}"), 403, "FORBIDDEN")
         expect_error(http.delete(f"/v1/jupyter/services/{a['id']}"), 403, "FORBIDDEN")
         expect_error(http.get(f"/v1/jupyter/services/{a['id']}/proxy/api/status"), 403, "FORBIDDEN")
-    with srv.http(keys["admin"]) as http:
+    with srv.http(keys.admin) as http:
         ids = {s["id"] for s in http.get("/v1/jupyter/services").json()}
         assert {a["id"], b["id"]} <= ids
         assert http.get(f"/v1/jupyter/services/{a['id']}").json()["token"] == a["token"]
-    with srv.http(keys["worker"]) as http:
+    with srv.http(keys.worker) as http:
         expect_error(http.get("/v1/jupyter/services"), 403, "FORBIDDEN")
         expect_error(http.post("/v1/jupyter/services", json={"name": "w"}), 403, "FORBIDDEN")
     with srv.http() as http:
@@ -140,46 +140,46 @@ def test_owners_see_their_own_admins_everything(srv: ServerHandle, keys: dict[st
 
 
 def test_names_are_unique_per_user_and_the_count_is_capped(
-    srv: ServerHandle, keys: dict[str, str], clean: None
+    srv: ServerHandle, keys: Keys, clean: None
 ) -> None:
     name = unique("dup")
-    start(srv, keys["alice"], name=name, gpu=9)
-    start(srv, keys["bob"], name=name, gpu=9)  # another user's name is theirs
-    with srv.http(keys["alice"]) as http:
+    start(srv, keys.user, name=name, gpu=9)
+    start(srv, keys.other, name=name, gpu=9)  # another user's name is theirs
+    with srv.http(keys.user) as http:
         expect_error(http.post("/v1/jupyter/services", json={"name": name}), 409, "CONFLICT")
         for _ in range(3):
-            start(srv, keys["alice"], gpu=9)
+            start(srv, keys.user, gpu=9)
         err = expect_error(http.post("/v1/jupyter/services", json={"name": unique("n")}), 409, "CONFLICT")
         assert "limit is 4" in err["error"]
 
 
 def test_start_run_stop_through_the_worker_protocol(
-    srv: ServerHandle, keys: dict[str, str], box: FakeWorker
+    srv: ServerHandle, keys: Keys, box: FakeWorker
 ) -> None:
-    s = start(srv, keys["alice"], gpu=1, cpu=2, memory_gb=4)
+    s = start(srv, keys.user, gpu=1, cpu=2, memory_gb=4)
     got = claim(box, wait=5)
     assert [a.id for a in got.start] == [s["id"]] and not got.stop
     a = got.start[0]
     assert a.token == s["token"] and a.base_url == s["proxy_path"] and len(a.gpus) == 1
     assert a.user_id == "alice" and a.workspace == s["name"]
     assert not claim(box, [a.id]).start  # delivered once
-    placed = get(srv, keys["alice"], s["id"])
+    placed = get(srv, keys.user, s["id"])
     assert placed["status"] == "starting" and placed["worker_id"] == box.name and "pending_reason" not in placed
     url = run(box, a.id)
-    mine = get(srv, keys["alice"], s["id"])
+    mine = get(srv, keys.user, s["id"])
     assert mine["status"] == "running" and mine["url"] == url and mine["started_at"]
-    with srv.http(keys["admin"]) as http:
+    with srv.http(keys.admin) as http:
         slots = http.get(f"/v1/scheduler/workers/{box.name}").json()["slots"]
         assert slots["service_total"] == 1 and slots["service_available"] == 0
-    with srv.http(keys["alice"]) as http:
+    with srv.http(keys.user) as http:
         assert http.delete(f"/v1/jupyter/services/{a.id}").status_code == 204
         assert http.get(f"/v1/jupyter/services/{a.id}").json()["status"] == "stopping"
         assert http.delete(f"/v1/jupyter/services/{a.id}").status_code == 204  # repeated: no change
     assert claim(box, [a.id], wait=5).stop == [a.id]
     box.client.jupyter_workers.report(box.name, a.id, ServiceReport(status="stopped"))
-    done = get(srv, keys["alice"], s["id"])
+    done = get(srv, keys.user, s["id"])
     assert done["status"] == "stopped" and done["ended_at"] and "url" not in done
-    with srv.http(keys["admin"]) as http:
+    with srv.http(keys.admin) as http:
         assert http.get(f"/v1/scheduler/workers/{box.name}").json()["slots"]["service_available"] == 1
         events = [
             e
@@ -195,29 +195,29 @@ def test_start_run_stop_through_the_worker_protocol(
 
 
 def test_a_service_waits_for_a_slot_and_starts_when_one_frees(
-    srv: ServerHandle, keys: dict[str, str], box: FakeWorker
+    srv: ServerHandle, keys: Keys, box: FakeWorker
 ) -> None:
-    first = start(srv, keys["alice"])
-    second = start(srv, keys["bob"])
+    first = start(srv, keys.user)
+    second = start(srv, keys.other)
     got = claim(box, wait=5)
     assert [x.id for x in got.start] == [first["id"]]
-    waiting = get(srv, keys["bob"], second["id"])
+    waiting = get(srv, keys.other, second["id"])
     assert waiting["status"] == "starting" and "service slot" in waiting["pending_reason"]
-    with srv.http(keys["admin"]) as http:
+    with srv.http(keys.admin) as http:
         assert http.get("/v1/scheduler/status").json()["service_queue_depth"] >= 1
     box.client.jupyter_workers.report(box.name, first["id"], ServiceReport(status="error", error="boom", log_tail=["a", "b"]))
-    failed = get(srv, keys["alice"], first["id"])
+    failed = get(srv, keys.user, first["id"])
     assert failed["status"] == "error" and failed["error"] == "boom" and failed["log_tail"] == ["a", "b"]
     got = claim(box, wait=5)
     assert [x.id for x in got.start] == [second["id"]]
 
 
-def test_service_gpus_are_held_from_batch_tasks(srv: ServerHandle, keys: dict[str, str], box: FakeWorker) -> None:
-    s = start(srv, keys["alice"], gpu=2)
+def test_service_gpus_are_held_from_batch_tasks(srv: ServerHandle, keys: Keys, box: FakeWorker) -> None:
+    s = start(srv, keys.user, gpu=2)
     assert [x.id for x in claim(box, wait=5).start] == [s["id"]]
-    task = submit(srv, keys["alice"], gpu=1)
+    task = submit(srv, keys.user, gpu=1)
     assert box.claim(0) is None  # both GPUs are the service's
-    with srv.http(keys["alice"]) as http:
+    with srv.http(keys.user) as http:
         reason = http.get(f"/v1/tasks/{task.id}").json().get("pending_reason", "")
         assert "GPU" in reason, reason
         assert http.delete(f"/v1/jupyter/services/{s['id']}").status_code == 204
@@ -226,10 +226,10 @@ def test_service_gpus_are_held_from_batch_tasks(srv: ServerHandle, keys: dict[st
     assert a.task.id == task.id
 
 
-def test_reports_are_fenced_to_the_holding_worker(srv: ServerHandle, keys: dict[str, str], box: FakeWorker) -> None:
-    s = start(srv, keys["alice"])
+def test_reports_are_fenced_to_the_holding_worker(srv: ServerHandle, keys: Keys, box: FakeWorker) -> None:
+    s = start(srv, keys.user)
     assert claim(box, wait=5).start
-    other = FakeWorker(srv, keys["worker"])
+    other = FakeWorker(srv, keys.worker)
     other.register(service_slots=1)
     try:
         with pytest.raises(Exception) as exc:
@@ -239,10 +239,10 @@ def test_reports_are_fenced_to_the_holding_worker(srv: ServerHandle, keys: dict[
             other.client.jupyter_workers.claim(box.name, [], 0)
         assert "may act only" in str(exc2.value)
     finally:
-        with srv.http(keys["admin"]) as http:
+        with srv.http(keys.admin) as http:
             http.delete(f"/v1/scheduler/workers/{other.name}")
         other.close()
-    with srv.http(keys["alice"]) as http:
+    with srv.http(keys.user) as http:
         http.delete(f"/v1/jupyter/services/{s['id']}")
     # Ended: a report is 409 and the worker is told to stop it at its next claim.
     box.client.jupyter_workers.report(box.name, s["id"], ServiceReport(status="stopped"))
@@ -253,13 +253,13 @@ def test_reports_are_fenced_to_the_holding_worker(srv: ServerHandle, keys: dict[
 
 
 def test_a_restarted_worker_turns_its_services_to_error(
-    srv: ServerHandle, keys: dict[str, str], box: FakeWorker
+    srv: ServerHandle, keys: Keys, box: FakeWorker
 ) -> None:
-    s = start(srv, keys["alice"])
+    s = start(srv, keys.user)
     assert claim(box, wait=5).start
     run(box, s["id"])
     box.register(service_slots=1)
-    got = get(srv, keys["alice"], s["id"])
+    got = get(srv, keys.user, s["id"])
     assert got["status"] == "error" and "restarted" in got["error"] and got["stop_reason"] == "worker_restarted"
 
 
