@@ -7,10 +7,10 @@ submission to the last completion (every task must complete). Then, on the idle 
 submitted one at a time and the dispatch latency (submit -> running, both stamped by the server)
 is taken.
 
-The per-phase times come from the server's own timestamps of each task: queued (created_at ->
-the worker's claim, claimed_at in the attempt's events), start (claim -> running: the worker
-prepares the workspace, spawns the process, reports running), run (running -> the process's end,
-as reported) and finish (collecting, log shipping and the final report, up to ended_at).
+Where each task's time goes: the worker's own phases (`fetchml worker --phase-log`, see
+fetchml/runner/phases.py: claim, start, prepare, spawn, report_running, run, logs, collect,
+report_end; one after the other, no overlap), and the server's stamps (queued -> running ->
+ended).
 
     python -m bench.throughput --tasks 1000
 """
@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from bench.common import cpu_seconds, post_json, run_load
+from fetchml.runner.phases import PHASES
 from tests.harness import REPO, ServerHandle, die_with_parent
 
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = subprocess.Popen(
             [sys.executable, "-m", "fetchml", "worker", "--server", server.url, "--name", "bench",
              "--executor", "local", "--batch-slots", str(args.slots), "--service-slots", "0",
-             "--work-dir", str(Path(tmp) / "work")],
+             "--work-dir", str(Path(tmp) / "work"), "--phase-log", str(Path(tmp) / "phases.jsonl")],
             cwd=REPO, env={**server.env(), "FETCHML_API_KEY": worker_key, "FETCHML_LOG_LEVEL": "warning"},
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )  # fmt: skip
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert server.proc is not None
                 cpu = (cpu_seconds(server.proc.pid), cpu_seconds(worker.pid))
                 result = _throughput(server, user, http, args)
+                result["worker_phases_ms"] = _phases(Path(tmp) / "phases.jsonl", args.tasks)
                 # CPU per task of each process, over the whole run: steadier than the rate on a
                 # shared machine, and it says which process the rate is waiting on.
                 result["server_cpu_ms_per_task"] = round(
@@ -118,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  CPU per task        : server {result['server_cpu_ms_per_task']} ms, "
             f"worker {result['worker_cpu_ms_per_task']} ms (its own process, not the tasks')"
         )
+        print("  per task, worker phases (p50 / p99 / mean ms):")
+        for name, (p50, p99, mean) in result["worker_phases_ms"].items():
+            print(f"    {name:<18}: {p50} / {p99} / {mean}")
         print("  per task, server stamps (p50 / p99 ms):")
         for name, (p50, p99) in result["phases_ms"].items():
             print(f"    {name:<18}: {p50} / {p99}")
@@ -126,6 +131,28 @@ def main(argv: list[str] | None = None) -> int:
             f"  idle dispatch, submit -> running: p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms ({d['tasks']} tasks)"
         )
     return 0 if result["completed"] == args.tasks else 1
+
+
+def _phases(path: Path, n: int) -> dict[str, tuple[float, float, float]]:
+    """p50, p99 and mean of each worker phase over the run's attempts. A line is written as its
+    attempt lets go of everything, just after its last report: wait for the last few."""
+    deadline = time.monotonic() + 10
+    lines: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        if len(lines) >= n:
+            break
+        time.sleep(0.1)
+    out: dict[str, tuple[float, float, float]] = {}
+    for name in PHASES:
+        values = [x[name] / 1000 for x in lines if name in x]
+        if values:
+            out[name] = (
+                round(pct(values, 50) * 1000, 2),
+                round(pct(values, 99) * 1000, 2),
+                round(statistics.fmean(values) * 1000, 2),
+            )
+    return out
 
 
 def _wait(cond: Any, timeout: float) -> None:

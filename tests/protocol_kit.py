@@ -20,6 +20,7 @@ from fetchml.core.models import CreateTaskRequest, Task
 from fetchml.core.protocol import (
     ActiveAttempt,
     Assignment,
+    EndedAttempt,
     GpuDevice,
     HeartbeatResponse,
     RegisterWorkerRequest,
@@ -151,6 +152,11 @@ class FakeWorker:
     def report(self, a: Assignment, status: str, *, attempt: int | None = None, **kw: Any) -> Task:
         rep = StatusReport(attempt=attempt or a.attempt, status=TaskStatus(status), **kw)
         return self.client.workers.report(a.task.id, rep)
+
+    def end_and_claim(self, a: Assignment, status: str, wait: float = 0.0, **kw: Any) -> Assignment | None:
+        """The attempt's last report, sent with the claim for the next task."""
+        ended = EndedAttempt(task_id=a.task.id, attempt=a.attempt, status=TaskStatus(status), **kw)
+        return self.client.workers.claim(self.name, wait, ended)
 
     def run_to(self, a: Assignment, *statuses: str, exit_code: int = 0) -> Task:
         """Report each status in turn (e.g. running, collecting, completed)."""

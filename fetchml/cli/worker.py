@@ -124,6 +124,13 @@ def worker(
         help="Address Jupyter services listen on (docker: where their port is published).",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    phase_log: Path = typer.Option(
+        None,
+        "--phase-log",
+        help="Append one JSON line per attempt to this file: milliseconds spent claiming, "
+        "preparing, spawning, reporting, running, shipping logs and collecting outputs.",
+        metavar="PATH",
+    ),
 ) -> None:
     """Register with a server and run its tasks in local Docker (or as local processes)."""
     import logging
@@ -182,6 +189,7 @@ def worker(
         service_ports=ports,
         service_host=service_host,
         service_bind=service_bind,
+        phase_log=phase_log,
     )
     config = resolve(server, key)
     client = FetchmlClient(config.server_url, config.api_key, timeout=config.timeout)

@@ -9,6 +9,7 @@ from fetchml.core.models import Task
 from fetchml.core.protocol import (
     ActiveAttempt,
     Assignment,
+    EndedAttempt,
     HeartbeatRequest,
     HeartbeatResponse,
     RegisterWorkerRequest,
@@ -37,10 +38,17 @@ class WorkersClient(DomainClient):
         resp = self._t.request("POST", f"/v1/workers/{segment(worker_id)}/heartbeat", json=body, **extra)
         return parse(resp, HeartbeatResponse)
 
-    def claim(self, worker_id: str, wait: float) -> Assignment | None:
-        """Long poll: an assignment as soon as one fits, or None after `wait` seconds."""
+    def claim(self, worker_id: str, wait: float, ended: EndedAttempt | None = None) -> Assignment | None:
+        """Long poll: an assignment as soon as one fits, or None after `wait` seconds. `ended`:
+        the last report of an attempt of this worker, applied first (only to a server whose
+        registration answer says `claim_takes_report`; others ignore it)."""
+        body = None if ended is None else {"ended": ended.model_dump(mode="json", exclude_none=True)}
         resp = self._t.request(
-            "POST", f"/v1/workers/{segment(worker_id)}/claim", params={"wait": wait}, timeout=wait + 30
+            "POST",
+            f"/v1/workers/{segment(worker_id)}/claim",
+            params={"wait": wait},
+            json=body,
+            timeout=wait + 30,
         )
         if resp.status_code == 204:
             return None

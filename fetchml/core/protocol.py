@@ -53,6 +53,9 @@ class RegisterWorkerResponse(Wire):
     # The installation's id (one per database, shared by every server process on it). Workers
     # stamp it on what they start, so orphan cleanup never touches another server's tasks.
     server_id: str | None = None
+    # The claim route takes an ending attempt's last report (`ClaimRequest.ended`). A server
+    # that does not say so ignores a claim's body: a worker must not send one then.
+    claim_takes_report: bool = False
 
 
 class ActiveAttempt(Wire):
@@ -109,6 +112,21 @@ class StatusReport(Wire):
     # stop past its grace, or a lost lease). The task goes back to the queue at once without
     # spending a retry (or fails as cancelled when a cancel was asked).
     interrupted: bool = False
+
+
+class EndedAttempt(StatusReport):
+    """The last report of an attempt (`completed` or `failed`), sent with the claim for the
+    next task: one request and one transaction instead of two."""
+
+    task_id: Annotated[str, Field(min_length=1, max_length=64)]
+    status: Literal[TaskStatus.COMPLETED, TaskStatus.FAILED]
+
+
+class ClaimRequest(Wire):
+    """The optional body of a claim (docs/worker-protocol.md): the report of an attempt of this
+    worker that just ended, applied before the claim, in its transaction."""
+
+    ended: EndedAttempt | None = None
 
 
 class LogChunk(Wire):

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from fetchml.core.protocol import Assignment
 from fetchml.runner.executors.base import Execution
 from fetchml.runner.logship import LogShipper
+from fetchml.runner.phases import PhaseClock
 
 
 class _Attempt:
-    def __init__(self, assignment: Assignment) -> None:
+    def __init__(self, assignment: Assignment, claimed: tuple[float, float] | None = None) -> None:
+        """`claimed`: when the claim that delivered it was sent and answered (perf_counter)."""
         self.assignment = assignment
+        now = time.perf_counter()
+        self.phases = PhaseClock(*(claimed or (now, now)))
+        self.reported: str | None = None  # the last status the server took
+        # The next assignment, claimed together with this attempt's last report.
+        self.successor: Assignment | None = None
         self.execution: Execution | None = None
         self.shipper: LogShipper | None = None
         self.cancelled = threading.Event()

@@ -37,6 +37,7 @@ class RegistrationMixin(WorkerState):
         self.heartbeat_interval = resp.heartbeat_interval
         self.heartbeat_timeout = resp.heartbeat_timeout
         self.claim_wait = resp.claim_wait
+        self.claim_takes_report = resp.claim_takes_report
         self._last_contact = time.monotonic()
         self._lease_lost = False
         self.slots = slots

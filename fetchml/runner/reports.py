@@ -13,7 +13,7 @@ from fetchml.core.errors import (
     FetchmlError,
     NotFoundError,
 )
-from fetchml.core.protocol import StatusReport
+from fetchml.core.protocol import EndedAttempt, StatusReport
 from fetchml.runner.attempt import _Attempt
 from fetchml.runner.retry import REPORT_BACKOFF, TRANSIENT
 from fetchml.runner.worker_state import WorkerState
@@ -34,20 +34,54 @@ class ReportsMixin(WorkerState):
             return f"no heartbeat got through for {now - self._last_contact:.0f}s: the lease is lost"
         return None
 
-    def _report(self, a: _Attempt, status: TaskStatus, *, raise_conflict: bool = False, **kw: Any) -> bool:
+    def _claims_with_report(self) -> bool:
+        """Whether a last report may claim the next task: the server takes it, and this worker
+        takes new work."""
+        return (
+            self.claim_takes_report
+            and self.slots > 0
+            and not self._draining
+            and not self.stopping.is_set()
+            and not self.stop_event.is_set()
+        )
+
+    def _report_end(self, a: _Attempt, status: TaskStatus, **kw: Any) -> bool:
+        """The attempt's last report (completed or failed); it claims the next task with it when
+        it can (`a.successor`, see fetchml.runner.claims)."""
+        return self._report(a, status, claim_next=self._claims_with_report(), **kw)
+
+    def _report(
+        self,
+        a: _Attempt,
+        status: TaskStatus,
+        *,
+        raise_conflict: bool = False,
+        claim_next: bool = False,
+        **kw: Any,
+    ) -> bool:
         """Report, retrying transient failures until the lease is lost; False when the server
         says this attempt is no longer ours (stale), or when the report could not be made.
-        `raise_conflict`: a 409 is raised rather than logged (the caller has a second way)."""
+        `raise_conflict`: a 409 is raised rather than logged (the caller has a second way).
+        `claim_next`: sent as a claim's body (a last report only): a task placed on the slot it
+        frees comes back in `a.successor`."""
         task_id = a.assignment.task.id
         tries = 0
         while True:
             try:
-                self.client.workers.report(
-                    task_id,
-                    StatusReport(
-                        attempt=a.assignment.attempt, node_rank=a.assignment.node_rank, status=status, **kw
-                    ),
-                )
+                fields: dict[str, Any] = {
+                    "attempt": a.assignment.attempt,
+                    "node_rank": a.assignment.node_rank,
+                    "status": status,
+                    **kw,
+                }
+                if claim_next:
+                    # wait=0: the slot's next task if one fits now; the claim loop waits for more.
+                    a.successor = self.client.workers.claim(
+                        self.worker_id, 0.0, EndedAttempt(task_id=task_id, **fields)
+                    )
+                else:
+                    self.client.workers.report(task_id, StatusReport(**fields))
+                a.reported = status.value
                 return True
             except (ConflictError, NotFoundError) as exc:
                 if raise_conflict and isinstance(exc, ConflictError):
@@ -74,8 +108,8 @@ class ReportsMixin(WorkerState):
         """Without a collecting report first (nothing to upload), a server older than this
         worker refuses completed straight from running (409): collecting goes first then. An
         attempt that is no longer ours gets a 409 for that one too, and is left there."""
-        if collected:
-            self._report(a, TaskStatus.COMPLETED, exit_code=0, output=output)
+        if collected or self.claim_takes_report:  # such a server takes running -> completed
+            self._report_end(a, TaskStatus.COMPLETED, exit_code=0, output=output)
             return
         try:
             self._report(a, TaskStatus.COMPLETED, raise_conflict=True, exit_code=0, output=output)

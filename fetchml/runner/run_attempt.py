@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 
 from fetchml.core.enums import TaskStatus
 from fetchml.core.errors import FetchmlError
 from fetchml.core.lifecycle import TIME_LIMIT_ERROR
+from fetchml.core.protocol import Assignment
 from fetchml.runner import trackers
 from fetchml.runner.attempt import _Attempt
 from fetchml.runner.collect import NO_OUTPUTS, find_outputs, upload_outputs, with_skipped_note
@@ -25,6 +27,22 @@ log = logging.getLogger("fetchml.runner")
 
 
 class AttemptMixin(ReportsMixin):
+    def _take(self, assignment: Assignment, claimed: tuple[float, float] | None = None) -> _Attempt:
+        """Start an assignment on a thread of its own. `claimed`: when its claim was sent and
+        answered (perf_counter), for the phase log."""
+        attempt = _Attempt(assignment, claimed)
+        with self._lock:
+            self._attempts[attempt.key] = attempt
+        threading.Thread(
+            target=self._run_attempt,
+            args=(attempt,),
+            name=f"fetchml-attempt-{assignment.task.id[:8]}-{assignment.attempt}",
+            daemon=True,
+        ).start()
+        if self.stopping.is_set():  # claimed as the stop came: hand it straight back
+            attempt.interrupt("the worker is stopping", 0.0)
+        return attempt
+
     def _run_attempt(self, a: _Attempt) -> None:
         try:
             self._run_attempt_inner(a)
@@ -35,6 +53,8 @@ class AttemptMixin(ReportsMixin):
             self._report(a, TaskStatus.FAILED, error=f"worker error: {exc}")
         finally:
             self._release(a)
+            t = a.assignment
+            self.phase_log.write(t.task.id, t.attempt, a.reported or "unreported", a.phases)
 
     def _release(self, a: _Attempt) -> None:
         """The attempt no longer holds a slot: the claim loop may take the next task."""
@@ -44,6 +64,8 @@ class AttemptMixin(ReportsMixin):
 
     def _run_attempt_inner(self, a: _Attempt) -> None:
         task, n = a.assignment.task, a.assignment.attempt
+        lap = a.phases.lap
+        lap("start")
         root = self.workspaces_dir / f"{task.id}-{n}"
         shutil.rmtree(root, ignore_errors=True)
         # Made before the datasets are fetched: their progress lines open the task's log. Closed
@@ -116,6 +138,7 @@ class AttemptMixin(ReportsMixin):
                 self._report(a, TaskStatus.FAILED, error="cancelled")
             shutil.rmtree(root, ignore_errors=True)
             return
+        lap("prepare")
         try:
             execution = self.executor.start(spec)
         except ExecutorError as exc:
@@ -124,6 +147,7 @@ class AttemptMixin(ReportsMixin):
             shutil.rmtree(root, ignore_errors=True)
             return
         started = time.monotonic()  # the time limit counts from here
+        lap("spawn")
         with a.lock:
             a.execution = execution
         if a.cancelled.is_set():
@@ -133,11 +157,14 @@ class AttemptMixin(ReportsMixin):
         try:
             if not self._report(a, TaskStatus.RUNNING):
                 execution.stop(self.cfg.stop_grace)
+            lap("report_running")
             for line in execution.lines():
                 shipper.add(line)
             status = execution.wait()
+            lap("run")
         finally:
             shipper.close()
+        lap("logs")
         assert status is not None
         if shipper.stale:
             execution.cleanup()
@@ -165,14 +192,21 @@ class AttemptMixin(ReportsMixin):
         cancelled = status.cancelled or (a.cancelled.is_set() and not limit.expired)
         succeeded = not cancelled and status.exit_code == 0 and status.error is None and upload_error is None
         trackers.finish(env, succeeded=succeeded)
+        lap("collect")
         if timed_out or cancelled:
             error = TIME_LIMIT_ERROR if timed_out else "cancelled"
-            self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error=error, output=output)
+            self._report_end(a, TaskStatus.FAILED, exit_code=status.exit_code, error=error, output=output)
         elif succeeded:
             self._report_completed(a, bool(outputs.files), output)
         else:
             error = status.error or upload_error or f"exit code {status.exit_code}"
-            self._report(a, TaskStatus.FAILED, exit_code=status.exit_code, error=error, output=output)
+            self._report_end(a, TaskStatus.FAILED, exit_code=status.exit_code, error=error, output=output)
+        lap("report_end")
+        if a.successor is not None:
+            # Claimed with the last report: it takes this slot over before the slot is given
+            # back, so the claim loop does not ask for it a second time.
+            now = time.perf_counter()
+            self._take(a.successor, (now, now))
         # Its end is reported, so the server counts the slot free: the next claim need not
         # wait for the clean-up below.
         self._release(a)

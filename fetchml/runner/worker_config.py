@@ -27,6 +27,8 @@ class WorkerConfig:
     # Give up registering after this many seconds of an unreachable server (None: never).
     connect_timeout: float | None = None
     keep_workspaces: bool = False
+    # Append each attempt's time per phase to this file (fetchml.runner.phases); None: not kept.
+    phase_log: Path | None = None
     python: str = field(default_factory=lambda: sys.executable)
     # Local executor only: the unprivileged user tasks run as (the worker must be root), and
     # names of the worker's environment variables that tasks may see besides the allow-list.

@@ -16,6 +16,7 @@ from fetchml.runner.attempt import _Attempt
 from fetchml.runner.datasets import DatasetCache, DatasetPolicy
 from fetchml.runner.executors.base import Executor
 from fetchml.runner.gpus import GpuProvider
+from fetchml.runner.phases import PhaseLog
 from fetchml.runner.workdir import prepare_work_dir
 from fetchml.runner.worker_config import WorkerConfig, gpu_provider_for, make_executor
 from fetchml.runner.workspace import SnapshotCache
@@ -66,6 +67,7 @@ class WorkerState:
         self._attempts: dict[tuple[str, int], _Attempt] = {}
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
+        self.phase_log = PhaseLog(cfg.phase_log)
         self._draining = False
         # Run as another user, tasks must reach their workspace but nothing else of the worker's.
         self.task_owner: tuple[int, int] | None = getattr(self.executor, "task_owner", None)
@@ -84,6 +86,7 @@ class WorkerState:
         self._last_contact = time.monotonic()  # the last successful heartbeat (or registration)
         self._lease_lost = False
         self.claim_wait = 20.0
+        self.claim_takes_report = False  # the server said so at registration
         self.slots = 1
         self.registered = threading.Event()  # set once the first registration succeeded or failed
         self.registration_error: str | None = None

@@ -60,9 +60,29 @@ def _public_name(request: Request[Any, Any, Any], key: str) -> str:
 _MODEL_NAME = re.compile(r" or instance of \w+")
 
 
+def _body_optional(request: Request[Any, Any, Any]) -> bool:
+    try:
+        data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    except Exception:  # no route (404/405)
+        return False
+    return data is not None and bool(data.has_default)
+
+
+def _items(request: Request[Any, Any, Any], exc: ValidationException) -> list[dict[str, Any]]:
+    """The faults Litestar lists. When a parameter failed, it also lists an absent body (key
+    `data`, message `'data'`: a KeyError's text), even one the route takes as optional (a claim
+    without a report): that is no fault."""
+    optional = _body_optional(request)
+    return [
+        i
+        for i in exc.extra or []
+        if isinstance(i, dict) and not (optional and i.get("key") == "data" and i.get("message") == "'data'")
+    ]
+
+
 def _validation_message(request: Request[Any, Any, Any], exc: ValidationException) -> str:
     parts = []
-    for item in exc.extra or []:
+    for item in _items(request, exc):
         if isinstance(item, dict):
             key = item.get("key")
             # pydantic names the model class ("... or instance of CreateTaskRequest"): internal.
@@ -86,9 +106,9 @@ def _missing_parameter(exc: ValidationException) -> str | None:
     return f"Missing required {m.group(1)} parameter '{m.group(2)}'" if m else None
 
 
-def _is_parameter_error(exc: ValidationException) -> bool:
+def _is_parameter_error(request: Request[Any, Any, Any], exc: ValidationException) -> bool:
     """Every fault is in a parameter, none in the body (Litestar tags each with its source)."""
-    items = [i for i in exc.extra or [] if isinstance(i, dict)]
+    items = _items(request, exc)
     # ParamType is a (str, Enum): str() of it is its name, .value the source.
     return bool(items) and all(
         getattr(i.get("source"), "value", i.get("source")) in _PARAMETER_SOURCES
@@ -121,7 +141,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, ValidationException):
         if (missing := _missing_parameter(exc)) is not None:
             return envelope(400, "BAD_REQUEST", missing, trace_id)
-        if _is_parameter_error(exc):
+        if _is_parameter_error(request, exc):
             # The contract answers a bad query, path or header parameter with 400 BAD_REQUEST
             # (GET /v1/tasks); 422 VALIDATION_ERROR is for a body that does not validate.
             return envelope(400, "BAD_REQUEST", _validation_message(request, exc), trace_id)

@@ -62,6 +62,8 @@ def build(settings: Settings) -> tuple[Services, Any]:
     """Started services and a uvicorn.Server ready to run (in this thread or another)."""
     import uvicorn
 
+    from fetchml.server.coalesce import JoinedWritesHttpToolsProtocol
+
     services = Services(settings)
     services.start()
     config = uvicorn.Config(
@@ -78,6 +80,7 @@ def build(settings: Settings) -> tuple[Services, Any]:
         # What a /ws client may send is a few small JSON messages (ping, pong, subscribe with at
         # most 1000 ids): uvicorn's 16 MiB default would let one message take that much memory.
         ws_max_size=128 * 1024,
+        http=JoinedWritesHttpToolsProtocol,
     )
 
     class Server(uvicorn.Server):

@@ -4,6 +4,10 @@ A claim first hands over what an earlier pass placed on the worker; with nothing
 a scheduling pass for the whole cluster (services/placement) under the write lock, so two claims
 can never take the same task or the same GPU, even from two server processes. A long-polling
 claim waits on the bus for capacity or work to appear.
+
+A claim may carry the last report of an attempt that just ended on the same worker: it is
+applied first, in the claim's transaction, so the freed slot takes the next task in the same
+write (one request and one commit per task fewer, and the next task starts a round trip sooner).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from fetchml.core.errors import NotFoundError
 from fetchml.core.models import Task
 from fetchml.core.nodes import master_port
 from fetchml.core.plugins import task_env
-from fetchml.core.protocol import Assignment, StatusReport, WorkerCapabilities
+from fetchml.core.protocol import Assignment, EndedAttempt, StatusReport, WorkerCapabilities
 from fetchml.events.bus import SAFETY_RECHECK, TASKS_TOPIC, EventBus, task_topic
 from fetchml.host.settings import Settings
 from fetchml.services.attempts import apply_report, find_node
@@ -114,16 +118,25 @@ class ClaimService:
 
         return op
 
-    async def claim(self, principal: Principal, worker_id: str, wait: float) -> Assignment | None:
+    async def claim(
+        self, principal: Principal, worker_id: str, wait: float, ended: EndedAttempt | None = None
+    ) -> Assignment | None:
+        """`ended`: an attempt's last report, applied first in the same transaction; if it is
+        refused (404, 403, 409) nothing is claimed either."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, min(wait, self.settings.claim_wait))
+        claim_op = self._claim_op(principal, worker_id)
+        op = claim_op if ended is None else self._report_then(principal, ended, claim_op)
         while True:
             wake = self.bus.listen(TASKS_TOPIC)
             try:
-                assignment, others = await self.writer.run(self._claim_op(principal, worker_id))
+                assignment, others = await self.writer.run(op)
             except BaseException:
                 wake.cancel()  # a 403/404 must not leave a waiter behind
                 raise
+            if ended is not None:
+                self._reported(ended.task_id, ended, None)  # a last report starts nothing
+                op, ended = claim_op, None
             if others:
                 self.bus.publish(TASKS_TOPIC)  # wake the workers that got work in this pass
             if assignment is not None:
@@ -137,9 +150,39 @@ class ClaimService:
             # Other servers' commits wake us through the feed; the timer only covers a lost wake-up.
             await self.bus.wait(wake, min(remaining, SAFETY_RECHECK))
 
+    def _report_then(
+        self,
+        principal: Principal,
+        ended: EndedAttempt,
+        claim_op: Callable[[Tx], tuple[Assignment | None, set[str]]],
+    ) -> Callable[[Tx], tuple[Assignment | None, set[str]]]:
+        report_op = self._report_op(principal, ended.task_id, ended)
+
+        def op(tx: Tx) -> tuple[Assignment | None, set[str]]:
+            report_op(tx)  # raises for a refused report: the claim is not made either
+            return claim_op(tx)
+
+        return op
+
     # -- reports ------------------------------------------------------------------------------
 
     async def report(self, principal: Principal, task_id: str, rep: StatusReport) -> Task:
+        result, started = await self.writer.run(self._report_op(principal, task_id, rep))
+        self._reported(task_id, rep, started)
+        return result
+
+    def _reported(self, task_id: str, rep: StatusReport, started: float | None) -> None:
+        """After the commit of a report."""
+        if started is not None:
+            for observe in self.start_latency_observers:
+                observe(started)
+        self.bus.publish(task_topic(task_id))
+        if rep.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+            self.bus.publish(TASKS_TOPIC)  # capacity came free
+
+    def _report_op(
+        self, principal: Principal, task_id: str, rep: StatusReport
+    ) -> Callable[[Tx], tuple[Task, float | None]]:
         lease = timedelta(seconds=self.settings.heartbeat_timeout)
 
         def op(tx: Tx) -> tuple[Task, float | None]:
@@ -158,12 +201,4 @@ class ClaimService:
                 started = max(0.0, (task.started_at - task.created_at).total_seconds())
             return task_to_wire(task), started
 
-        result, started = await self.writer.run(op)
-        if started is not None:
-            for observe in self.start_latency_observers:
-                observe(started)
-        self.bus.publish(task_topic(task_id))
-        if rep.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
-            self.bus.publish(TASKS_TOPIC)  # capacity came free
-        return result
-
+        return op

@@ -185,6 +185,7 @@ class WorkerService:
             claim_wait=self.settings.claim_wait,
             lost_tasks=lost,
             server_id=server_id,
+            claim_takes_report=True,
         )
 
     # -- heartbeats ---------------------------------------------------------------------------

@@ -327,6 +327,75 @@ def test_batch_slots_limit_claims_until_a_task_ends(
     assert out["at"] - ended < 0.4, "a freed slot should wake the waiting claim"
 
 
+# --- a last report with the next claim ----------------------------------------------------------
+
+
+def test_a_last_report_claims_the_next_task_in_one_request(
+    srv: ServerHandle, ks: K, workers: list[FakeWorker]
+) -> None:
+    w = worker(workers, srv, ks.w1, batch_slots=1)
+    first, second = submit(srv, ks.user, "e1").id, submit(srv, ks.user, "e2").id
+    a = w.must_claim()
+    w.report(a, "running")
+    nxt = w.end_and_claim(a, "completed", exit_code=0, output="done")
+    assert nxt is not None and nxt.task.id == second and nxt.attempt == 1
+    done = get_task(srv, ks.user, first)
+    assert (done.status, done.exit_code, done.output, done.error) == ("completed", 0, "done", None)
+    [ev] = audit_events(srv, ks.admin, "job_completed", first)
+    assert ev["success"] is True and ev["metadata"]["exit_code"] == 0
+    placed = get_task(srv, ks.user, second)
+    assert (placed.status, placed.worker_id) == ("preparing", w.name)
+    # A failure ends the same way, and with nothing queued the claim answers 204.
+    w.report(nxt, "running")
+    assert w.end_and_claim(nxt, "failed", exit_code=3, error="boom") is None
+    failed = get_task(srv, ks.user, second)
+    assert (failed.status, failed.exit_code, failed.error) == ("failed", 3, "boom")
+
+
+def test_a_refused_last_report_claims_nothing(srv: ServerHandle, ks: K, workers: list[FakeWorker]) -> None:
+    """The report goes first, in the claim's transaction: refused, it takes the claim with it."""
+    w = worker(workers, srv, ks.w1, batch_slots=1)
+    other = worker(workers, srv, ks.w2, batch_slots=1)
+    t = submit(srv, ks.user, "r1").id
+    a = w.must_claim()
+    w.report(a, "running")
+    waiting = submit(srv, ks.user, "r2").id
+    claim = f"/v1/workers/{w.name}/claim"
+
+    def ended(**kw: Any) -> dict[str, Any]:
+        return {"ended": {"task_id": t, "attempt": 1, "status": "completed", "exit_code": 0, **kw}}
+
+    expect_error(post(srv, w.key, claim, ended(attempt=2), params={"wait": 0}), 409, "CONFLICT")
+    expect_error(post(srv, w.key, claim, ended(task_id="no-such-task"), params={"wait": 0}), 404, "NOT_FOUND")
+    # Another worker's key claims for its own name, but the report is about w's attempt.
+    expect_error(
+        post(srv, other.key, f"/v1/workers/{other.name}/claim", ended(), params={"wait": 0}), 403, "FORBIDDEN"
+    )
+    for bad in ({"status": "running"}, {"attempt": 0}, {"task_id": ""}, {"exit_code": "0"}):
+        expect_error(post(srv, w.key, claim, ended(**bad), params={"wait": 0}), 422, "VALIDATION_ERROR")
+    expect_error(post(srv, w.key, claim, {"ended": "x"}, params={"wait": 0}), 422, "VALIDATION_ERROR")
+    expect_error(
+        post(srv, w.key, claim, ended(), params={"wait": -1}), 400, "BAD_REQUEST"
+    )  # a bad parameter is still a 400
+    # Nothing changed: the attempt still runs and the other task is still queued.
+    assert get_task(srv, ks.user, t).status == "running"
+    assert get_task(srv, ks.user, waiting).status == "queued"
+    assert audit_events(srv, ks.admin, "job_completed", t) == []
+    # An empty body, or one without a report, is a plain claim (the slot is taken: 204).
+    assert post(srv, w.key, claim, {}, params={"wait": 0}).status_code == 204
+    assert post(srv, w.key, claim, {"ended": None}, params={"wait": 0}).status_code == 204
+    nxt = w.end_and_claim(a, "completed", exit_code=0)
+    assert nxt is not None and nxt.task.id == waiting
+
+
+def test_registration_says_the_claim_takes_a_report(
+    srv: ServerHandle, ks: K, workers: list[FakeWorker]
+) -> None:
+    w = FakeWorker(srv, ks.w1)
+    workers.append(w)
+    assert w.register().claim_takes_report is True
+
+
 # --- report: the state machine ----------------------------------------------------------------
 
 

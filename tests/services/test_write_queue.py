@@ -199,3 +199,43 @@ def test_run_write_commits_a_change_with_its_audit_event_or_neither(kit: Kit) ->
     stamp = ev.timestamp if ev.timestamp.tzinfo else ev.timestamp.replace(tzinfo=UTC)  # SQLite: naive UTC
     assert stamp == clock.now()  # the op's clock
     assert_chain_whole(kit, 1)
+
+
+def renames_a_task(task_id: str, name: str) -> Op:
+    """Changes a task through the session (an ORM update, sent at flush time)."""
+
+    def op(tx: Tx) -> None:
+        row = tx.session.scalars(select(TaskRow).where(col(TaskRow.id) == task_id)).one()
+        row.job_name = name
+        row.status = "failed"  # a transition: the feed must see it in this transaction's commit
+        row.error = "renamed"
+
+    return op
+
+
+def test_an_op_alone_runs_without_a_savepoint_and_fails_whole(kit: Kit, rec: Recorder) -> None:
+    """A batch of one op (the usual case under light load) has no savepoint: a failure rolls the
+    whole transaction back, which holds nothing else, and the writer goes on."""
+    [orm] = rec.batch(fails_after_orm_writes)
+    assert isinstance(orm, ConflictError)
+    [crash] = rec.batch(crashes)
+    assert isinstance(crash, InternalError)
+    [task] = rec.batch(create("after"))
+    assert isinstance(task, Task)
+    with kit.services.db.read() as s:
+        assert s.get(WorkerRow, "ghost") is None
+    assert audit_rows(kit) == [(1, "job_queued", f"task:{task.id}")]
+    assert_chain_whole(kit, 1)
+    assert all(tx._savepoint is None for tx in rec.txs)
+
+
+def test_an_op_alone_hands_its_changes_to_the_feed(kit: Kit, rec: Recorder) -> None:
+    """Without a savepoint to flush them, the op's session changes still go out before the
+    transaction's feed events are taken: its transition is in the commit's events."""
+    [task] = rec.batch(create("a"))
+    [_] = rec.batch(renames_a_task(task.id, "b"))
+    moved = [e for e in rec.commits[-1] if e.task_id == task.id]
+    assert [(e.data.get("from"), e.data.get("to")) for e in moved] == [("queued", "failed")]
+    with kit.services.db.read() as s:
+        row = s.scalars(select(TaskRow).where(col(TaskRow.id) == task.id)).one()
+        assert (row.job_name, row.status) == ("b", "failed")

@@ -11,6 +11,7 @@ from litestar.params import Parameter
 from fetchml.core.models import Task
 from fetchml.core.protocol import (
     Assignment,
+    ClaimRequest,
     HeartbeatRequest,
     HeartbeatResponse,
     RegisterWorkerRequest,
@@ -49,15 +50,19 @@ class WorkerProtocolController(Controller):
         opt={"errors": (409,)},
         responses={204: ResponseSpec(data_container=None, description="No assignment within `wait` seconds")},
         summary="Long-poll for an assignment",
-        description="200 with an Assignment as soon as a task fits this worker; 204 when `wait` seconds pass first.",
+        description="200 with an Assignment as soon as a task fits this worker; 204 when `wait` seconds "
+        "pass first. The optional body carries the last report of an attempt of this worker that "
+        "just ended, applied first in the same transaction.",
     )
     async def claim(
         self,
         request: Request[Any, Any, Any],
         worker_id: str,
         wait: Annotated[float, Parameter(ge=0, le=120)] = 20.0,
+        data: ClaimRequest | None = None,
     ) -> Response[Assignment | None]:
-        assignment = await services_of(request).claims.claim(principal_of(request), worker_id, wait)
+        ended = data.ended if data is not None else None
+        assignment = await services_of(request).claims.claim(principal_of(request), worker_id, wait, ended)
         if assignment is None:
             return Response(content=None, status_code=204)
         return Response(content=assignment, status_code=200)
