@@ -25,10 +25,13 @@ that ended early (a failed download, a cancel) has the phases up to there.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 from pathlib import Path
+
+log = logging.getLogger("fetchml.runner")
 
 PHASES = (
     "claim",
@@ -62,6 +65,7 @@ class PhaseLog:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._failed = False  # warned once
 
     def write(self, task_id: str, attempt: int, status: str, clock: PhaseClock | None) -> None:
         if self.path is None or clock is None:
@@ -74,8 +78,13 @@ class PhaseLog:
         }
         data = (json.dumps(line) + "\n").encode()
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # a full disk or a removed folder must not touch the tasks
+                if not self._failed:
+                    log.warning("cannot write the phase log %s: %s", self.path, exc)
+                self._failed = True

@@ -39,7 +39,7 @@ class AttemptMixin(ReportsMixin):
             name=f"fetchml-attempt-{assignment.task.id[:8]}-{assignment.attempt}",
             daemon=True,
         ).start()
-        if self.stopping.is_set():  # claimed as the stop came: hand it straight back
+        if self.stopping.is_set() or self.stop_event.is_set():  # claimed as the stop came: hand it back
             attempt.interrupt("the worker is stopping", 0.0)
         return attempt
 
