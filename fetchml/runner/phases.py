@@ -67,8 +67,8 @@ class PhaseLog:
         self._lock = threading.Lock()
         self._failed = False  # warned once
 
-    def write(self, task_id: str, attempt: int, status: str, clock: PhaseClock | None) -> None:
-        if self.path is None or clock is None:
+    def write(self, task_id: str, attempt: int, status: str, clock: PhaseClock) -> None:
+        if self.path is None:
             return
         line = {
             "task_id": task_id,
@@ -79,7 +79,9 @@ class PhaseLog:
         data = (json.dumps(line) + "\n").encode()
         with self._lock:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                # O_NOFOLLOW: in a folder a task's user can write (/tmp), a link planted at the
+                # path must not turn a root worker's appends onto another file.
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
                 try:
                     os.write(fd, data)
                 finally:

@@ -52,3 +52,16 @@ def test_without_a_path_nothing_is_written_and_a_bad_path_only_warns(
         f"cannot write the phase log {tmp_path / 'no-such-folder' / 'phases.jsonl'}: "
         f"[Errno 2] No such file or directory: '{tmp_path / 'no-such-folder' / 'phases.jsonl'}'"
     ) == 1
+
+
+def test_a_link_planted_at_the_path_is_not_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A task running as another user may write where the log lives (/tmp): a link it leaves at
+    the log's path must not make the worker append to the file it points at."""
+    target = tmp_path / "victim"
+    target.write_text("kept\n")
+    link = tmp_path / "phases.jsonl"
+    link.symlink_to(target)
+    with caplog.at_level(logging.WARNING, logger="fetchml.runner"):
+        PhaseLog(link).write("t", 1, "completed", PhaseClock(0.0, 0.0))
+    assert target.read_text() == "kept\n"
+    assert any("cannot write the phase log" in r.getMessage() for r in caplog.records)
