@@ -25,7 +25,7 @@ from fetchml.core.enums import TERMINAL_STATUSES, TaskStatus, WorkerStatus
 from fetchml.core.events import EventType, FeedEvent
 from fetchml.core.lifecycle import CANCELLED_ERROR
 from fetchml.events.feed import wake_topics
-from fetchml.store.bulk import insert_rows
+from fetchml.store.bulk import execute_many, fetch_rows, insert_rows, placeholder
 from fetchml.store.tables import EventRow, QueueCountRow, ReservationRow, TaskRow, WorkerRow
 
 NOTIFY_CHANNEL = "fetchml_events"
@@ -190,7 +190,7 @@ class Capture:
         last = 0
         if pending:
             # Plain SQL: through the ORM this one scalar cost as much as a dozen rows' inserts.
-            last = session.connection().exec_driver_sql(_MAX_EVENT_ID).scalar() or 0
+            last = fetch_rows(session.connection(), _MAX_EVENT_ID)[0][0] or 0
         deltas = _queue_deltas(pending)
         if deltas:
             # Every so often the counts are taken from the tasks themselves, so a change made
@@ -270,8 +270,8 @@ def _queue_deltas(pending: list[Pending]) -> Counter[int]:
 _MAX_EVENT_ID = f"SELECT max(id) FROM {EventRow.__tablename__}"
 _QUEUED_COUNTS = "SELECT priority, queued FROM queue_counts WHERE queued > 0"
 
-_BUMP_QUEUED = text(
-    "INSERT INTO queue_counts (priority, queued) VALUES (:priority, :delta) "
+_BUMP_QUEUED = (
+    "INSERT INTO queue_counts (priority, queued) VALUES ({0}, {0}) "
     "ON CONFLICT (priority) DO UPDATE SET queued = queue_counts.queued + excluded.queued"
 )
 
@@ -291,12 +291,12 @@ def _queue_depth(session: Session, deltas: Counter[int], *, reconcile: bool) -> 
         if counted:
             conn.execute(table.insert(), [{"priority": int(p), "queued": int(n)} for p, n in counted])
     else:
-        moved = [{"priority": prio, "delta": delta} for prio, delta in sorted(deltas.items()) if delta]
+        moved = [(prio, delta) for prio, delta in sorted(deltas.items()) if delta]
         if moved:
             # One statement for every priority this transaction moved (a batch of submissions
             # touches many): an upsert, in SQLite and PostgreSQL alike.
-            conn.execute(_BUMP_QUEUED, moved)
-    rows = conn.exec_driver_sql(_QUEUED_COUNTS).all()
+            execute_many(conn, _BUMP_QUEUED.format(placeholder(conn)), moved)
+    rows = fetch_rows(conn, _QUEUED_COUNTS)
     by_priority = {str(int(p)): int(n) for p, n in sorted(rows, reverse=True)}
     return Pending(EventType.QUEUE_DEPTH, {"depth": sum(by_priority.values()), "by_priority": by_priority})
 

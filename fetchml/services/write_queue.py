@@ -35,7 +35,7 @@ from fetchml.core.errors import FetchmlError, InternalError, ServiceUnavailableE
 from fetchml.core.events import FeedEvent
 from fetchml.core.redact import redact_text, redact_value
 from fetchml.services.feedlog import DEFAULT_REPLAY_WINDOW, Capture
-from fetchml.store.bulk import insert_rows
+from fetchml.store.bulk import fetch_rows, insert_rows
 from fetchml.store.db import Database, classify_db_error
 from fetchml.store.tables import AuditEventRow
 
@@ -53,6 +53,19 @@ def _core_target(entity: type[Any]) -> tuple[Table, dict[str, str]]:
 _AUDIT_HEAD = (
     f"SELECT sequence_num, event_hash FROM {AuditEventRow.__tablename__} ORDER BY sequence_num DESC LIMIT 1"
 )
+
+
+_TX_KEY = "fetchml.tx"
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(session: Session, ctx: Any) -> None:
+    # One listener for every session, registered once: listening on each transaction's session
+    # cost as much as a small insert (SQLAlchemy builds a dispatcher per instance).
+    tx: Tx | None = session.info.get(_TX_KEY)
+    if tx is not None:
+        tx.flushed = True
+        tx.capture.after_flush(session, ctx)
 
 
 class Tx:
@@ -84,7 +97,8 @@ class Tx:
         # The feed's events come from what this transaction changes, not from the services.
         self.capture = Capture()
         self._events_window = events_window
-        event.listen(session, "after_flush", self.capture.after_flush)
+        session.info[_TX_KEY] = self  # for _after_flush
+        self.flushed = False  # the session flushed changes (ORM rows) at least once
         self.head: tuple[int, str] | None = None
         self._pending: list[tuple[type[Any], dict[str, Any]]] = []
         self._op_start = 0
@@ -169,8 +183,8 @@ class Tx:
     def _load_head(self) -> tuple[int, str]:
         # Plain SQL on the transaction's connection: the chain's rows only ever arrive through
         # `audit` (deferred inserts), so the ORM's autoflush before a query has nothing to add.
-        row = self._session.connection().exec_driver_sql(_AUDIT_HEAD).first()
-        return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+        rows = fetch_rows(self._session.connection(), _AUDIT_HEAD)
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS_HASH)
 
     def audit(
         self,
@@ -394,8 +408,6 @@ class WriteQueue:
                 self.mark_stall(f"the write lock took {took:.1f}s")
             solo = len(batch) == 1
             tx = Tx(session, self.clock, events_window=self.events_window, solo=solo)
-            flushed: list[bool] = []
-            event.listen(session, "after_flush", lambda *_: flushed.append(True))
             for item in batch:
                 try:
                     item.result = tx.run_op(item.op)
@@ -411,7 +423,7 @@ class WriteQueue:
                         raise _SoloFailed from exc
             events = tx.finish()
             tx.flush()
-            wrote = tx.wrote or bool(flushed or session.new or session.dirty or session.deleted)
+            wrote = tx.wrote or bool(tx.flushed or session.new or session.dirty or session.deleted)
         if wrote and self.db.storage_full:
             self.db.storage_full = False
             log.warning("storage accepts writes again")
