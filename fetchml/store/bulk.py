@@ -17,7 +17,8 @@ SQLAlchemy's handling, so callers see the same exceptions and the engine's hooks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import groupby
@@ -66,15 +67,10 @@ def fetch_rows(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> list
     run it."""
     if not is_raw(conn):
         return [tuple(r) for r in conn.exec_driver_sql(sql, params)]
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _driver_cursor(conn, sql, params) as cursor:
         cursor.execute(sql, params)
         rows: list[tuple[Any, ...]] = cursor.fetchall()
-        return rows
-    except Exception as exc:
-        conn._handle_dbapi_exception(exc, sql, params, cursor, None)
-    finally:
-        cursor.close()
+    return rows
 
 
 def execute_many(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
@@ -91,17 +87,21 @@ def placeholder(conn: Connection) -> str:
 
 
 def _raw_executemany(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
-    """The driver's own cursor, without SQLAlchemy's execution context around it: per
-    statement that context cost the writer more than SQLite took to store a small batch. A
-    driver error still goes through SQLAlchemy's error handling (the engine's handle_error
-    hook, which marks a full disk, and the pool's disconnect handling), as if it had run the
-    statement itself."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _driver_cursor(conn, sql, params) as cursor:
         if len(params) == 1:
             cursor.execute(sql, params[0])
         else:
             cursor.executemany(sql, params)
+
+
+@contextmanager
+def _driver_cursor(conn: Connection, sql: str, params: Any) -> Iterator[Any]:
+    """The driver's own cursor on `conn`, without SQLAlchemy's execution context around it. A
+    driver error still goes through SQLAlchemy's error handling (the engine's handle_error hook,
+    which marks a full disk, and the pool's disconnect handling), as if it had run `sql` itself."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
     except Exception as exc:
         # Private, but the one place that does all of the above; tests/fault covers the path
         # (a full disk under submissions answers 507 and marks the database full).

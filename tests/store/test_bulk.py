@@ -5,7 +5,6 @@ callers as SQLAlchemy's error, through the engine's error hook (a full disk mark
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from fetchml.store.bulk import execute_many, fetch_rows, insert_rows, is_raw, placeholder
 from fetchml.store.db import Database
 from fetchml.store.tables import IdempotencyKeyRow
-from tests.backends import POSTGRESQL, create_database, drop_database
 
 TABLE = IdempotencyKeyRow.__table__  # type: ignore[attr-defined]
 TIMES = [
@@ -28,15 +26,9 @@ TIMES = [
 ]
 
 
-@pytest.fixture
-def db(backend: str, tmp_path: Path) -> Iterator[Database]:
-    url = create_database() if backend == POSTGRESQL else f"sqlite:///{tmp_path / 'b.db'}"
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.dispose()
-    if backend == POSTGRESQL:
-        drop_database(url)
+@pytest.fixture(autouse=True)
+def _schema(db: Database) -> None:
+    db.migrate()
 
 
 def _row(key: str, at: datetime) -> dict[str, Any]:
@@ -56,7 +48,7 @@ def test_rows_are_stored_as_sqlalchemy_stores_them(db: Database, tmp_path: Path)
         assert got[f"bulk-{i}"] == got[f"core-{i}"] == want
     assert got["bulk-one"] == TIMES[0]
     if db.is_sqlite:
-        raw = sqlite3.connect(tmp_path / "b.db")
+        raw = sqlite3.connect(tmp_path / "m.db")
         text = dict(raw.execute("SELECT key, created_at FROM idempotency_keys").fetchall())
         raw.close()
         for i in range(len(TIMES)):

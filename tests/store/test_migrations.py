@@ -33,23 +33,6 @@ APP_TABLES = {"tasks", "experiments", "api_keys", "audit_events", "workers", "ta
 
 
 @pytest.fixture
-def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    if backend == POSTGRESQL:
-        url = create_database()
-        yield url
-        drop_database(url)
-    else:
-        yield f"sqlite:///{tmp_path / 'm.db'}"
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'm.db'}")
     yield database

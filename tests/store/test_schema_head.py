@@ -4,25 +4,9 @@ alembic has work to do."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from fetchml.store.db import Database
 from fetchml.store.migrate import downgrade_to, head_revision, upgrade_to_head
 from fetchml.store.schemahead import at_head, script_head
-from tests.backends import POSTGRESQL, create_database, drop_database
-
-
-@pytest.fixture
-def db(backend: str, tmp_path: Path) -> Iterator[Database]:
-    url = create_database() if backend == POSTGRESQL else f"sqlite:///{tmp_path / 'h.db'}"
-    database = Database(url)
-    yield database
-    database.dispose()
-    if backend == POSTGRESQL:
-        drop_database(url)
 
 
 def test_the_scripts_head_is_alembics(db: Database) -> None:
