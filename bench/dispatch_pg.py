@@ -10,8 +10,8 @@ database). Two workers, each against B and then, as the baseline, against A:
   completed): submit sent -> claim answered, both read on this process's clock. This is the
   dispatch path alone.
 - `local`: the real `fetchml worker` with the local executor (as bench/dispatch.py): the task's
-  started_at - created_at (stamped by the servers), so claim, staging, process start and the
-  `running` report.
+  started_at - created_at (stamped by the servers), so claim, staging, process start, the
+  worker's running-report window and the `running` report (`sleep 0.05` tasks).
 
     python -m bench.dispatch_pg --tasks 30
 """
@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.dispatch import summary
+from bench.dispatch import DISPATCH_TASK, summary
 from tests.backends import create_database, drop_database, pg_unavailable_reason
 from tests.harness import REPO, ServerHandle, die_with_parent
 
@@ -122,7 +122,7 @@ def worker_latencies(
                 raise RuntimeError("the worker did not register")
             for i in range(n + WARMUP):
                 _pause(rng)
-                r = user.post("/v1/tasks", json={"job_name": f"local-{i}", "entrypoint": "true"})
+                r = user.post("/v1/tasks", json={"job_name": f"local-{i}", "entrypoint": DISPATCH_TASK})
                 r.raise_for_status()
                 task_id = r.json()["id"]
                 deadline = time.monotonic() + 30

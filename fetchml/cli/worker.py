@@ -57,6 +57,15 @@ def worker(
         "tasks may go on finishing when the worker gets SIGTERM/SIGINT before they are stopped and "
         "requeued (a second signal ends that grace at once).",
     ),
+    running_report_window: float = typer.Option(
+        0.01,
+        "--running-report-window",
+        min=0,
+        help="Local executor: seconds a task's process may take to end before its running report "
+        "is sent. One that ends sooner is reported once, by its end (one request fewer for the "
+        "shortest tasks; a longer task shows running this much later). 0 reports running at once.",
+        metavar="SECONDS",
+    ),
     connect_timeout: float = typer.Option(
         None,
         "--connect-timeout",
@@ -175,6 +184,7 @@ def worker(
         gpu_type=gpu_type,
         default_image=default_image,
         stop_grace=stop_grace,
+        running_report_window=running_report_window,
         connect_timeout=connect_timeout,
         dataset_roots=tuple(dataset_root or ()),
         allow_private_datasets=allow_private_datasets,

@@ -56,6 +56,10 @@ class RegisterWorkerResponse(Wire):
     # The claim route takes an ending attempt's last report (`ClaimRequest.ended`). A server
     # that does not say so ignores a claim's body: a worker must not send one then.
     claim_takes_report: bool = False
+    # A report may carry `started` (StatusReport): an attempt that ended before its running
+    # report went out is reported once. A server that does not say so refuses `completed` from
+    # `preparing` (409): a worker must send `running` first then.
+    report_takes_started: bool = False
 
 
 class ActiveAttempt(Wire):
@@ -112,6 +116,11 @@ class StatusReport(Wire):
     # stop past its grace, or a lost lease). The task goes back to the queue at once without
     # spending a retry (or fails as cancelled when a cancel was asked).
     interrupted: bool = False
+    # The attempt's process started, and this report also stands for the `running` report the
+    # worker did not send (the process ended within its first moments): from `preparing` the
+    # task passes through `running` (its start stamped and audited) in the same transaction.
+    # Only to a server whose registration answer says `report_takes_started`.
+    started: bool = False
 
 
 class EndedAttempt(StatusReport):

@@ -18,6 +18,9 @@ class _Attempt:
         now = time.perf_counter()
         self.phases = PhaseClock(*(claimed or (now, now)))
         self.reported: str | None = None  # the last status the server took
+        # The process started but no running report went out (it ended within the window,
+        # WorkerConfig.running_report_window): the next report says `started` for it.
+        self.start_unreported = False
         # The next assignment, claimed together with this attempt's last report.
         self.successor: Assignment | None = None
         self.execution: Execution | None = None

@@ -9,7 +9,8 @@ moment its slot is free again, so they add up to the attempt's whole time on the
 - `start`: the claim's answer to the attempt's thread running;
 - `prepare`: snapshot, datasets and workspace;
 - `spawn`: the executor starting the process;
-- `report_running`: the `running` report;
+- `report_running`: the wait for an early end within the running-report window, then the
+  `running` report unless the process had ended by then (its end reports its start);
 - `run`: from then until the process ended and its output was read;
 - `logs`: the last log lines shipped;
 - `collect`: looking for outputs and uploading them;

@@ -38,6 +38,7 @@ class RegistrationMixin(WorkerState):
         self.heartbeat_timeout = resp.heartbeat_timeout
         self.claim_wait = resp.claim_wait
         self.claim_takes_report = resp.claim_takes_report
+        self.report_takes_started = resp.report_takes_started
         self._last_contact = time.monotonic()
         self._lease_lost = False
         self.slots = slots

@@ -74,6 +74,8 @@ class ReportsMixin(WorkerState):
                     "status": status,
                     **kw,
                 }
+                if a.start_unreported:
+                    fields["started"] = True
                 if claim_next:
                     # wait=0: the slot's next task if one fits now; the claim loop waits for more.
                     a.successor = self.client.workers.claim(
@@ -82,6 +84,7 @@ class ReportsMixin(WorkerState):
                 else:
                     self.client.workers.report(task_id, StatusReport(**fields))
                 a.reported = status.value
+                a.start_unreported = False
                 return True
             except (ConflictError, NotFoundError) as exc:
                 if raise_conflict and isinstance(exc, ConflictError):

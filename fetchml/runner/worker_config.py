@@ -24,6 +24,11 @@ class WorkerConfig:
     # Seconds between SIGTERM and SIGKILL when a task is stopped, and how long running tasks may
     # go on finishing after the worker is asked to stop (SIGTERM) before they are stopped.
     stop_grace: float = 10.0
+    # Seconds a single-node attempt's local process may take to end before its `running` report is
+    # sent: one that ends sooner is reported once, its end saying it started (one request and
+    # one server transaction fewer for the shortest tasks). A longer task shows `running` this
+    # much later. 0: report running at once.
+    running_report_window: float = 0.01
     # Give up registering after this many seconds of an unreachable server (None: never).
     connect_timeout: float | None = None
     keep_workspaces: bool = False

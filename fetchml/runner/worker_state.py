@@ -87,6 +87,7 @@ class WorkerState:
         self._lease_lost = False
         self.claim_wait = 20.0
         self.claim_takes_report = False  # the server said so at registration
+        self.report_takes_started = False  # likewise
         self.slots = 1
         self.registered = threading.Event()  # set once the first registration succeeded or failed
         self.registration_error: str | None = None

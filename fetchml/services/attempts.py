@@ -222,6 +222,11 @@ def apply_report(
     to = NodeStatus(new.value)
     if node.status is to:
         return  # a repeated report renews the lease and changes nothing
+    if rep.started and row.status == TaskStatus.PREPARING.value and new is not TaskStatus.RUNNING:
+        # The process ran and ended before its running report went out: this report stands for
+        # that one too, so the task starts (stamped, audited) before it moves on.
+        _advance(row, TaskStatus.RUNNING)
+        _started(tx, row, now)
     if len(nodes) == 1:
         if new is TaskStatus.COMPLETED and row.status == TaskStatus.RUNNING.value:
             # Nothing to collect: a worker with no outputs reports the end straight from

@@ -126,7 +126,9 @@ class ClaimService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, min(wait, self.settings.claim_wait))
         claim_op = self._claim_op(principal, worker_id)
-        op = claim_op if ended is None else self._report_then(principal, ended, claim_op)
+        # The report's start latency (an end that says `started`), set by its op.
+        started: list[float | None] = [None]
+        op = claim_op if ended is None else self._report_then(principal, ended, claim_op, started)
         while True:
             wake = self.bus.listen(TASKS_TOPIC)
             try:
@@ -135,7 +137,7 @@ class ClaimService:
                 wake.cancel()  # a 403/404 must not leave a waiter behind
                 raise
             if ended is not None:
-                self._reported(ended.task_id, ended, None)  # a last report starts nothing
+                self._reported(ended.task_id, ended, started[0])
                 op, ended = claim_op, None
             if others:
                 self.bus.publish(TASKS_TOPIC)  # wake the workers that got work in this pass
@@ -155,11 +157,14 @@ class ClaimService:
         principal: Principal,
         ended: EndedAttempt,
         claim_op: Callable[[Tx], tuple[Assignment | None, set[str]]],
+        started: list[float | None],
     ) -> Callable[[Tx], tuple[Assignment | None, set[str]]]:
+        """`started[0]`: set to the start latency when the report also started the task."""
         report_op = self._report_op(principal, ended.task_id, ended)
 
         def op(tx: Tx) -> tuple[Assignment | None, set[str]]:
-            report_op(tx)  # raises for a refused report: the claim is not made either
+            # Raises for a refused report: the claim is not made either.
+            _, started[0] = report_op(tx)
             return claim_op(tx)
 
         return op

@@ -186,6 +186,7 @@ class WorkerService:
             lost_tasks=lost,
             server_id=server_id,
             claim_takes_report=True,
+            report_takes_started=True,
         )
 
     # -- heartbeats ---------------------------------------------------------------------------

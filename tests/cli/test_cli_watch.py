@@ -131,7 +131,8 @@ def test_json_shows_the_snapshot_then_each_transition_of_a_task_submitted_meanwh
     assert set(snap["data"]) >= {"status", "workers", "queue", "resumed"}
     assert [(w["id"], w["status"]) for w in snap["data"]["workers"]] == [("w1", "active")]
 
-    tid = box.submit(entrypoint="sh -c 'echo hi'")
+    # Outlasts the worker's running-report window, so `running` is a transition of its own.
+    tid = box.submit(entrypoint="sh -c 'echo hi; sleep 0.2'")
     p.line("out", lambda s: '"task_transition"' in s and tid in s and '"completed"' in s)
     p.p.send_signal(signal.SIGINT)  # Ctrl-C: the way to stop watching
     result = p.finish()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import pytest
@@ -23,7 +24,10 @@ def labelled(docker_client: Any, task_id: str, *, running_only: bool) -> list[An
 
 @pytest.fixture
 def docker_cluster(cluster: Cluster, docker_client: Any) -> Cluster:
-    cluster.start_worker("dw", "--executor", "docker", "--default-image", TEST_IMAGE)
+    # A wide running-report window, which the docker executor must not wait out (see below).
+    cluster.start_worker(
+        "dw", "--executor", "docker", "--default-image", TEST_IMAGE, "--running-report-window", "30"
+    )
     return cluster
 
 
@@ -51,6 +55,13 @@ def test_exit_3_fails_with_the_code(docker_cluster: Cluster) -> None:
     tid = docker_cluster.submit(entrypoint="sh -c 'exit 3'")
     t = docker_cluster.wait_status(tid, "completed", "failed", timeout=60)
     assert t["status"] == "failed" and t["exit_code"] == 3 and "exit code 3" in t["error"]
+    # A container reports running on its own, however wide the window (local processes only):
+    # its start is stamped before its end, and it did not wait 30 s for the window.
+    rows = docker_cluster.server.db_exec(
+        "SELECT data FROM events WHERE task_id = ? AND type = 'task_transition' ORDER BY id", (tid,)
+    )
+    moves = [(d.get("from"), d["to"]) for d in (json.loads(r[0]) for r in rows)]
+    assert ("preparing", "running") in moves and t["started_at"] < t["ended_at"], (moves, t)
 
 
 def test_cancel_stops_the_container_within_the_grace_period(
@@ -124,8 +135,12 @@ def test_orphaned_containers_are_removed_when_the_worker_restarts(
         cluster.start_worker("dw2", "--executor", "docker", "--default-image", TEST_IMAGE)
         cluster.wait_for(
             # sparse: no inspect per container, which would 404 on the one being removed.
-            lambda: not docker_client.containers.list(
-                all=True, sparse=True, filters={"label": ["fetchml.worker=dw2", "fetchml.server=srv-e2e-dw2"]}
+            lambda: (
+                not docker_client.containers.list(
+                    all=True,
+                    sparse=True,
+                    filters={"label": ["fetchml.worker=dw2", "fetchml.server=srv-e2e-dw2"]},
+                )
             ),
             timeout=20,
             what="the orphan's removal",

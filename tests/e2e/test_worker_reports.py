@@ -41,7 +41,8 @@ def requests_by_route(cluster: Cluster) -> dict[str, float]:
 
 
 def test_collecting_is_reported_only_for_outputs(cluster: Cluster) -> None:
-    cluster.start_worker("w1", "--executor", "local", "--service-slots", "0")
+    # Window 0: every task reports running on its own, however soon it ends (see the next test).
+    cluster.start_worker("w1", "--executor", "local", "--service-slots", "0", "--running-report-window", "0")
     plain = [cluster.submit(entrypoint="true") for _ in range(3)]
     failing = cluster.submit(entrypoint="sh -c 'echo no; exit 2'")
     with_output = cluster.submit(entrypoint="sh -c 'echo 1 > \"$FETCHML_OUTPUT_DIR/m.txt\"'")
@@ -73,6 +74,31 @@ def test_collecting_is_reported_only_for_outputs(cluster: Cluster) -> None:
     assert "/v1/workers/{worker_id}/services/claim" not in counts, counts
     # httpx's line per request is left out at info.
     assert "HTTP Request" not in cluster.worker_log("w1")
+
+
+def test_a_task_that_ends_within_the_window_is_reported_once(cluster: Cluster) -> None:
+    """A process that ends within the running-report window sends no running report: its end
+    (with the next claim) says it started, and the task still starts (stamped, audited) before
+    it ends. One that outlasts the window reports running when the window closes."""
+    quick = [cluster.submit(entrypoint="true"), cluster.submit(entrypoint="sh -c 'echo bad; exit 3'")]
+    slow = cluster.submit(entrypoint="sleep 3")
+    cluster.start_worker("w1", "--executor", "local", "--service-slots", "0", "--batch-slots", "1",
+                         "--running-report-window", "1")  # fmt: skip
+    for tid, (status, code) in zip(quick, [("completed", 0), ("failed", 3)], strict=True):
+        t = cluster.wait_status(tid, "completed", "failed")
+        assert (t["status"], t["exit_code"]) == (status, code), t
+        assert t["started_at"] and t["started_at"] == t["ended_at"]  # one transaction
+        assert transitions(cluster, tid)[-1] == ("preparing", status)
+    assert cluster.task(quick[1])["output"] == "bad"
+    t = cluster.wait_status(slow, "running")
+    assert t["started_at"] and not t.get("ended_at")
+    assert cluster.wait_status(slow, "completed", "failed")["status"] == "completed"
+    assert transitions(cluster, slow)[-2:] == [("preparing", "running"), ("running", "completed")]
+    with cluster.server.http(cluster.admin) as http:
+        page = http.get("/v1/audit/events", params={"event_type": "job_started", "limit": 100}).json()
+    assert sorted(e["resource"] for e in page["events"]) == sorted(f"task:{t}" for t in [*quick, slow])
+    # The slow task's running report is the only report of its own; every end went with a claim.
+    assert requests_by_route(cluster).get("/v1/tasks/{task_id}/report") == 1
 
 
 def test_the_last_report_claims_the_next_task_and_the_phase_log_says_so(cluster: Cluster) -> None:
@@ -116,28 +142,28 @@ def test_a_server_that_does_not_take_reports_with_claims_gets_plain_reports(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """An older server ignores a claim's body, so a worker sends its last report with a claim
-    only to a server whose registration answer says `claim_takes_report`. This server's answer
-    is read as an older one's (the field absent: false); the worker then reports every end
-    through the report route, and every task still ends."""
+    only to a server whose registration answer says `claim_takes_report`, and leaves a running
+    report out only for one that says `report_takes_started`. This server's answer is read as an
+    older one's (the fields absent: false); the worker then reports running and every end through
+    the report route, and every task still ends."""
     name = "older"
     client = cluster.server.client(cluster.server.make_key("wk-older", "worker", worker_name=name))
     register = client.workers.register
 
     def as_an_older_server(request: RegisterWorkerRequest) -> RegisterWorkerResponse:
-        answer = register(request).model_dump(exclude={"claim_takes_report"})
+        answer = register(request).model_dump(exclude={"claim_takes_report", "report_takes_started"})
         return RegisterWorkerResponse.model_validate(answer)
 
     client.workers.register = as_an_older_server  # type: ignore[method-assign]
     before = requests_by_route(cluster).get("/v1/tasks/{task_id}/report", 0)
-    w = Worker(
-        WorkerConfig(name=name, work_dir=tmp_path / "w", executor="local", batch_slots=1, service_slots=0),
-        client,
-    )
+    cfg = WorkerConfig(name=name, work_dir=tmp_path / "w", executor="local", batch_slots=1, service_slots=0)
+    cfg.running_report_window = 5.0  # wide: only the server's answer keeps the running reports
+    w = Worker(cfg, client)
     thread = threading.Thread(target=w.run, daemon=True)
     thread.start()
     try:
         assert w.registered.wait(30) and w.registration_error is None
-        assert w.claim_takes_report is False
+        assert w.claim_takes_report is False and w.report_takes_started is False
         ids = [cluster.submit(entrypoint="true") for _ in range(3)]
         for tid in ids:
             assert cluster.wait_status(tid, "completed", "failed")["status"] == "completed"

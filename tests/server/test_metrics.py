@@ -124,6 +124,15 @@ def test_values_after_a_known_sequence(
     assert value(s, "fetchml_task_start_latency_seconds_count") == 2
     assert value(s, "fetchml_audit_chain_length") == chain_length(srv, k.admin)
 
+    # An end that says the attempt started (it ended within the worker's running-report window),
+    # sent with the next claim: that start is observed too, once.
+    c = w.end_and_claim(b, "completed", exit_code=0)
+    assert c is not None and value(scrape(srv, k.admin), "fetchml_task_start_latency_seconds_count") == 2
+    assert w.end_and_claim(c, "completed", exit_code=0, started=True) is None
+    s = scrape(srv, k.admin)
+    assert value(s, "fetchml_task_start_latency_seconds_count") == 3
+    assert value(s, "fetchml_tasks", status="completed") == 3
+
     # A drained worker is counted as draining, and its GPUs still count until it goes offline.
     with srv.http(k.admin) as http:
         r = http.delete(f"/v1/scheduler/workers/{worker_id}")

@@ -224,9 +224,7 @@ def test_claim_long_poll_answers_204_after_wait(srv: ServerHandle, ks: K, worker
     took = time.monotonic() - start
     assert r.status_code == 204 and r.content == b"", r.text
     assert 0.9 <= took < 3.0, took
-    expect_error(
-        post(srv, w.key, f"/v1/workers/{w.name}/claim", params={"wait": -1}), 400, "BAD_REQUEST"
-    )
+    expect_error(post(srv, w.key, f"/v1/workers/{w.name}/claim", params={"wait": -1}), 400, "BAD_REQUEST")
 
 
 def test_claim_wait_is_capped_by_the_server(fast: ServerHandle, fks: K, workers: list[FakeWorker]) -> None:
@@ -393,7 +391,57 @@ def test_registration_says_the_claim_takes_a_report(
 ) -> None:
     w = FakeWorker(srv, ks.w1)
     workers.append(w)
-    assert w.register().claim_takes_report is True
+    answer = w.register()
+    assert answer.claim_takes_report is True and answer.report_takes_started is True
+
+
+def test_an_end_that_says_started_stands_for_the_running_report(
+    srv: ServerHandle, ks: K, workers: list[FakeWorker]
+) -> None:
+    """A process that ended before its running report went out is reported once: its end says
+    `started`, and from preparing the task starts (stamped, audited) and ends in one transaction.
+    Without `started`, an end from preparing is a failure before any start, as before."""
+    w = worker(workers, srv, ks.w1, batch_slots=1)
+    done_id, failed_id, unstarted_id, after_id = (submit(srv, ks.user, f"once-{i}").id for i in range(4))
+    a = w.must_claim()
+    done = w.report(a, "completed", exit_code=0, output="quick", started=True)
+    assert (done.status, done.exit_code, done.output) == ("completed", 0, "quick")
+    assert done.started_at is not None and done.started_at == done.ended_at
+    [started] = audit_events(srv, ks.admin, "job_started", done_id)
+    assert started["metadata"]["worker_id"] == w.name
+    [ended] = audit_events(srv, ks.admin, "job_completed", done_id)
+    assert ended["success"] is True
+    # With the claim for the next task, and for a failure, alike.
+    b = w.must_claim()
+    c = w.end_and_claim(b, "failed", exit_code=3, started=True)
+    assert c is not None and c.task.id == unstarted_id
+    failed = get_task(srv, ks.user, failed_id)
+    assert (failed.status, failed.exit_code, failed.error) == ("failed", 3, "exit code 3")
+    assert failed.started_at is not None and len(audit_events(srv, ks.admin, "job_started", failed_id)) == 1
+    # A failure before the process started (say, its workspace could not be made): no start.
+    never = w.report(c, "failed", error="workspace: no space")
+    assert (never.status, never.started_at, never.error) == ("failed", None, "workspace: no space")
+    assert audit_events(srv, ks.admin, "job_started", unstarted_id) == []
+    # `started` with running is a plain running report; a stale one is still a 409.
+    d = w.must_claim()
+    assert d.task.id == after_id
+    running = w.report(d, "running", started=True)
+    assert running.status == "running" and running.started_at is not None
+    expect_error(
+        post(
+            srv, w.key, f"/v1/tasks/{done_id}/report", {"attempt": 1, "status": "completed", "started": True}
+        ),
+        409,
+        "CONFLICT",
+    )
+    assert len(audit_events(srv, ks.admin, "job_started", after_id)) == 1
+    rows = srv.db_exec(
+        "SELECT data FROM events WHERE task_id = ? AND type = 'task_transition' ORDER BY id", (done_id,)
+    )
+    assert [(d.get("from"), d["to"]) for d in (json.loads(r[0]) for r in rows)][-1] == (
+        "preparing",
+        "completed",
+    )
 
 
 # --- report: the state machine ----------------------------------------------------------------

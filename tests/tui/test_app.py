@@ -95,7 +95,8 @@ def test_a_submitted_task_shows_in_queue_runs_and_completes_with_its_log(box: Cl
         # The worker's one slot is taken, so the next task waits in the queue.
         blocker = box.submit(entrypoint=gated(gate, "echo blocker done"), job_name="blocker")
         await until(pilot, lambda: blocker in app.state.running, "the blocker to run")
-        tid = box.submit(entrypoint="sh -c 'echo first line; echo the end'", job_name="tui-e2e")
+        # It outlasts the worker's running-report window: `running` is a step of its own.
+        tid = box.submit(entrypoint="sh -c 'echo first line; echo the end; sleep 0.2'", job_name="tui-e2e")
         await until(pilot, lambda: tid in app.state.queue, "the task in Queue")
         await until(pilot, lambda: tid in table(app, "queue").row_ids, "the task in the Queue table")
         assert app.state.tasks[tid].job_name == "tui-e2e" and app.state.tasks[tid].user_id == "alice"
