@@ -413,8 +413,12 @@ class WriteQueue:
                     item.result = tx.run_op(item.op)
                 except Exception as exc:
                     if classify_db_error(exc) is not None:
-                        log.warning("write op failed: %s", describe_fault(exc))
-                    elif not isinstance(exc, FetchmlError):
+                        # The database is down, full or locked, not this op at fault: the ops
+                        # after it would meet the same fault (on PostgreSQL, a lost connection
+                        # even refuses them with a PendingRollbackError), so the batch fails
+                        # as one, each op with this storage error (see _loop).
+                        raise
+                    if not isinstance(exc, FetchmlError):
                         log.exception("write op failed")
                     item.error = _storage_error(exc)
                     if solo:

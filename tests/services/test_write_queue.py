@@ -9,16 +9,18 @@ A batch is made deterministic by queueing every op before the writer thread star
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import func, select
 from sqlmodel import col
 
 from fetchml.core.enums import AuditEventType, WorkerStatus
-from fetchml.core.errors import ConflictError, InternalError, ValidationError
+from fetchml.core.errors import ConflictError, InternalError, ServiceUnavailableError, ValidationError
 from fetchml.core.events import FeedEvent
 from fetchml.core.models import CreateTaskRequest, Task
 from fetchml.services.tasks import create_task_op
@@ -182,6 +184,31 @@ def test_the_chain_runs_on_across_batches_and_the_services_writer(kit: Kit, rec:
     kinds = [kind for _, kind, _ in audit_rows(kit)]
     assert kinds == ["job_queued"] * 4
     assert_chain_whole(kit, 4)
+
+
+def loses_the_database(tx: Tx) -> None:
+    """Meets a storage fault (the database went away), as a statement would raise it."""
+    tx.audit(AuditEventType.KEY_REVOKED, user_id="nobody", resource="key:gone", action="revoke")
+    raise sqlalchemy.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("disk I/O error"))
+
+
+def test_a_storage_fault_fails_the_whole_batch_and_the_writer_goes_on(
+    kit: Kit, rec: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault of the database itself is no op's fault: the ops after it would meet it too (on
+    PostgreSQL a lost connection refuses them with PendingRollbackError, logged as a crash), so
+    the whole batch fails with the storage error, the ops before it included, and nothing of it
+    is kept. The next batch commits."""
+    results = rec.batch(create("before"), loses_the_database, create("after"))
+    assert all(isinstance(r, ServiceUnavailableError) and r.status == 503 for r in results), results
+    assert task_ids(kit) == set() and audit_rows(kit) == []
+    assert "Traceback" not in caplog.text and "write op failed" not in caplog.text
+    assert "write batch of 3 failed: database unavailable (OperationalError: disk I/O error)" in caplog.text
+    [alone] = rec.batch(loses_the_database)
+    assert isinstance(alone, ServiceUnavailableError)
+    [task] = rec.batch(create("next"))
+    assert isinstance(task, Task) and task_ids(kit) == {task.id}
+    assert_chain_whole(kit, 1)
 
 
 def test_run_write_commits_a_change_with_its_audit_event_or_neither(kit: Kit) -> None:
