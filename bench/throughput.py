@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from bench.common import cpu_seconds, post_json, run_load
+from bench.dispatch import DISPATCH_TASK
 from fetchml.runner.phases import PHASES
 from tests.harness import REPO, ServerHandle, die_with_parent
 
@@ -238,11 +239,6 @@ def _throughput(
         },
         "mean_run_ms": round(statistics.fmean(phases["running->ended"]) * 1000, 1) if tasks else None,
     }
-
-
-# Outlasts the worker's running-report window, so `running` is reported on its own and the
-# latency includes that window, as any real task's does.
-DISPATCH_TASK = "sleep 0.05"
 
 
 def _dispatch(http: httpx.Client, n: int) -> dict[str, Any]:

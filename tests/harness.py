@@ -3,6 +3,7 @@ tests/backends.py), the real CLI as a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -117,6 +118,14 @@ class ServerHandle:
             assert self.database_url is not None
             return pg_exec(self.database_url, sql, params)
         return _sqlite_file_exec(self.db_path, sql, params)
+
+    def task_transitions(self, task_id: str) -> list[tuple[str | None, str]]:
+        """The task's moves as the feed recorded them (`task_transition` events), oldest first:
+        (from, to), from None for the submission."""
+        rows = self.db_exec(
+            "SELECT data FROM events WHERE task_id = ? AND type = 'task_transition' ORDER BY id", (task_id,)
+        )
+        return [(d.get("from"), d["to"]) for d in (json.loads(r[0]) for r in rows)]
 
     @property
     def clock_file(self) -> Path:

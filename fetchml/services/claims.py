@@ -41,6 +41,10 @@ from fetchml.store.tables import TaskRow, WorkerRow
 # Built once, as every statement on the claim and report path (see services/capacity._HELD).
 _TASK_BY_ID = select(TaskRow).where(col(TaskRow.id) == bindparam("id"))
 
+# A claim's outcome: the assignment, the other workers its pass placed work on, and the start
+# latency of the report that went with it (an end that said `started`), else None.
+_Claimed = tuple[Assignment | None, set[str], float | None]
+
 
 class ClaimService:
     def __init__(self, writer: WriteQueue, bus: EventBus, settings: Settings, placer: Placer) -> None:
@@ -126,19 +130,21 @@ class ClaimService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, min(wait, self.settings.claim_wait))
         claim_op = self._claim_op(principal, worker_id)
-        # The report's start latency (an end that says `started`), set by its op.
-        started: list[float | None] = [None]
-        op = claim_op if ended is None else self._report_then(principal, ended, claim_op, started)
+
+        def plain(tx: Tx) -> _Claimed:
+            return (*claim_op(tx), None)
+
+        op = plain if ended is None else self._report_then(principal, ended, claim_op)
         while True:
             wake = self.bus.listen(TASKS_TOPIC)
             try:
-                assignment, others = await self.writer.run(op)
+                assignment, others, started = await self.writer.run(op)
             except BaseException:
                 wake.cancel()  # a 403/404 must not leave a waiter behind
                 raise
             if ended is not None:
-                self._reported(ended.task_id, ended, started[0])
-                op, ended = claim_op, None
+                self._reported(ended.task_id, ended, started)
+                op, ended = plain, None
             if others:
                 self.bus.publish(TASKS_TOPIC)  # wake the workers that got work in this pass
             if assignment is not None:
@@ -157,15 +163,13 @@ class ClaimService:
         principal: Principal,
         ended: EndedAttempt,
         claim_op: Callable[[Tx], tuple[Assignment | None, set[str]]],
-        started: list[float | None],
-    ) -> Callable[[Tx], tuple[Assignment | None, set[str]]]:
-        """`started[0]`: set to the start latency when the report also started the task."""
+    ) -> Callable[[Tx], _Claimed]:
         report_op = self._report_op(principal, ended.task_id, ended)
 
-        def op(tx: Tx) -> tuple[Assignment | None, set[str]]:
+        def op(tx: Tx) -> _Claimed:
             # Raises for a refused report: the claim is not made either.
-            _, started[0] = report_op(tx)
-            return claim_op(tx)
+            _, started = report_op(tx)
+            return (*claim_op(tx), started)
 
         return op
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import Any
 
 import pytest
@@ -57,10 +56,7 @@ def test_exit_3_fails_with_the_code(docker_cluster: Cluster) -> None:
     assert t["status"] == "failed" and t["exit_code"] == 3 and "exit code 3" in t["error"]
     # A container reports running on its own, however wide the window (local processes only):
     # its start is stamped before its end, and it did not wait 30 s for the window.
-    rows = docker_cluster.server.db_exec(
-        "SELECT data FROM events WHERE task_id = ? AND type = 'task_transition' ORDER BY id", (tid,)
-    )
-    moves = [(d.get("from"), d["to"]) for d in (json.loads(r[0]) for r in rows)]
+    moves = docker_cluster.server.task_transitions(tid)
     assert ("preparing", "running") in moves and t["started_at"] < t["ended_at"], (moves, t)
 
 

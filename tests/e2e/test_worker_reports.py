@@ -23,13 +23,6 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def transitions(cluster: Cluster, task_id: str) -> list[tuple[str | None, str]]:
-    rows = cluster.server.db_exec(
-        "SELECT data FROM events WHERE task_id = ? AND type = 'task_transition' ORDER BY id", (task_id,)
-    )
-    return [(d.get("from"), d["to"]) for d in (json.loads(r[0]) for r in rows)]
-
-
 def requests_by_route(cluster: Cluster) -> dict[str, float]:
     text = httpx.get(f"{cluster.server.url}/metrics", headers={"X-API-Key": cluster.admin}, timeout=10).text
     counts: dict[str, float] = {}
@@ -50,7 +43,7 @@ def test_collecting_is_reported_only_for_outputs(cluster: Cluster) -> None:
         t = cluster.wait_status(tid, "completed", "failed")
         assert (t["status"], t["exit_code"]) == ("completed", 0), t
         assert t["started_at"] and t["ended_at"]
-        assert transitions(cluster, tid) == [
+        assert cluster.server.task_transitions(tid) == [
             (None, "queued"),
             ("queued", "preparing"),
             ("preparing", "running"),
@@ -58,10 +51,13 @@ def test_collecting_is_reported_only_for_outputs(cluster: Cluster) -> None:
         ]
     t = cluster.wait_status(failing, "completed", "failed")
     assert (t["status"], t["exit_code"], t["output"]) == ("failed", 2, "no")
-    assert transitions(cluster, failing)[-1] == ("running", "failed")
+    assert cluster.server.task_transitions(failing)[-1] == ("running", "failed")
     t = cluster.wait_status(with_output, "completed", "failed")
     assert t["status"] == "completed", t
-    assert transitions(cluster, with_output)[-2:] == [("running", "collecting"), ("collecting", "completed")]
+    assert cluster.server.task_transitions(with_output)[-2:] == [
+        ("running", "collecting"),
+        ("collecting", "completed"),
+    ]
     with cluster.server.http(cluster.admin) as http:
         assert [a["path"] for a in http.get(f"/v1/tasks/{with_output}/artifacts").json()] == ["m.txt"]
 
@@ -88,12 +84,12 @@ def test_a_task_that_ends_within_the_window_is_reported_once(cluster: Cluster) -
         t = cluster.wait_status(tid, "completed", "failed")
         assert (t["status"], t["exit_code"]) == (status, code), t
         assert t["started_at"] and t["started_at"] == t["ended_at"]  # one transaction
-        assert transitions(cluster, tid)[-1] == ("preparing", status)
+        assert cluster.server.task_transitions(tid)[-1] == ("preparing", status)
     assert cluster.task(quick[1])["output"] == "bad"
     t = cluster.wait_status(slow, "running")
     assert t["started_at"] and not t.get("ended_at")
     assert cluster.wait_status(slow, "completed", "failed")["status"] == "completed"
-    assert transitions(cluster, slow)[-2:] == [("preparing", "running"), ("running", "completed")]
+    assert cluster.server.task_transitions(slow)[-2:] == [("preparing", "running"), ("running", "completed")]
     with cluster.server.http(cluster.admin) as http:
         page = http.get("/v1/audit/events", params={"event_type": "job_started", "limit": 100}).json()
     assert sorted(e["resource"] for e in page["events"]) == sorted(f"task:{t}" for t in [*quick, slow])

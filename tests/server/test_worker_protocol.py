@@ -435,13 +435,7 @@ def test_an_end_that_says_started_stands_for_the_running_report(
         "CONFLICT",
     )
     assert len(audit_events(srv, ks.admin, "job_started", after_id)) == 1
-    rows = srv.db_exec(
-        "SELECT data FROM events WHERE task_id = ? AND type = 'task_transition' ORDER BY id", (done_id,)
-    )
-    assert [(d.get("from"), d["to"]) for d in (json.loads(r[0]) for r in rows)][-1] == (
-        "preparing",
-        "completed",
-    )
+    assert srv.task_transitions(done_id)[-1] == ("preparing", "completed")
 
 
 # --- report: the state machine ----------------------------------------------------------------
@@ -486,8 +480,7 @@ def test_completed_straight_from_running_passes_through_collecting(
     assert done.ended_at is not None and done.started_at is not None
     [completed] = audit_events(srv, ks.admin, "job_completed", t.id)
     assert completed["success"] is True and completed["metadata"]["exit_code"] == 0
-    rows = srv.db_exec("SELECT data FROM events WHERE task_id = ? AND type = 'task_transition'", (t.id,))
-    moves = [(d.get("from"), d["to"]) for d in (json.loads(r[0]) for r in rows)]
+    moves = srv.task_transitions(t.id)
     assert ("running", "completed") in moves and ("running", "collecting") not in moves
 
 
