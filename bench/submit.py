@@ -1,7 +1,9 @@
 """bench/submit: concurrent clients POST /v1/tasks to a real fetchml server on loopback.
 
 Prints accepted tasks/s and p50/p99 latency, then the same load against bench/ceiling (a minimal
-server on the same stack, bench/ceiling.py) and fetchml's share of that ceiling. The server is a separate process with its
+server on the same stack, bench/ceiling.py) and fetchml's share of that ceiling. Both servers run
+side by side and the load alternates between them in rounds (`--rounds`), so a slow stretch of a
+shared machine slows both alike. The server is a separate process with its
 SQLite database in a temporary directory; every accepted task is durably committed with
 its audit event before its 201 is sent. Afterwards the bench checks that the server holds
 exactly the accepted tasks and that the audit chain verifies.
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="SQLite synchronous mode"
     )
+    ap.add_argument(
+        "--rounds", type=int, default=4, help="alternate the servers this many times (requests split evenly)"
+    )
     ap.add_argument("--no-ceiling", action="store_true", help="skip the same load against bench/ceiling")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="fetchml-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fetchml-bench-") as tmp, contextlib.ExitStack() as stack:
         server = ServerHandle(
             data_dir=Path(tmp),
             env_extra={
@@ -59,16 +66,37 @@ def main(argv: list[str] | None = None) -> int:
         key = server.make_key("bench", "user")
         admin = server.make_key("bench-admin", "admin")
         server.start()
-        try:
-            res = _load("127.0.0.1", server.port, key, args, server.proc.pid)
-            with httpx.Client(base_url=server.url, headers={"X-API-Key": admin}, timeout=120) as http:
-                stored = http.get("/v1/tasks", params={"limit": 1}).json()["total"]
-                verify = http.post("/v1/audit/verify").json()
-        finally:
-            server.stop()
+        stack.callback(server.stop)
+        targets = [_Target("fetchml", server.port, key, server.proc.pid)]
+        ceiling_db = str(Path(tmp) / "ceiling.db")
+        if not args.no_ceiling:
+            targets.append(stack.enter_context(_ceiling(ceiling_db)))
+        for t in targets:
+            _warm(t, args)
+        # Rounds alternate between the servers, so a slower stretch of a shared machine (its
+        # neighbours, its host) falls on both rather than on whichever ran then.
+        rounds = max(1, args.rounds)
+        for r in range(rounds):
+            share = args.requests // rounds + (1 if r < args.requests % rounds else 0)
+            for t in targets:
+                t.add(_load(t, share, args))
+        res = targets[0].result
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": admin}, timeout=120) as http:
+            stored = http.get("/v1/tasks", params={"limit": 1}).json()["total"]
+            verify = http.post("/v1/audit/verify").json()
+        stack.close()
         # The access log is part of what is measured: every accepted request wrote its line.
         access_lines = server.log().count(" fetchml.access ") if args.access_log == "on" else 0
-        ceiling = None if args.no_ceiling else _ceiling(Path(tmp), args)
+        ceiling = None
+        if not args.no_ceiling:
+            from bench import ceiling as ceiling_app
+
+            c_stored, c_valid = ceiling_app.count(ceiling_db)
+            ceiling = {
+                **_summary(targets[1].result, args.concurrency),
+                "tasks_stored": c_stored,
+                "audit_chain_valid": c_valid,
+            }
 
     summary = _summary(res, args.concurrency)
     summary.update(
@@ -86,13 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         summary["share_of_ceiling"] = round(
             summary["accepted_per_s"] / max(ceiling["accepted_per_s"], 1e-9), 2
         )
+        summary["share_per_round"] = [
+            round(a / max(b, 1e-9), 2) for a, b in zip(targets[0].rates, targets[1].rates, strict=True)
+        ]
         ok = ok and not ceiling["non_201"] and ceiling["audit_chain_valid"]
     if args.json:
         print(json.dumps(summary))
         return 0 if ok else 1
     print(
         f"bench/submit  concurrency={args.concurrency}  requests={summary['requests']}  "
-        f"access_log={args.access_log}  synchronous={args.synchronous}"
+        f"access_log={args.access_log}  synchronous={args.synchronous}  rounds={rounds}"
     )
     print(
         f"  accepted tasks/s : {summary['accepted_per_s']}   (server CPU {summary['server_cpu_ms']} ms/request)"
@@ -117,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  stored tasks     : {ceiling['tasks_stored']}   audit chain valid: {ceiling['audit_chain_valid']}"
         )
-        print(f"fetchml / ceiling  : {summary['share_of_ceiling']}x")
+        print(
+            f"fetchml / ceiling  : {summary['share_of_ceiling']}x   "
+            f"(round by round: {', '.join(f'{x}x' for x in summary['share_per_round'])})"
+        )
     return 0 if ok else 1
 
 
@@ -141,16 +175,47 @@ def _request(host: str, port: int, key: str) -> Callable[[int], bytes]:
     return request
 
 
-def _load(host: str, port: int, key: str, args: argparse.Namespace, pid: int) -> LoadResult:
-    request = _request(host, port, key)
-    asyncio.run(run_load(host, port, request, concurrency=args.concurrency, total=args.warmup, time_limit=30))
-    cpu = cpu_seconds(pid)
+@dataclass
+class _Target:
+    """A server under load, and what its rounds measured, joined."""
+
+    name: str
+    port: int
+    key: str
+    pid: int
+    result: LoadResult = field(default_factory=LoadResult)
+    rates: list[float] = field(default_factory=list)  # accepted/s of each round
+
+    def add(self, res: LoadResult) -> None:
+        self.result.latencies += res.latencies
+        for status, n in res.statuses.items():
+            self.result.statuses[status] = self.result.statuses.get(status, 0) + n
+        self.result.elapsed += res.elapsed
+        self.result.server_cpu += res.server_cpu
+        self.rates.append(res.ok(201) / res.elapsed if res.elapsed else 0.0)
+
+
+def _warm(t: _Target, args: argparse.Namespace) -> None:
+    request = _request("127.0.0.1", t.port, t.key)
+    asyncio.run(
+        run_load("127.0.0.1", t.port, request, concurrency=args.concurrency, total=args.warmup, time_limit=30)
+    )
+
+
+def _load(t: _Target, total: int, args: argparse.Namespace) -> LoadResult:
+    request = _request("127.0.0.1", t.port, t.key)
+    cpu = cpu_seconds(t.pid)
     res = asyncio.run(
         run_load(
-            host, port, request, concurrency=args.concurrency, total=args.requests, time_limit=args.time_limit
+            "127.0.0.1",
+            t.port,
+            request,
+            concurrency=args.concurrency,
+            total=total,
+            time_limit=args.time_limit,
         )
     )
-    res.server_cpu = cpu_seconds(pid) - cpu
+    res.server_cpu = cpu_seconds(t.pid) - cpu
     return res
 
 
@@ -167,11 +232,11 @@ def _summary(res: LoadResult, concurrency: int) -> dict[str, Any]:
     }
 
 
-def _ceiling(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The same load against bench/ceiling, a minimal server on the same stack."""
+@contextlib.contextmanager
+def _ceiling(db: str) -> Iterator[_Target]:
+    """bench/ceiling, a minimal server on the same stack, running until the block ends."""
     from bench import ceiling
 
-    db = str(tmp / "ceiling.db")
     key = "ceiling-bench-key"
     ceiling.prepare(db, {key: "bench"})
     port = free_port()
@@ -189,12 +254,10 @@ def _ceiling(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("bench/ceiling did not start") from None
                 time.sleep(0.1)
-        res = _load("127.0.0.1", port, key, args, proc.pid)
+        yield _Target("ceiling", port, key, proc.pid)
     finally:
         proc.terminate()
         proc.wait(15)
-    stored, valid = ceiling.count(db)
-    return {**_summary(res, args.concurrency), "tasks_stored": stored, "audit_chain_valid": valid}
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlmodel import col
@@ -24,7 +23,7 @@ from fetchml.services.principal import Principal
 from fetchml.services.reservations import check_task_reservation
 from fetchml.services.snapshots import check_snapshot_use
 from fetchml.services.task_rows import audit_task
-from fetchml.services.task_wire import task_to_wire
+from fetchml.services.task_wire import new_task_to_wire, task_to_wire
 from fetchml.services.write_queue import Tx
 from fetchml.store.tables import IdempotencyKeyRow, TaskRow
 
@@ -55,6 +54,34 @@ _NEW_ROW: dict[str, Any] = {
 }
 
 
+def new_task_values(
+    principal: Principal,
+    req: CreateTaskRequest,
+    default_max_retries: int,
+    now: datetime,
+    time_limit_minutes: int | None,
+    plugin_status: dict[str, Any],
+) -> dict[str, Any]:
+    """A submitted task's row, as TaskRow's fields."""
+    return {
+        **_NEW_ROW,
+        **dict(zip(_FROM_REQUEST, _read_request(req), strict=True)),
+        "id": new_task_id(),
+        "created_at": now,
+        "datasets": list(req.datasets or []),
+        "dataset_specs": [d.model_dump() for d in req.dataset_specs or []],
+        "user_id": principal.user_id,
+        "max_retries": req.max_retries if req.max_retries is not None else default_max_retries,
+        "extra_metadata": dict(req.metadata or {}),
+        "plugin_configs": {k: v.model_dump(exclude_none=True) for k, v in (req.plugin_configs or {}).items()},
+        "plugin_status": plugin_status,
+        # New lists per row: rows of one batch must not share a mutable value.
+        "node_assignments": [],
+        "assigned_gpus": [],
+        "time_limit_minutes": time_limit_minutes,
+    }
+
+
 def create_task_op(
     principal: Principal,
     req: CreateTaskRequest,
@@ -71,25 +98,9 @@ def create_task_op(
             enabled = enabled_plugins(tx.session)
             check_task_plugins(req.plugin_configs, enabled)
             plugin_status = {name: task_plugin_status(name, enabled[name]) for name in req.plugin_configs}
-        values: dict[str, Any] = {
-            **_NEW_ROW,
-            **dict(zip(_FROM_REQUEST, _read_request(req), strict=True)),
-            "id": new_task_id(),
-            "created_at": tx.clock.now(),
-            "datasets": list(req.datasets or []),
-            "dataset_specs": [d.model_dump() for d in req.dataset_specs or []],
-            "user_id": principal.user_id,
-            "max_retries": req.max_retries if req.max_retries is not None else default_max_retries,
-            "extra_metadata": dict(req.metadata or {}),
-            "plugin_configs": {
-                k: v.model_dump(exclude_none=True) for k, v in (req.plugin_configs or {}).items()
-            },
-            "plugin_status": plugin_status,
-            # New lists per row: rows of one batch must not share a mutable value.
-            "node_assignments": [],
-            "assigned_gpus": [],
-            "time_limit_minutes": time_limit_minutes,
-        }
+        values = new_task_values(
+            principal, req, default_max_retries, tx.clock.now(), time_limit_minutes, plugin_status
+        )
         if req.reservation_id is not None:
             check_task_reservation(tx, principal, req.reservation_id)
         if req.snapshot_id is not None:
@@ -105,7 +116,7 @@ def create_task_op(
             ip_address=ip_address,
             metadata={"job_name": req.job_name, "priority": req.priority},
         )
-        return task_to_wire(cast(TaskRow, SimpleNamespace(**values)))
+        return new_task_to_wire(values)
 
     return op
 

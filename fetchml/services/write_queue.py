@@ -146,7 +146,7 @@ class Tx:
         for entity, group in groupby(items, key=lambda item: item[0]):
             table, keymap = _core_target(entity)
             # The driver's executemany: the ORM bulk path, and even Core's, cost more per row.
-            insert_rows(conn, table, ({keymap[k]: v for k, v in values.items()} for _, values in group))
+            insert_rows(conn, table, (values for _, values in group), keymap)
         del self._pending[: len(items)]
         self._op_start = max(0, self._op_start - len(items))
 

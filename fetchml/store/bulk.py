@@ -38,15 +38,21 @@ class _Plan(NamedTuple):
     convert: tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
-def insert_rows(conn: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> None:
-    """INSERT `rows` (dicts keyed by column key) into `table` on `conn`, one executemany per
-    run of rows that name the same columns."""
+def insert_rows(
+    conn: Connection, table: Table, rows: Iterable[dict[str, Any]], keymap: dict[str, str] | None = None
+) -> None:
+    """INSERT `rows` (dicts keyed by column key, or by the keys `keymap` maps to column keys)
+    into `table` on `conn`, one executemany per run of rows that name the same columns."""
     dialect = conn.dialect
     keys: tuple[str, ...]
     for keys, run in groupby(rows, key=_columns):
         group = list(run)
-        plan = _plan(dialect, table, keys)
+        # Mapped once per run, not per row: a task row has three dozen columns.
+        columns = keys if keymap is None else tuple(keymap[k] for k in keys)
+        plan = _plan(dialect, table, columns)
         if plan is None:
+            if keymap is not None:
+                group = [dict(zip(columns, row.values(), strict=True)) for row in group]
             conn.execute(table.insert(), group)
             continue
         if plan.convert:
@@ -79,6 +85,17 @@ def execute_many(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> N
         _raw_executemany(conn, sql, params)
     else:
         conn.exec_driver_sql(sql, params if len(params) > 1 else params[0])
+
+
+def execute_plain(conn: Connection, sql: str) -> None:
+    """One statement without parameters or rows (BEGIN), on the driver's cursor where it can:
+    every write transaction begins with one, and through SQLAlchemy's execution it cost about
+    a third of an empty transaction's time."""
+    if not is_raw(conn):
+        conn.exec_driver_sql(sql)
+        return
+    with _driver_cursor(conn, sql, ()) as cursor:
+        cursor.execute(sql)
 
 
 def placeholder(conn: Connection) -> str:
@@ -157,17 +174,21 @@ def _sqlite_datetime(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
     (every row has a timestamp or two). Anything but an aware or naive datetime, or a storage
     format that differs from that, goes through SQLAlchemy's processor."""
     probes = (datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(999, 12, 31, 23, 59, 59))
-    if any(proc(p) != _iso_utc(p) for p in probes):
+    if any(proc(p) != _iso_utc(p) for p in probes) or proc(None) is not None:
         return proc
 
     def convert(value: Any) -> Any:
+        if value is None:  # most of a new task's timestamps (started, ended, lease)
+            return None
         return _iso_utc(value) if type(value) is datetime else proc(value)
 
     return convert
 
 
 def _iso_utc(value: datetime) -> str:
-    if value.tzinfo is not None:
+    if value.tzinfo is UTC:
+        value = value.replace(tzinfo=None)
+    elif value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")
 

@@ -21,6 +21,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fetchml.store.bulk import execute_plain
+
 WRITE_LOCK_KEY = 0x46_45_54_43_48  # "FETCH": the advisory lock id guarding writes on PostgreSQL
 
 # What a database failure means to a caller: wait a moment (busy), wait until someone frees
@@ -100,7 +102,7 @@ def _sqlite_engine(url: str, *, write: bool, synchronous: str, busy_timeout: flo
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        execute_plain(conn, "BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 

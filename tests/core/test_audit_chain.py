@@ -259,3 +259,56 @@ def test_property_deletion_is_detected_at_its_sequence_number(
         # Dropping the newest event leaves a shorter valid chain; only the published root shows it.
         assert check.valid
         assert check.root_hash != original_root
+
+
+def _reference_canonical_json(f: dict[str, Any]) -> str:
+    """The canonical form as specified: json.dumps of the hashed fields, sorted, compact."""
+    body: dict[str, Any] = {}
+    for name in HASHED_FIELDS:
+        value = f.get(name)
+        if isinstance(value, datetime):
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+            value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        elif name == "metadata" and value is None:
+            value = {}
+        body[name] = value
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+_json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+)
+_json_values = st.recursive(
+    _json_leaves,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+        | st.dictionaries(st.integers(-3, 3), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seq=st.integers(min_value=0, max_value=2**63),
+    when=st.datetimes(
+        min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 30), timezones=st.just(UTC) | st.none()
+    ),
+    text=st.none() | st.text(max_size=20),
+    success=st.booleans(),
+    metadata=st.none() | st.dictionaries(st.text(max_size=8), _json_values, max_size=5),
+)
+def test_canonical_json_is_the_reference_json_dumps_byte_for_byte(
+    seq: int, when: datetime, text: str | None, success: bool, metadata: dict[str, Any] | None
+) -> None:
+    """The hand-spelled canonical form (audit.py) against json.dumps itself: control characters,
+    quotes, non-ASCII, floats, nested lists and tuples, integer keys, years below 1000."""
+    f = fields(1, sequence_num=seq, timestamp=when, user_id=text, resource=text, error=text)
+    f.update(success=success, metadata=metadata)
+    assert canonical_json(f) == _reference_canonical_json(f)
