@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
@@ -209,6 +211,70 @@ def test_a_storage_fault_fails_the_whole_batch_and_the_writer_goes_on(
     [task] = rec.batch(create("next"))
     assert isinstance(task, Task) and task_ids(kit) == {task.id}
     assert_chain_whole(kit, 1)
+
+
+def _until(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_a_batch_settles_each_caller_on_its_own_loop_and_outlives_a_closed_loop(
+    kit: Kit, rec: Recorder
+) -> None:
+    """One batch holds ops from this loop, from a loop on another thread and from a loop closed
+    before its result came: each live caller gets its own op's result (the results of a batch
+    reach a loop in one callback), the closed loop's op is kept, as any accepted op is, and
+    the writer, which meets the closed loop while delivering, goes on."""
+    gate = threading.Event()
+    first: list[Any] = []
+
+    def held(tx: Tx) -> str:
+        assert gate.wait(10)
+        return "held"
+
+    rec.writer.start()
+    holder = threading.Thread(target=lambda: first.append(rec.writer.run_blocking(held)))
+    holder.start()
+    _until(lambda: rec.writer._q.qsize() == 0, "the writer to take the first op")
+
+    dead = asyncio.new_event_loop()
+    orphan = dead.create_task(rec.writer.run(create("orphan")))
+    dead.run_until_complete(asyncio.sleep(0))  # the task's first step queues its op
+    orphan.cancel()
+    dead.run_until_complete(asyncio.gather(orphan, return_exceptions=True))
+    dead.close()
+
+    other: list[Any] = []
+    elsewhere = threading.Thread(target=lambda: other.append(asyncio.run(rec.writer.run(create("other")))))
+    elsewhere.start()
+    _until(lambda: rec.writer._q.qsize() == 2, "the other loop's op to be queued")
+
+    async def here() -> Any:
+        fut = asyncio.ensure_future(rec.writer.run(create("here")))
+        await asyncio.sleep(0)
+        assert rec.writer._q.qsize() == 3
+        gate.set()
+        return await asyncio.wait_for(fut, 30)
+
+    mine = kit.run(here())
+    holder.join(10)
+    elsewhere.join(10)
+    assert first == ["held"]
+    assert isinstance(mine, Task) and mine.job_name == "here"
+    assert len(other) == 1 and isinstance(other[0], Task) and other[0].job_name == "other"
+    # The three creations were one batch: one commit carried all their feed events.
+    names = {mine.id: "here", other[0].id: "other"}
+    with kit.services.db.read() as s:
+        stored = dict(s.execute(select(col(TaskRow.job_name), col(TaskRow.id))).all())
+    assert set(stored) == {"here", "other", "orphan"}
+    together = [c for c in rec.commits if {e.task_id for e in c} >= set(stored.values())]
+    assert len(together) == 1, rec.commits
+    assert {stored[n] for n in names.values()} == set(names)
+    after = rec.writer.run_blocking(create("after"))
+    assert isinstance(after, Task) and after.id in task_ids(kit)
+    assert_chain_whole(kit, 4)
 
 
 def test_run_write_commits_a_change_with_its_audit_event_or_neither(kit: Kit) -> None:
